@@ -1,0 +1,165 @@
+//! Request handlers. Each returns the reply or an error message for the harness.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lulab_proto::{ExecResult, KernelInfo, Op, PciDevice, Reply};
+
+/// Dispatches one operation.
+pub fn handle(op: Op) -> Result<Reply, String> {
+    match op {
+        Op::Ping => Ok(Reply::Pong {
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_ms: uptime_ms()?,
+        }),
+        Op::Exec { argv, timeout_ms } => exec(&argv, Duration::from_millis(timeout_ms)).map(Reply::Exec),
+        Op::ReadFile { path, max_bytes } => read_file(&path, max_bytes),
+        Op::PciDevices => pci_devices().map(|devices| Reply::PciDevices { devices }),
+        Op::KernelInfo => kernel_info().map(Reply::KernelInfo),
+    }
+}
+
+fn uptime_ms() -> Result<u64, String> {
+    let s = std::fs::read_to_string("/proc/uptime").map_err(|e| format!("/proc/uptime: {e}"))?;
+    let secs: f64 = s
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("/proc/uptime: unexpected contents {s:?}"))?;
+    Ok((secs * 1000.0) as u64)
+}
+
+fn exec(argv: &[String], timeout: Duration) -> Result<ExecResult, String> {
+    let (prog, args) = argv.split_first().ok_or("exec: empty argv")?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("exec {prog}: {e}"))?;
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let start = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait().map_err(|e| format!("wait {prog}: {e}"))? {
+            Some(s) => break s.code(),
+            None if start.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                timed_out = true;
+                break None;
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    Ok(ExecResult {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        timed_out,
+    })
+}
+
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn read_file(path: &str, max_bytes: u64) -> Result<Reply, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    let mut buf = Vec::new();
+    f.take(max_bytes.saturating_add(1)).read_to_end(&mut buf).map_err(|e| format!("{path}: {e}"))?;
+    let truncated = buf.len() as u64 > max_bytes;
+    buf.truncate(max_bytes as usize);
+    Ok(Reply::File { contents: String::from_utf8_lossy(&buf).into_owned(), truncated })
+}
+
+fn read_hex(path: &Path) -> Result<u32, String> {
+    let s = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn link_name(path: &Path) -> Option<String> {
+    std::fs::read_link(path).ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+fn pci_devices() -> Result<Vec<PciDevice>, String> {
+    let root = Path::new("/sys/bus/pci/devices");
+    let mut devices = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let p = entry.path();
+        devices.push(PciDevice {
+            address: entry.file_name().to_string_lossy().into_owned(),
+            vendor: read_hex(&p.join("vendor"))? as u16,
+            device: read_hex(&p.join("device"))? as u16,
+            class: read_hex(&p.join("class"))?,
+            driver: link_name(&p.join("driver")),
+            iommu_group: link_name(&p.join("iommu_group")).and_then(|g| g.parse().ok()),
+        });
+    }
+    devices.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(devices)
+}
+
+fn kernel_info() -> Result<KernelInfo, String> {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).map_err(|e| format!("{p}: {e}"));
+    let mut iommus: Vec<String> = std::fs::read_dir("/sys/class/iommu")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    iommus.sort();
+    let iommu_log = kernel_log()?
+        .into_iter()
+        .filter(|l| l.contains("DMAR") || l.contains("IOMMU") || l.contains("iommu"))
+        .collect();
+    Ok(KernelInfo {
+        release: read("/proc/sys/kernel/osrelease")?,
+        version: read("/proc/version")?,
+        cmdline: read("/proc/cmdline")?,
+        iommus,
+        iommu_log,
+    })
+}
+
+/// Reads every record currently in the kernel log buffer through /dev/kmsg.
+fn kernel_log() -> Result<Vec<String>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .map_err(|e| format!("/dev/kmsg: {e}"))?;
+    let mut lines = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `f` is an open fd.
+        let n = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) => break,
+                Some(libc::EPIPE) => continue, // record overwritten while reading: skip it
+                _ => return Err(format!("/dev/kmsg: {err}")),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let rec = String::from_utf8_lossy(&buf[..n as usize]);
+        // "prio,seq,ts,flags;message\n CONTINUATION"
+        if let Some((_, msg)) = rec.split_once(';') {
+            lines.push(msg.lines().next().unwrap_or("").to_string());
+        }
+    }
+    Ok(lines)
+}

@@ -1,0 +1,162 @@
+//! The agent protocol: one JSON object per line over the virtio-serial port
+//! `lulab.agent`. The harness sends a [`Request`], the agent answers with a
+//! [`Response`] carrying the same `id`. Both sides compile this crate, so the
+//! wire format has exactly one definition.
+#![deny(missing_docs)]
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the virtio-serial port the agent listens on.
+pub const AGENT_PORT_NAME: &str = "lulab.agent";
+
+/// A request from the harness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed in the response so replies can be matched.
+    pub id: u64,
+    /// What to do.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// The operations the agent understands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Liveness check; answered with [`Reply::Pong`].
+    Ping,
+    /// Run a program (no shell) and wait for it, up to `timeout_ms`.
+    Exec {
+        /// argv[0] and arguments.
+        argv: Vec<String>,
+        /// Kill the program when it runs longer than this.
+        timeout_ms: u64,
+    },
+    /// Read a file (at most `max_bytes`).
+    ReadFile {
+        /// Absolute path in the host.
+        path: String,
+        /// Upper bound on bytes returned.
+        max_bytes: u64,
+    },
+    /// List PCI devices with their IOMMU groups and drivers.
+    PciDevices,
+    /// Kernel release, version string, command line and IOMMU state.
+    KernelInfo,
+}
+
+/// The agent's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The id of the request this answers.
+    pub id: u64,
+    /// Outcome.
+    pub result: Result<Reply, String>,
+}
+
+/// Successful replies, one variant per [`Op`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// Answer to [`Op::Ping`].
+    Pong {
+        /// Agent version (crate version).
+        agent_version: String,
+        /// Milliseconds since the host kernel booted.
+        uptime_ms: u64,
+    },
+    /// Answer to [`Op::Exec`].
+    Exec(ExecResult),
+    /// Answer to [`Op::ReadFile`].
+    File {
+        /// File contents, lossily decoded as UTF-8.
+        contents: String,
+        /// True when the file was longer than `max_bytes`.
+        truncated: bool,
+    },
+    /// Answer to [`Op::PciDevices`].
+    PciDevices {
+        /// Every device under /sys/bus/pci/devices.
+        devices: Vec<PciDevice>,
+    },
+    /// Answer to [`Op::KernelInfo`].
+    KernelInfo(KernelInfo),
+}
+
+/// Outcome of [`Op::Exec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecResult {
+    /// Exit code, `None` when killed by a signal or the timeout.
+    pub status: Option<i32>,
+    /// Captured stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8).
+    pub stderr: String,
+    /// True when the agent killed the program at its timeout.
+    pub timed_out: bool,
+}
+
+/// One PCI function as the host kernel sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PciDevice {
+    /// Domain:bus:device.function, e.g. `0000:00:02.0`.
+    pub address: String,
+    /// Vendor id.
+    pub vendor: u16,
+    /// Device id.
+    pub device: u16,
+    /// 24-bit class code.
+    pub class: u32,
+    /// Bound driver, if any.
+    pub driver: Option<String>,
+    /// IOMMU group number, if the device is in one.
+    pub iommu_group: Option<u32>,
+}
+
+/// Kernel identity and IOMMU state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    /// `/proc/version`.
+    pub version: String,
+    /// `/proc/cmdline`.
+    pub cmdline: String,
+    /// Entries of /sys/class/iommu (e.g. `dmar0`).
+    pub iommus: Vec<String>,
+    /// Kernel log lines mentioning DMAR or IOMMU.
+    pub iommu_log: Vec<String>,
+}
+
+impl KernelInfo {
+    /// True when the kernel reports an enabled Intel IOMMU.
+    pub fn dmar_enabled(&self) -> bool {
+        !self.iommus.is_empty() && self.iommu_log.iter().any(|l| l.contains("DMAR: IOMMU enabled"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format_is_flat() {
+        let r = Request { id: 7, op: Op::ReadFile { path: "/proc/cmdline".into(), max_bytes: 64 } };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"id":7,"op":"read_file","path":"/proc/cmdline","max_bytes":64}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let r = Response {
+            id: 1,
+            result: Ok(Reply::Pong { agent_version: "0.1.0".into(), uptime_ms: 1500 }),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&s).unwrap(), r);
+        let e = Response { id: 2, result: Err("no such file".into()) };
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(s, r#"{"id":2,"result":{"Err":"no such file"}}"#);
+    }
+}
