@@ -5,7 +5,21 @@
 //! Stages pass typed values one way:
 //! `KernelArtifacts → ImageSpec → Initramfs → MachineParams → Host → observations → Report`.
 
+pub mod agent;
 pub mod cache;
 pub mod cmd;
+pub mod console;
+pub mod host;
+pub mod image;
 pub mod kernel;
+pub mod lab;
+pub mod ktap;
+pub mod qemu;
+pub mod qmp;
 pub mod setup;
+
+/// The repository root (the harness is always run from its checkout).
+pub fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}

@@ -1,7 +1,14 @@
 //! The `lulab` command line.
 
+mod interactive;
+mod table;
+
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use lulab::host::{Deadlines, Host};
+use lulab::lab::{new_run_dir, BootSet};
 
 #[derive(Debug, Parser)]
 #[command(name = "lulab", version, about = "Live-update lab: boot, live-update and judge QEMU hosts")]
@@ -14,11 +21,66 @@ struct Cli {
 enum Cmd {
     /// Install what this machine lacks (QEMU 10 from bookworm-backports, busybox…).
     Setup,
+    /// Boot a host and attach to its serial console (Ctrl-] detaches and shuts it down).
+    Boot {
+        /// Run directory (default: reports/<timestamp>-boot).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The headline demo: set up, build, boot a host and show its IOMMU state and devices.
+    Demo,
+    /// Image stage on its own: build (or take from cache) the host initramfs.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Build the stock kernel's initramfs and print where it is.
+    Build,
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Setup => lulab::setup::ensure_host(),
+        Cmd::Boot { out } => boot(out),
+        Cmd::Demo => demo(),
+        Cmd::Image { cmd: ImageCmd::Build } => {
+            let set = BootSet::stock()?;
+            println!("kernel:    {} ({})", set.kernel.bzimage.display(), set.kernel.source_version);
+            println!("initramfs: {}", set.initramfs.path.display());
+            println!("modules loaded at boot: {}", set.initramfs.loaded_modules.join(" "));
+            Ok(())
+        }
     }
+}
+
+fn boot(out: Option<PathBuf>) -> Result<()> {
+    lulab::setup::require_qemu()?;
+    let set = BootSet::stock()?;
+    let dir = match out {
+        Some(d) => d,
+        None => new_run_dir("boot")?,
+    };
+    println!("{}", lulab::setup::kvm_note());
+    println!("booting {} … (run directory {})", set.kernel.source_version, dir.display());
+    let host = Host::boot(&set.machine(&dir)?, &dir, Deadlines::default())?;
+    interactive::attach(host)
+}
+
+fn demo() -> Result<()> {
+    lulab::setup::ensure_host()?;
+    println!("{}", lulab::setup::kvm_note());
+    let set = BootSet::stock()?;
+    let dir = new_run_dir("demo")?;
+    println!("booting {} under TCG with intel-iommu … (run directory {})", set.kernel.source_version, dir.display());
+    let mut host = Host::boot(&set.machine(&dir)?, &dir, Deadlines::default())?;
+    let info = host.agent.kernel_info()?;
+    let devices = host.agent.pci_devices()?;
+    print!("{}", table::host_table(&info, &devices, &host.timings));
+    host.shutdown()?;
+    Ok(())
 }

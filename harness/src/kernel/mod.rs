@@ -1,6 +1,7 @@
 //! Kernels the harness boots: Debian's stock image (fetched, never installed)
 //! and our own build (`linux-source-7.3` + `kernel/`).
 
+pub mod build;
 pub mod stock;
 
 use std::path::PathBuf;

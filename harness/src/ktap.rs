@@ -1,0 +1,1 @@
+//! KTAP parser (placeholder).
