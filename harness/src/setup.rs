@@ -129,10 +129,16 @@ fn ensure_backports_source() -> Result<bool> {
     Ok(true)
 }
 
+/// The QEMU binary: `$LULAB_QEMU` or `qemu-system-x86_64` on PATH.
+pub fn qemu_binary() -> std::ffi::OsString {
+    std::env::var_os("LULAB_QEMU").filter(|v| !v.is_empty()).unwrap_or_else(|| "qemu-system-x86_64".into())
+}
+
 /// The installed qemu-system-x86_64 version.
 pub fn qemu_version() -> Result<(u32, u32)> {
-    let out = cmd::stdout(Command::new("qemu-system-x86_64").arg("--version"))
-        .with_context(|| format!("qemu-system-x86_64 not found; {QEMU_INSTALL_HINT}"))?;
+    let bin = qemu_binary();
+    let out = cmd::stdout(Command::new(&bin).arg("--version"))
+        .with_context(|| format!("{} not found or not working; {QEMU_INSTALL_HINT}", bin.to_string_lossy()))?;
     parse_qemu_version(&out).with_context(|| format!("unexpected `qemu-system-x86_64 --version` output: {out}"))
 }
 

@@ -1,0 +1,125 @@
+//! Host side of the agent channel: JSON requests over the virtio-serial
+//! socket, replies matched by id. Results come from here, never from the console.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use lulab_proto::{ExecResult, KernelInfo, Op, PciDevice, Reply, Request, Response};
+
+/// A connection to the guest agent.
+#[derive(Debug)]
+pub struct AgentClient {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    next_id: u64,
+}
+
+/// Why a call did not produce a reply.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No reply before the deadline (agent not up yet, or busy).
+    #[error("No reply from the agent within {0:?}")]
+    Timeout(Duration),
+    /// The agent answered with an error.
+    #[error("Agent refused `{op}`: {msg}")]
+    Refused {
+        /// Operation name.
+        op: String,
+        /// The agent's message.
+        msg: String,
+    },
+    /// Transport failure.
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+}
+
+impl AgentClient {
+    /// Connects to QEMU's end of the agent port.
+    pub fn connect(socket: &Path) -> Result<Self> {
+        let s = UnixStream::connect(socket).with_context(|| format!("connecting agent socket {}", socket.display()))?;
+        Ok(Self { writer: s.try_clone()?, reader: BufReader::new(s), next_id: 1 })
+    }
+
+    /// Sends `op` and waits up to `timeout` for its reply.
+    pub fn call(&mut self, op: Op, timeout: Duration) -> Result<Reply, AgentError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let name = serde_json::to_value(&op).ok().and_then(|v| v["op"].as_str().map(String::from)).unwrap_or_default();
+        let mut line = serde_json::to_vec(&Request { id, op }).map_err(|e| anyhow!(e))?;
+        line.push(b'\n');
+        self.writer.write_all(&line).context("writing to the agent socket")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AgentError::Timeout(timeout));
+            }
+            self.reader.get_ref().set_read_timeout(Some(left)).context("agent socket")?;
+            let mut buf = String::new();
+            match self.reader.read_line(&mut buf) {
+                Ok(0) => return Err(anyhow!("agent socket closed by QEMU").into()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(AgentError::Timeout(timeout));
+                }
+                Err(e) => return Err(anyhow!(e).context("reading the agent socket").into()),
+            }
+            let Ok(resp) = serde_json::from_str::<Response>(buf.trim()) else {
+                continue; // a partial line from an agent that died mid-write
+            };
+            if resp.id != id {
+                continue; // the reply to an earlier call we stopped waiting for
+            }
+            return resp.result.map_err(|msg| AgentError::Refused { op: name, msg });
+        }
+    }
+
+    /// Waits until the agent answers a ping; `alive` is checked between tries.
+    pub fn wait_ready(&mut self, deadline: Instant, mut alive: impl FnMut() -> Result<()>) -> Result<Reply> {
+        loop {
+            alive()?;
+            match self.call(Op::Ping, Duration::from_millis(500)) {
+                Ok(r) => return Ok(r),
+                Err(AgentError::Timeout(_)) if Instant::now() < deadline => {}
+                Err(AgentError::Timeout(_)) => bail!("the agent did not answer a ping before the deadline"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs a program in the host.
+    pub fn exec(&mut self, argv: &[&str], timeout: Duration) -> Result<ExecResult> {
+        let op = Op::Exec { argv: argv.iter().map(|s| s.to_string()).collect(), timeout_ms: timeout.as_millis() as u64 };
+        match self.call(op, timeout + Duration::from_secs(5))? {
+            Reply::Exec(r) => Ok(r),
+            other => bail!("unexpected reply to exec: {other:?}"),
+        }
+    }
+
+    /// Reads a file in the host.
+    pub fn read_file(&mut self, path: &str) -> Result<String> {
+        match self.call(Op::ReadFile { path: path.into(), max_bytes: 1 << 20 }, Duration::from_secs(10))? {
+            Reply::File { contents, .. } => Ok(contents),
+            other => bail!("unexpected reply to read_file: {other:?}"),
+        }
+    }
+
+    /// PCI devices with IOMMU groups and drivers.
+    pub fn pci_devices(&mut self) -> Result<Vec<PciDevice>> {
+        match self.call(Op::PciDevices, Duration::from_secs(10))? {
+            Reply::PciDevices { devices } => Ok(devices),
+            other => bail!("unexpected reply to pci_devices: {other:?}"),
+        }
+    }
+
+    /// Kernel identity and IOMMU state.
+    pub fn kernel_info(&mut self) -> Result<KernelInfo> {
+        match self.call(Op::KernelInfo, Duration::from_secs(10))? {
+            Reply::KernelInfo(k) => Ok(k),
+            other => bail!("unexpected reply to kernel_info: {other:?}"),
+        }
+    }
+}

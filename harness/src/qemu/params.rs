@@ -1,0 +1,252 @@
+//! `MachineParams`: the host machine as typed data, turned into QEMU argv in
+//! exactly one place ([`MachineParams::argv`]).
+
+use std::path::{Path, PathBuf};
+
+use lulab_proto::AGENT_PORT_NAME;
+
+/// Files of one QEMU host inside its run directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPaths {
+    /// The run directory itself.
+    pub dir: PathBuf,
+}
+
+impl RunPaths {
+    /// Paths below `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    /// Guest RAM backing file (the harness maps it).
+    pub fn ram(&self) -> PathBuf {
+        self.dir.join("ram")
+    }
+    /// QMP socket.
+    pub fn qmp_sock(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+    /// Serial console socket.
+    pub fn console_sock(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+    /// Everything the serial console printed (QEMU's chardev log).
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+    /// Agent virtio-serial socket.
+    pub fn agent_sock(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+    /// The e1000e's netdev socket (owned by the harness: QEMU connects to it).
+    pub fn net_sock(&self) -> PathBuf {
+        self.dir.join("net.sock")
+    }
+    /// Trace event patterns QEMU enables.
+    pub fn trace_events(&self) -> PathBuf {
+        self.dir.join("trace-events")
+    }
+    /// QEMU's log: trace events land here.
+    pub fn trace_log(&self) -> PathBuf {
+        self.dir.join("trace.log")
+    }
+    /// QEMU's stderr.
+    pub fn stderr(&self) -> PathBuf {
+        self.dir.join("qemu.stderr")
+    }
+    /// QEMU writes its PID here.
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+    /// The argv QEMU was started with, one argument per line.
+    pub fn argv(&self) -> PathBuf {
+        self.dir.join("qemu.argv")
+    }
+}
+
+/// Emulated Intel VT-d.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IommuParams {
+    /// Add `-device intel-iommu` at all (off = negative control).
+    pub enabled: bool,
+    /// Interrupt remapping (needs `kernel-irqchip=split`).
+    pub intremap: bool,
+    /// Caching mode: forces strict IOTLB flushing (not needed for emulated devices).
+    pub caching_mode: bool,
+    /// Scalable mode instead of legacy.
+    pub scalable_mode: bool,
+    /// Ask QEMU to drain DMA before changing translation state.
+    pub dma_drain: bool,
+}
+
+impl Default for IommuParams {
+    fn default() -> Self {
+        Self { enabled: true, intremap: true, caching_mode: false, scalable_mode: false, dma_drain: true }
+    }
+}
+
+/// How frames reach the e1000e from the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetdevKind {
+    /// Stream socket: 4-byte big-endian length + frame; ~286 frames of queue.
+    Stream,
+}
+
+/// The DMA-generating NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicParams {
+    /// Backend socket kind.
+    pub netdev: NetdevKind,
+    /// MAC address.
+    pub mac: String,
+}
+
+impl Default for NicParams {
+    fn default() -> Self {
+        Self { netdev: NetdevKind::Stream, mac: "52:54:00:12:34:56".into() }
+    }
+}
+
+/// The NVMe controller; its backing file is written by the harness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvmeParams {
+    /// Raw backing file.
+    pub backing: PathBuf,
+    /// Optional IOPS throttle to keep commands in flight.
+    pub throttle_iops: Option<u32>,
+}
+
+/// One QEMU host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineParams {
+    /// Kernel image.
+    pub kernel: PathBuf,
+    /// Initramfs.
+    pub initrd: PathBuf,
+    /// Kernel command line words.
+    pub cmdline: Vec<String>,
+    /// RAM in MiB (a shared file in the run directory).
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub cpus: u32,
+    /// VT-d.
+    pub iommu: IommuParams,
+    /// e1000e at 00:02.0.
+    pub nic: Option<NicParams>,
+    /// NVMe at 00:03.0.
+    pub nvme: Option<NvmeParams>,
+    /// QEMU trace event patterns (written to the run dir's trace-events file).
+    pub trace_events: Vec<String>,
+    /// Start with vCPUs stopped (`-S`); the harness resumes after connecting.
+    pub start_paused: bool,
+}
+
+/// PCI slots, fixed so every report names the same addresses.
+pub const NIC_ADDR: &str = "0000:00:02.0";
+/// See [`NIC_ADDR`].
+pub const NVME_ADDR: &str = "0000:00:03.0";
+
+/// Trace events every host records: VT-d faults and translation state.
+pub const DEFAULT_TRACE_EVENTS: &[&str] = &["vtd_fault*", "vtd_dmar_enable", "vtd_err*", "vtd_switch_address_space"];
+
+impl MachineParams {
+    /// A small host: 1 GiB, one vCPU, VT-d with interrupt remapping, e1000e and
+    /// (when `nvme` is given) NVMe.
+    pub fn new(kernel: &Path, initrd: &Path) -> Self {
+        Self {
+            kernel: kernel.into(),
+            initrd: initrd.into(),
+            cmdline: ["console=ttyS0", "panic=-1", "intel_iommu=on", "iommu=nopt", "loglevel=6"]
+                .map(String::from)
+                .to_vec(),
+            memory_mib: 1024,
+            cpus: 1,
+            iommu: IommuParams::default(),
+            nic: Some(NicParams::default()),
+            nvme: None,
+            trace_events: DEFAULT_TRACE_EVENTS.iter().map(|s| s.to_string()).collect(),
+            start_paused: true,
+        }
+    }
+
+    /// The QEMU argument vector (without the program name).
+    pub fn argv(&self, paths: &RunPaths) -> Vec<String> {
+        let p = |p: PathBuf| p.display().to_string();
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |args: &[&str]| a.extend(args.iter().map(|s| s.to_string()));
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot"]);
+        push(&["-accel", "tcg", "-cpu", "max", "-smp", &self.cpus.to_string()]);
+        let mem = format!("{}M", self.memory_mib);
+        push(&["-machine", "q35,kernel-irqchip=split,memory-backend=ram0", "-m", &mem]);
+        push(&["-object", &format!("memory-backend-file,id=ram0,size={mem},mem-path={},share=on", p(paths.ram()))]);
+        if self.iommu.enabled {
+            let i = &self.iommu;
+            let onoff = |b: bool| if b { "on" } else { "off" };
+            push(&[
+                "-device",
+                &format!(
+                    "intel-iommu,intremap={},caching-mode={},x-scalable-mode={},dma-drain={}",
+                    onoff(i.intremap),
+                    onoff(i.caching_mode),
+                    onoff(i.scalable_mode),
+                    onoff(i.dma_drain)
+                ),
+            ]);
+        }
+        push(&["-kernel", &p(self.kernel.clone()), "-initrd", &p(self.initrd.clone())]);
+        push(&["-append", &self.cmdline.join(" ")]);
+        if let Some(nic) = &self.nic {
+            match nic.netdev {
+                NetdevKind::Stream => push(&[
+                    "-netdev",
+                    &format!("stream,id=net0,server=off,addr.type=unix,addr.path={}", p(paths.net_sock())),
+                ]),
+            }
+            push(&["-device", &format!("e1000e,netdev=net0,mac={},addr=0x2", nic.mac)]);
+        }
+        if let Some(nvme) = &self.nvme {
+            let mut drive = format!("file={},if=none,id=nvm0,format=raw,cache=writeback", p(nvme.backing.clone()));
+            if let Some(iops) = nvme.throttle_iops {
+                drive.push_str(&format!(",throttling.iops-total={iops}"));
+            }
+            push(&["-drive", &drive, "-device", "nvme,serial=lulab0,drive=nvm0,addr=0x3"]);
+        }
+        push(&[
+            "-chardev",
+            &format!("socket,id=con0,path={},server=on,wait=off,logfile={}", p(paths.console_sock()), p(paths.console_log())),
+            "-serial",
+            "chardev:con0",
+        ]);
+        push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", p(paths.qmp_sock()))]);
+        push(&["-mon", "chardev=qmp0,mode=control"]);
+        push(&["-device", "virtio-serial-pci,id=vser0,addr=0x4"]);
+        push(&["-chardev", &format!("socket,id=agent0,path={},server=on,wait=off", p(paths.agent_sock()))]);
+        push(&["-device", &format!("virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT_NAME}")]);
+        if !self.trace_events.is_empty() {
+            push(&["-trace", &format!("events={}", p(paths.trace_events())), "-D", &p(paths.trace_log())]);
+        }
+        push(&["-pidfile", &p(paths.pidfile())]);
+        if self.start_paused {
+            push(&["-S"]);
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_snapshot() {
+        let mut m = MachineParams::new(Path::new("/k/bzImage"), Path::new("/k/initrd.gz"));
+        m.nvme = Some(NvmeParams { backing: "/run/nvme.img".into(), throttle_iops: Some(100) });
+        insta::assert_snapshot!(m.argv(&RunPaths::new("/run")).join("\n"));
+    }
+
+    #[test]
+    fn iommu_off_drops_the_device() {
+        let mut m = MachineParams::new(Path::new("/k"), Path::new("/i"));
+        m.iommu.enabled = false;
+        assert!(!m.argv(&RunPaths::new("/r")).iter().any(|a| a.contains("intel-iommu")));
+    }
+}
