@@ -34,6 +34,17 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Kernel stage on its own: build our kernel (linux-source + kernel/) or take it from the cache.
+    Kernel {
+        #[command(subcommand)]
+        cmd: KernelCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KernelCmd {
+    /// Build (or take from cache) our kernel and print where its bzImage is.
+    Build,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +59,13 @@ fn main() -> Result<()> {
         Cmd::Setup => lulab::setup::ensure_host(),
         Cmd::Boot { out } => boot(out),
         Cmd::Demo => demo(),
+        Cmd::Kernel { cmd: KernelCmd::Build } => {
+            let k = lulab::kernel::build::build(&lulab::kernel::build::KernelSpec::lulab())?;
+            println!("bzImage: {}", k.bzimage.display());
+            println!("release: {}", k.release);
+            println!("source:  linux-source {}", k.source_version);
+            Ok(())
+        }
         Cmd::Image { cmd: ImageCmd::Build } => {
             let set = BootSet::stock()?;
             println!("kernel:    {} ({})", set.kernel.bzimage.display(), set.kernel.source_version);
