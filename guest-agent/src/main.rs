@@ -3,6 +3,8 @@
 //! request and per reply. It never exits on a bad request: errors go back to
 //! the harness as `Err` replies and to the kernel log.
 
+mod dma;
+mod kexec;
 mod ops;
 mod port;
 
@@ -20,8 +22,9 @@ fn main() {
         }
     };
     port::kmsg(&format!("lulab-agent {} serving on {}", env!("CARGO_PKG_VERSION"), path.display()));
+    let mut agent = ops::Agent::default();
     loop {
-        if let Err(e) = serve(&path) {
+        if let Err(e) = serve(&path, &mut agent) {
             port::kmsg(&format!("lulab-agent: {e}; reopening {}", path.display()));
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -29,7 +32,7 @@ fn main() {
 }
 
 /// Serves requests until the port reports an error.
-fn serve(path: &std::path::Path) -> std::io::Result<()> {
+fn serve(path: &std::path::Path, agent: &mut ops::Agent) -> std::io::Result<()> {
     let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
     let mut writer = file.try_clone()?;
     let mut reader = BufReader::new(file);
@@ -45,13 +48,20 @@ fn serve(path: &std::path::Path) -> std::io::Result<()> {
         if text.is_empty() {
             continue;
         }
-        let response = match serde_json::from_str::<Request>(text) {
-            Ok(req) => Response { id: req.id, result: ops::handle(req.op) },
-            Err(e) => Response { id: 0, result: Err(format!("malformed request: {e}")) },
+        let (response, after) = match serde_json::from_str::<Request>(text) {
+            Ok(req) => {
+                let (result, after) = agent.handle(req.op);
+                (Response { id: req.id, result }, after)
+            }
+            Err(e) => (Response { id: 0, result: Err(format!("malformed request: {e}")) }, ops::After::Continue),
         };
         let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
         out.push(b'\n');
         writer.write_all(&out)?;
         writer.flush()?;
+        if after == ops::After::Kexec {
+            port::kmsg("lulab-agent: kexec now");
+            port::kmsg(&kexec::exec());
+        }
     }
 }

@@ -8,8 +8,47 @@ use std::time::{Duration, Instant};
 
 use lulab_proto::{ExecResult, KernelInfo, Op, PciDevice, Reply};
 
-/// Dispatches one operation.
-pub fn handle(op: Op) -> Result<Reply, String> {
+use crate::dma;
+
+/// What the main loop does after sending a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Keep serving.
+    Continue,
+    /// Jump into the kexec-loaded kernel.
+    Kexec,
+}
+
+/// The agent's state across requests.
+#[derive(Debug, Default)]
+pub struct Agent {
+    dma: Option<dma::Engine>,
+}
+
+impl Agent {
+    /// Dispatches one operation.
+    pub fn handle(&mut self, op: Op) -> (Result<Reply, String>, After) {
+        match op {
+            Op::KexecExec => (Ok(Reply::Done), After::Kexec),
+            Op::DmaStart(cfg) => (self.dma_start(&cfg), After::Continue),
+            Op::DmaStatus => (self.dma.as_ref().map(|e| Reply::DmaStatus(e.status())).ok_or("no DMA engine running".into()), After::Continue),
+            Op::DmaStop => (self.dma.as_mut().map(|e| Reply::DmaStatus(e.stop())).ok_or("no DMA engine running".into()), After::Continue),
+            other => (handle(other), After::Continue),
+        }
+    }
+
+    fn dma_start(&mut self, cfg: &lulab_proto::DmaConfig) -> Result<Reply, String> {
+        if self.dma.is_some() {
+            return Err("a DMA engine is already running".into());
+        }
+        let (engine, layout) = dma::Engine::start(cfg)?;
+        self.dma = Some(engine);
+        Ok(Reply::DmaStarted(layout))
+    }
+}
+
+/// Stateless operations.
+fn handle(op: Op) -> Result<Reply, String> {
     match op {
         Op::Ping => Ok(Reply::Pong {
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -19,7 +58,27 @@ pub fn handle(op: Op) -> Result<Reply, String> {
         Op::ReadFile { path, max_bytes } => read_file(&path, max_bytes),
         Op::PciDevices => pci_devices().map(|devices| Reply::PciDevices { devices }),
         Op::KernelInfo => kernel_info().map(Reply::KernelInfo),
+        Op::PutFile { path, data_b64, append } => put_file(&path, &data_b64, append).map(|_| Reply::Done),
+        Op::KexecLoad { kernel, initrd, cmdline } => crate::kexec::load(&kernel, &initrd, &cmdline).map(|_| Reply::Done),
+        Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus | Op::DmaStop => Err("stateful op reached the stateless handler".into()),
     }
+}
+
+fn put_file(path: &str, data_b64: &str, append: bool) -> Result<(), String> {
+    use base64::Engine as _;
+    use std::io::Write;
+    let data = base64::engine::general_purpose::STANDARD.decode(data_b64).map_err(|e| format!("{path}: bad base64: {e}"))?;
+    if let Some(dir) = Path::new(path).parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(path)
+        .map_err(|e| format!("{path}: {e}"))?;
+    f.write_all(&data).map_err(|e| format!("{path}: {e}"))
 }
 
 fn uptime_ms() -> Result<u64, String> {

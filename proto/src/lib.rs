@@ -43,6 +43,137 @@ pub enum Op {
     PciDevices,
     /// Kernel release, version string, command line and IOMMU state.
     KernelInfo,
+    /// Write (or append to) a file in the host, e.g. the kexec target's
+    /// kernel and initramfs. Data is base64 (standard alphabet, padded).
+    PutFile {
+        /// Absolute path.
+        path: String,
+        /// Chunk contents, base64.
+        data_b64: String,
+        /// Append instead of truncating first.
+        append: bool,
+    },
+    /// `kexec_file_load` the given kernel and initramfs.
+    KexecLoad {
+        /// Kernel image path in the host.
+        kernel: String,
+        /// Initramfs path in the host.
+        initrd: String,
+        /// Command line of the next kernel.
+        cmdline: String,
+    },
+    /// Reply, then `reboot(LINUX_REBOOT_CMD_KEXEC)` into the loaded kernel.
+    KexecExec,
+    /// Take a device through VFIO and start DMA into agent-owned memory.
+    DmaStart(DmaConfig),
+    /// Counters and state of the running DMA engine.
+    DmaStatus,
+    /// Stop DMA (device quiesced, mappings kept until the agent exits).
+    DmaStop,
+}
+
+/// Which device and how to drive it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "device", rename_all = "snake_case")]
+pub enum DmaConfig {
+    /// e1000e RX: legacy descriptors, one buffer per descriptor.
+    E1000eRx {
+        /// PCI address, e.g. `0000:00:02.0`.
+        pci: String,
+        /// Descriptors in the RX ring (multiple of 8).
+        ring_size: u32,
+        /// Bytes per receive buffer (2048).
+        buf_size: u32,
+        /// Keep refilling descriptors as they complete.
+        refill: bool,
+        /// Which kernel interface maps memory for the device.
+        iommu: IommuApi,
+    },
+    /// NVMe: keep reading blocks of namespace 1 into agent buffers.
+    NvmeRead {
+        /// PCI address, e.g. `0000:00:03.0`.
+        pci: String,
+        /// Logical blocks per read command.
+        blocks_per_cmd: u32,
+        /// First LBA read; reads walk forward and wrap at `lba_count`.
+        lba_start: u64,
+        /// Number of LBAs covered.
+        lba_count: u64,
+        /// Commands kept in flight.
+        queue_depth: u32,
+        /// Which kernel interface maps memory for the device.
+        iommu: IommuApi,
+    },
+}
+
+/// The userspace DMA-mapping interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IommuApi {
+    /// iommufd where the kernel has `/dev/iommu`, else the type1 container.
+    Auto,
+    /// `/dev/iommu` + the VFIO device cdev.
+    Iommufd,
+    /// `/dev/vfio/vfio` container + group.
+    Type1,
+}
+
+/// A guest-physical range (an offset into the host's RAM file once mapped
+/// through the machine's memory layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhysRange {
+    /// Guest-physical start address.
+    pub gpa: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Where the device's DMA lands, as the agent set it up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaLayout {
+    /// PCI address of the device.
+    pub pci: String,
+    /// The interface actually used.
+    pub iommu: IommuApi,
+    /// Descriptor ring (e1000e RX ring, or the NVMe completion queue).
+    pub ring: DmaRegion,
+    /// Data buffers: buffer `i` starts at `buffers.iova + i * buf_size`.
+    pub buffers: DmaRegion,
+    /// Bytes per buffer.
+    pub buf_size: u32,
+    /// Number of buffers (= ring size for e1000e).
+    pub buf_count: u32,
+    /// Every page the agent allocated for DMA (the device may write only these).
+    pub dma_pages: Vec<PhysRange>,
+    /// Other agent pages the device must never write (for the memory oracle's
+    /// "unexpected change" check), e.g. a canary region.
+    pub canary: Vec<PhysRange>,
+}
+
+/// One IOMMU-mapped region and where it lives in guest-physical memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaRegion {
+    /// Device-visible address.
+    pub iova: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Backing guest-physical chunks, in IOVA order.
+    pub phys: Vec<PhysRange>,
+}
+
+/// Counters of the running DMA engine (agent side: a hint; the harness
+/// judges from the RAM file and QEMU).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmaStatus {
+    /// Completions the agent saw (descriptors with DD set / NVMe CQEs).
+    pub completed: u64,
+    /// Descriptors / commands handed back to the device.
+    pub refilled: u64,
+    /// Device statistics registers read by the agent (name → value), e.g.
+    /// e1000e `MPC`, `RNBC`, `GPRC`.
+    pub device_counters: Vec<(String, u64)>,
+    /// Whether the engine is running.
+    pub running: bool,
 }
 
 /// The agent's answer.
@@ -81,6 +212,12 @@ pub enum Reply {
     },
     /// Answer to [`Op::KernelInfo`].
     KernelInfo(KernelInfo),
+    /// Answer to operations with nothing to return.
+    Done,
+    /// Answer to [`Op::DmaStart`].
+    DmaStarted(DmaLayout),
+    /// Answer to [`Op::DmaStatus`] and [`Op::DmaStop`].
+    DmaStatus(DmaStatus),
 }
 
 /// Outcome of [`Op::Exec`].
