@@ -44,7 +44,7 @@ pub const fn align_up(x: u64, align: u64) -> Option<u64> {
 
 /// Number of [`BLOCK_SIZE`] blocks needed to hold `bytes`.
 pub const fn blocks_for(bytes: u64) -> u64 {
-    bytes / BLOCK_SIZE + (bytes % BLOCK_SIZE != 0) as u64
+    bytes.div_ceil(BLOCK_SIZE)
 }
 
 /// The checksummed superblock header at the start of the carve-out.

@@ -12,6 +12,28 @@ pub mod patches;
 pub mod source;
 pub mod toolchain;
 
+/// pkernfs' on-memory layout: the very file the kernel builds
+/// (`kernel/pkernfs/layout.rs`), so the harness never keeps a second copy.
+#[path = "../../../../kernel/pkernfs/layout.rs"]
+#[allow(missing_docs, dead_code)]
+pub mod pkernfs_layout;
+
+#[cfg(test)]
+mod layout_tests {
+    use super::pkernfs_layout::*;
+
+    #[test]
+    fn the_shared_layout_behaves_on_the_host_as_in_kunit() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        let h = Header { version: FORMAT_VERSION, size: 64 << 20 };
+        let mut b = h.encode();
+        assert_eq!(Header::decode(&b), Ok(h));
+        b[17] ^= 0x80;
+        assert_eq!(Header::decode(&b), Err(HeaderError::BadChecksum));
+        assert_eq!(blocks_for(BLOCK_SIZE * 3 - 1), 3);
+    }
+}
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

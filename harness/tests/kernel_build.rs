@@ -1,0 +1,144 @@
+//! Kernel build tier: builds our kernel (or takes it from the cache) and
+//! checks its artefacts; a bad config option and a bad patch must fail naming
+//! what is wrong. Cold build about 8 min on 2 cores; cached, seconds.
+//!
+//! When the machine cannot build (not Debian, not root with packages missing,
+//! `LULAB_SKIP_KERNEL_BUILD` set) the tests print `SKIP: <reason>` and return,
+//! except under CI (`CI` set), where that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lulab::kernel::build::{self, toolchain, KernelSpec};
+
+/// One kernel build at a time in this process (apt and dpkg hold locks too).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Why this machine cannot run the tier, if it cannot.
+fn unavailable() -> Option<String> {
+    if std::env::var_os("LULAB_SKIP_KERNEL_BUILD").is_some() {
+        return Some("LULAB_SKIP_KERNEL_BUILD is set".into());
+    }
+    if !lulab::cmd::on_path("apt-get") || !lulab::cmd::on_path("dpkg-deb") {
+        return Some("not a Debian system (apt-get / dpkg-deb missing)".into());
+    }
+    if !Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
+        return Some("no Debian archive keyring (/usr/share/keyrings/debian-archive-keyring.gpg)".into());
+    }
+    let missing: Vec<&str> =
+        toolchain::PACKAGES.iter().copied().filter(|p| !lulab::setup::dpkg_installed(p)).collect();
+    if !missing.is_empty() && !is_root() {
+        return Some(format!("not root, cannot install {}", missing.join(" ")));
+    }
+    None
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when the test should go on; prints SKIP (or panics under CI) otherwise.
+fn ready() -> bool {
+    match unavailable() {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("CI must not skip the kernel tier: {why}"),
+        Some(why) => {
+            println!("SKIP: {why}");
+            false
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn builds_our_kernel_with_every_requested_option_then_hits_the_cache() {
+    if !ready() {
+        return;
+    }
+    let _g = lock();
+    let spec = KernelSpec::lulab();
+    let root = lulab::cache::root();
+    let built = build::build_at(&root, &spec).expect("kernel build");
+    let k = &built.artifacts;
+    let size = std::fs::metadata(&k.bzimage).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 1 << 20, "bzImage {} is missing or tiny ({size} bytes)", k.bzimage.display());
+    assert_eq!(k.name, "lulab");
+    assert!(k.release.starts_with("7.3") && k.release.ends_with("-lulab"), "release {}", k.release);
+    assert!(k.source_version.starts_with("7.3"), "source version {}", k.source_version);
+    let config = std::fs::read_to_string(&built.config).expect("reading built .config");
+    let unmet = spec.requested().expect("fragments").missing(&config);
+    assert!(unmet.is_empty(), "options lost: {}", unmet.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("; "));
+    for opt in ["CONFIG_RUST=y", "CONFIG_PKERNFS=y", "CONFIG_PKERNFS_KUNIT_TEST=y", "CONFIG_KUNIT=y", "CONFIG_VIRTIO_CONSOLE=y"] {
+        assert!(config.lines().any(|l| l == opt), "{opt} missing from {}", built.config.display());
+    }
+    let map = std::fs::read_to_string(built.dir.join("System.map")).expect("System.map");
+    assert!(map.contains("pkernfs"), "no pkernfs symbol in System.map: the Rust unit was not built in");
+
+    // Nothing changed: the second build is a cache hit.
+    let t = Instant::now();
+    let again = build::build_at(&root, &spec).expect("cached kernel build");
+    let took = t.elapsed();
+    assert_eq!(again.artifacts, built.artifacts);
+    assert!(took < Duration::from_secs(60), "cached build took {took:?}");
+    println!("cached build: {took:.1?}; cold build recorded in manifest: {:.0} s", again.manifest.build_seconds);
+}
+
+/// A copy of our `kernel/` directory to break on purpose.
+fn kernel_copy(tmp: &Path) -> KernelSpec {
+    let mut spec = KernelSpec::lulab();
+    let dst = tmp.join("kernel");
+    copy_dir(&spec.kernel_dir, &dst);
+    spec.kernel_dir = dst;
+    spec
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p: PathBuf = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_impossible_option_fails_naming_it() {
+    if !ready() {
+        return;
+    }
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = kernel_copy(tmp.path());
+    std::fs::write(spec.kernel_dir.join("config/99-impossible.config"), "CONFIG_LULAB_NO_SUCH_OPTION=y\n").unwrap();
+    let err = build::build_at(&lulab::cache::root(), &spec).expect_err("an impossible option must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("CONFIG_LULAB_NO_SUCH_OPTION=y") && msg.contains("99-impossible.config:1"), "{msg}");
+    assert!(!msg.contains("CONFIG_PKERNFS="), "only the impossible option may be listed: {msg}");
+}
+
+#[test]
+fn a_patch_that_does_not_apply_fails_naming_it() {
+    if !ready() {
+        return;
+    }
+    let _g = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = kernel_copy(tmp.path());
+    let patches = spec.kernel_dir.join("patches");
+    let bad = "--- a/fs/Kconfig\n+++ b/fs/Kconfig\n@@ -1,3 +1,4 @@\n this context\n+never\n is not\n in fs/Kconfig\n";
+    std::fs::write(patches.join("0099-does-not-apply.patch"), bad).unwrap();
+    let mut series = std::fs::read_to_string(patches.join("series")).unwrap();
+    series.push_str("0099-does-not-apply.patch\n");
+    std::fs::write(patches.join("series"), series).unwrap();
+    let err = build::build_at(&lulab::cache::root(), &spec).expect_err("a bad patch must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("patch 0099-does-not-apply.patch does not apply: fs/Kconfig"), "{msg}");
+}
