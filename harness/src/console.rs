@@ -89,7 +89,13 @@ impl Console {
                 }
                 Err(ExpectError::Timeout { .. }) => {}
                 Err(ExpectError::EOF { .. }) => {
-                    alive()?;
+                    // The console closes a moment before QEMU can be reaped:
+                    // give `alive` the chance to report the exit status.
+                    let grace = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < grace {
+                        alive()?;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
                     bail!("console closed while waiting for {what}\n{}", self.tail_note(20));
                 }
                 Err(e) => return Err(e).context("reading the console"),

@@ -105,22 +105,23 @@ impl Host {
         let mut agent = AgentClient::connect(&paths.agent_sock())?;
         qmp.execute(&qapi::qmp::cont {}, Duration::from_secs(10))?;
         let init_deadline = Instant::now() + d.init;
+        let within = || format!("boot did not reach our /init within the {:?} init deadline", d.init);
         let mut needles = vec!["Linux version"];
         needles.extend(PANIC_MARKERS);
-        let found = console.expect(&needles, init_deadline, || qemu.check_alive())?;
+        let found = console.expect(&needles, init_deadline, || qemu.check_alive()).with_context(within)?;
         if found.index > 0 {
             bail!("kernel panicked before printing its banner\n{}", console.tail(20));
         }
         timings.kernel_ms = ms(Instant::now());
         needles[0] = INIT_READY;
-        let found = console.expect(&needles, init_deadline, || qemu.check_alive())?;
+        let found = console.expect(&needles, init_deadline, || qemu.check_alive()).with_context(within)?;
         if found.index > 0 {
             bail!("kernel panicked during boot\n{}", console.tail(20));
         }
         timings.init_ms = ms(Instant::now());
-        agent
-            .wait_ready(Instant::now() + d.agent, || qemu.check_alive())
-            .with_context(|| format!("last 20 console lines:\n{}", console.tail(20)))?;
+        agent.wait_ready(Instant::now() + d.agent, || qemu.check_alive()).with_context(|| {
+            format!("agent not ready within the {:?} agent deadline; last 20 console lines:\n{}", d.agent, console.tail(20))
+        })?;
         timings.agent_ms = ms(Instant::now());
         Ok((qmp, console, agent, timings))
     }

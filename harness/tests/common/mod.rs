@@ -1,0 +1,71 @@
+//! Shared fixtures for the system tier: SKIP (or, under CI, fail) when the
+//! machine cannot run QEMU hosts; run directories kept only when a test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// Returns false (after printing `SKIP: reason`) when this machine cannot run
+/// the system tier. Under CI (`CI` set) a missing prerequisite is a failure.
+pub fn system_tier_available() -> bool {
+    match lulab::setup::require_qemu() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("system tier cannot run on CI: {e:#}");
+            }
+            println!("SKIP: {e:#}");
+            false
+        }
+    }
+}
+
+/// A run directory for one test, removed when the test passes and kept (with
+/// its path printed) when it fails.
+pub struct TestRun {
+    dir: PathBuf,
+}
+
+impl TestRun {
+    pub fn new(name: &str) -> Self {
+        let base = std::env::var_os("LULAB_TEST_RUNS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| lulab::workspace_root().join("target").join("lulab-test-runs"));
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = base.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TestRun {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("run directory kept: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// True while a process with this PID exists.
+pub fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Reads QEMU's pidfile in `dir` once it exists.
+pub fn wait_pidfile(dir: &Path, deadline: std::time::Instant) -> Option<i32> {
+    while std::time::Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(dir.join("qemu.pid")) {
+            if let Ok(p) = s.trim().parse() {
+                return Some(p);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
