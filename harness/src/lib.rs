@@ -9,14 +9,17 @@ pub mod agent;
 pub mod cache;
 pub mod cmd;
 pub mod console;
+pub mod guest_memory;
 pub mod host;
 pub mod image;
 pub mod kernel;
 pub mod lab;
+pub mod oracle;
 pub mod ktap;
 pub mod qemu;
 pub mod qmp;
 pub mod setup;
+pub mod traffic;
 
 /// The repository root (the harness is always run from its checkout).
 pub fn workspace_root() -> std::path::PathBuf {
