@@ -76,7 +76,16 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "device", rename_all = "snake_case")]
 pub enum DmaConfig {
-    /// e1000e RX: legacy descriptors, one buffer per descriptor.
+    /// e1000e RX: legacy descriptors, one buffer per descriptor (descriptor
+    /// `i` always points at buffer `i`; a buffer holds the whole frame from
+    /// the Ethernet header on, the descriptor's `length` excludes the CRC).
+    ///
+    /// Refill contract: a completed descriptor is handed back to the device
+    /// only while the agent still holds the `ring_size / 2` most recent
+    /// completions and at least 250 ms after the agent saw it complete, so
+    /// the harness (scanning the RAM file every ~100 ms) sees every frame
+    /// before its buffer can be reused. Without `refill` every descriptor is
+    /// used once (`ring_size - 1` frames, RDT stays one behind RDH).
     E1000eRx {
         /// PCI address, e.g. `0000:00:02.0`.
         pci: String,
@@ -89,17 +98,23 @@ pub enum DmaConfig {
         /// Which kernel interface maps memory for the device.
         iommu: IommuApi,
     },
-    /// NVMe: keep reading blocks of namespace 1 into agent buffers.
+    /// NVMe: read each LBA of namespace 1 in `[lba_start, lba_start +
+    /// lba_count)` exactly once, `blocks_per_cmd` per Read command, into its
+    /// own buffer slot: slot `i` (at `buffers.iova + i * buf_size`, where
+    /// `buf_size = blocks_per_cmd * LBA size`) holds LBAs
+    /// `lba_start + i * blocks_per_cmd ..` (the last slot may be short).
+    /// The I/O completion queue is the layout's `ring`; admin queues,
+    /// identify page, I/O SQ and PRP lists are in `dma_pages` only.
     NvmeRead {
         /// PCI address, e.g. `0000:00:03.0`.
         pci: String,
-        /// Logical blocks per read command.
+        /// Logical blocks per read command (at most the controller's MDTS).
         blocks_per_cmd: u32,
-        /// First LBA read; reads walk forward and wrap at `lba_count`.
+        /// First LBA read.
         lba_start: u64,
-        /// Number of LBAs covered.
+        /// Number of LBAs read (each once).
         lba_count: u64,
-        /// Commands kept in flight.
+        /// Commands kept in flight (1..=1023, capped by the controller's MQES).
         queue_depth: u32,
         /// Which kernel interface maps memory for the device.
         iommu: IommuApi,
@@ -143,10 +158,12 @@ pub struct DmaLayout {
     pub buf_size: u32,
     /// Number of buffers (= ring size for e1000e).
     pub buf_count: u32,
-    /// Every page the agent allocated for DMA (the device may write only these).
+    /// Every page mapped for the device (the device may write only these;
+    /// includes page padding after ring/buffers and NVMe admin structures).
     pub dma_pages: Vec<PhysRange>,
     /// Other agent pages the device must never write (for the memory oracle's
-    /// "unexpected change" check), e.g. a canary region.
+    /// "unexpected change" check): a 16 KiB canary region, never mapped for
+    /// the device, filled with the repeated ASCII pattern `lulab-canary-never-dma-`.
     pub canary: Vec<PhysRange>,
 }
 
@@ -167,12 +184,16 @@ pub struct DmaRegion {
 pub struct DmaStatus {
     /// Completions the agent saw (descriptors with DD set / NVMe CQEs).
     pub completed: u64,
-    /// Descriptors / commands handed back to the device.
+    /// e1000e: descriptors handed back to the device; NVMe: commands
+    /// submitted after the first `queue_depth`.
     pub refilled: u64,
-    /// Device statistics registers read by the agent (name → value), e.g.
-    /// e1000e `MPC`, `RNBC`, `GPRC`.
+    /// Device statistics read by the agent (name → value). e1000e: the
+    /// read-to-clear registers `MPC`, `RNBC`, `GPRC`, `GORCL`, `GORCH`, `TPR`,
+    /// accumulated since start. NVMe: `lba_size`, `commands_planned`,
+    /// `queue_depth`. Both: `completion_errors` (descriptors with error bits /
+    /// CQEs with a non-zero status) and `quiesce_failed` after a failed stop.
     pub device_counters: Vec<(String, u64)>,
-    /// Whether the engine is running.
+    /// Whether the polling thread runs (NVMe: false once every read completed).
     pub running: bool,
 }
 

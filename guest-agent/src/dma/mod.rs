@@ -1,25 +1,124 @@
 //! The DMA engine: takes a PCI device through VFIO (iommufd or the type1
-//! container), maps agent-owned memory for it and keeps it busy.
+//! container), maps agent-owned memory for it and keeps it busy from a
+//! background polling thread (no interrupts).
+//!
+//! Layers: [`sys`] (raw uAPI) → [`vfio`] (binding, IOMMU mapping, device fd,
+//! BAR) and [`mem`] (pinned memory, pagemap) → the device drivers
+//! [`e1000e`] and [`nvme`].
+
+mod e1000e;
+mod mem;
+mod nvme;
+mod nvme_queue;
+mod sys;
+mod vfio;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use lulab_proto::{DmaConfig, DmaLayout, DmaStatus};
 
-/// A running DMA engine.
+/// What the engine needs from a device driver.
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    /// Keeps the device busy until `p.stopping()`; runs on its own thread.
+    fn poll(&self, p: &Progress);
+    /// Device-specific counters (name → value), cumulative.
+    fn counters(&self) -> Vec<(String, u64)>;
+    /// Stops the device's DMA (called after `poll` returned).
+    fn quiesce(&self) -> Result<(), String>;
+}
+
+/// Counters shared between the polling thread and the request loop.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Completions seen.
+    pub completed: AtomicU64,
+    /// Descriptors / commands handed back to the device.
+    pub refilled: AtomicU64,
+    /// Completions with an error status.
+    pub errors: AtomicU64,
+    stop: AtomicBool,
+    running: AtomicBool,
+}
+
+impl Progress {
+    /// True once the engine was asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Counts one completion with an error status.
+    pub fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running DMA engine. Dropping it leaves the device running; the fds
+/// and mappings it holds live until the agent exits (that is the point of a
+/// live update: the device keeps DMAing into this memory).
 #[derive(Debug)]
-pub struct Engine {}
+pub struct Engine {
+    driver: Arc<dyn Driver>,
+    progress: Arc<Progress>,
+    thread: Option<JoinHandle<()>>,
+    _canary: mem::Mem,
+    stop_error: Option<String>,
+}
 
 impl Engine {
     /// Takes the device and starts DMA.
     pub fn start(cfg: &DmaConfig) -> Result<(Self, DmaLayout), String> {
-        Err(format!("DMA engine not built yet: {cfg:?}"))
+        let (canary, canary_phys) = mem::canary()?;
+        let (driver, mut layout) = match cfg {
+            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu } => {
+                e1000e::start(pci, *ring_size, *buf_size, *refill, *iommu)?
+            }
+            DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, iommu } => {
+                nvme::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, *iommu)?
+            }
+        };
+        layout.canary = canary_phys;
+        let progress = Arc::new(Progress::default());
+        progress.running.store(true, Ordering::Relaxed);
+        let (d, p) = (Arc::clone(&driver), Arc::clone(&progress));
+        let thread = std::thread::Builder::new()
+            .name("lulab-dma".into())
+            .spawn(move || {
+                d.poll(&p);
+                p.running.store(false, Ordering::Relaxed);
+            })
+            .map_err(|e| format!("spawning the DMA polling thread: {e}"))?;
+        let engine = Self { driver, progress, thread: Some(thread), _canary: canary, stop_error: None };
+        Ok((engine, layout))
     }
 
     /// Current counters.
     pub fn status(&self) -> DmaStatus {
-        DmaStatus::default()
+        let p = &self.progress;
+        let mut device_counters = self.driver.counters();
+        device_counters.push(("completion_errors".into(), p.errors.load(Ordering::Relaxed)));
+        if self.stop_error.is_some() {
+            device_counters.push(("quiesce_failed".into(), 1));
+        }
+        DmaStatus {
+            completed: p.completed.load(Ordering::Relaxed),
+            refilled: p.refilled.load(Ordering::Relaxed),
+            device_counters,
+            running: p.running.load(Ordering::Relaxed),
+        }
     }
 
     /// Quiesces the device; returns the final counters.
     pub fn stop(&mut self) -> DmaStatus {
-        DmaStatus::default()
+        self.progress.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            if let Err(e) = self.driver.quiesce() {
+                crate::port::kmsg(&format!("lulab-agent: quiescing DMA: {e}"));
+                self.stop_error = Some(e);
+            }
+        }
+        self.status()
     }
 }

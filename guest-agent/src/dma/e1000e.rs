@@ -1,0 +1,245 @@
+//! e1000e RX through VFIO: legacy descriptors, one buffer per descriptor
+//! (descriptor `i` always points at buffer `i`), polled (no interrupts).
+//!
+//! Refill contract (what the harness's ledger relies on): the agent hands a
+//! completed descriptor back to the device only when
+//! - at least `ring_size / 2` newer completions are still held by the agent
+//!   (the most recent half of the ring is never touched), and
+//! - the agent saw its completion at least [`HOLD`] ago,
+//!
+//! so a frame stays readable in its buffer for at least [`HOLD`] (the harness
+//! scans the RAM file every ~100 ms). When the device runs out of descriptors
+//! QEMU stops reading the netdev socket (back-pressure) and counts RNBC.
+//! Without `refill` every descriptor is used once: `ring_size - 1` frames.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{compiler_fence, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lulab_proto::{DmaLayout, IommuApi};
+
+use super::mem::DmaMem;
+use super::vfio::{Bar, Device};
+use super::{Driver, Progress};
+
+/// Minimum time a completed buffer is left untouched before reuse.
+pub const HOLD: Duration = Duration::from_millis(250);
+
+/// IOVA of the descriptor ring.
+const RING_IOVA: u64 = 0x1000_0000;
+/// IOVA of the receive buffers.
+const BUF_IOVA: u64 = 0x2000_0000;
+/// Bytes per legacy RX descriptor.
+const DESC: u64 = 16;
+
+/// Register offsets (QEMU hw/net/e1000x_regs.h).
+mod reg {
+    pub const CTRL: usize = 0x0000;
+    pub const IMC: usize = 0x00d8;
+    pub const RCTL: usize = 0x0100;
+    pub const RDBAL: usize = 0x2800;
+    pub const RDBAH: usize = 0x2804;
+    pub const RDLEN: usize = 0x2808;
+    pub const RDH: usize = 0x2810;
+    pub const RDT: usize = 0x2818;
+    pub const RFCTL: usize = 0x5008;
+}
+
+const CTRL_ASDE: u32 = 1 << 5;
+const CTRL_SLU: u32 = 1 << 6;
+const CTRL_RST: u32 = 1 << 26;
+const RCTL_EN: u32 = 1 << 1;
+const RCTL_SBP: u32 = 1 << 2;
+const RCTL_UPE: u32 = 1 << 3;
+const RCTL_MPE: u32 = 1 << 4;
+const RCTL_BAM: u32 = 1 << 15;
+const RCTL_SECRC: u32 = 1 << 26;
+const STATUS_DD: u8 = 1 << 0;
+
+/// Statistics registers (read-to-clear: the agent accumulates them).
+const COUNTERS: &[(&str, usize)] =
+    &[("MPC", 0x4010), ("RNBC", 0x40a0), ("GPRC", 0x4074), ("GORCL", 0x4088), ("GORCH", 0x408c), ("TPR", 0x40d0)];
+
+/// `RCTL.BSIZE` (with `BSEX` clear) for a buffer size.
+fn bsize_bits(buf_size: u32) -> Result<u32, String> {
+    Ok(match buf_size {
+        2048 => 0,
+        1024 => 1 << 16,
+        512 => 2 << 16,
+        256 => 3 << 16,
+        other => return Err(format!("e1000e: buf_size {other} unsupported (256, 512, 1024 or 2048)")),
+    })
+}
+
+/// A running e1000e RX engine.
+#[derive(Debug)]
+pub struct E1000e {
+    dev: Device,
+    bar: Bar,
+    ring: DmaMem,
+    _bufs: DmaMem,
+    ring_size: u32,
+    refill: bool,
+    totals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl E1000e {
+    /// Opens `pci`, maps ring and buffers, programs RX and enables bus master.
+    pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, api: IommuApi) -> Result<(Self, DmaLayout), String> {
+        if ring_size < 8 || ring_size & 7 != 0 || ring_size > 4096 {
+            return Err(format!("e1000e {pci}: ring_size {ring_size} must be a multiple of 8 in 8..=4096"));
+        }
+        let bsize = bsize_bits(buf_size)?;
+        let dev = Device::open(pci, api)?;
+        let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
+        let ring_len = u64::from(ring_size) * DESC;
+        let bufs_len = u64::from(ring_size) * u64::from(buf_size);
+        let ring = DmaMem::new(&dev.iommu, &format!("e1000e {pci} RX ring"), ring_len, RING_IOVA)?;
+        let bufs = DmaMem::new(&dev.iommu, &format!("e1000e {pci} RX buffers"), bufs_len, BUF_IOVA)?;
+        let nic = Self { dev, bar, ring, _bufs: bufs, ring_size, refill, totals: Mutex::new(BTreeMap::new()) };
+        for i in 0..ring_size {
+            nic.write_desc(i, BUF_IOVA + u64::from(i) * u64::from(buf_size));
+        }
+        nic.program(bsize)?;
+        let layout = DmaLayout {
+            pci: pci.to_string(),
+            iommu: nic.dev.api,
+            ring: nic.ring.region(ring_len),
+            buffers: nic._bufs.region(bufs_len),
+            buf_size,
+            buf_count: ring_size,
+            dma_pages: [nic.ring.phys.clone(), nic._bufs.phys.clone()].concat(),
+            canary: Vec::new(),
+        };
+        Ok((nic, layout))
+    }
+
+    /// The init sequence measured in NOTES-dma.md; bus master strictly last
+    /// (QEMU flushes queued frames into a disabled NIC otherwise).
+    fn program(&self, bsize: u32) -> Result<(), String> {
+        let b = &self.bar;
+        b.write32(reg::IMC, u32::MAX);
+        // QEMU's e1000e survives vfio-pci's D3→D0 "reset": always reset it.
+        b.write32(reg::CTRL, b.read32(reg::CTRL) | CTRL_RST);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while b.read32(reg::CTRL) & CTRL_RST != 0 {
+            if Instant::now() > deadline {
+                return Err(format!("e1000e {}: CTRL.RST still set after 1 s", self.dev.pci));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        b.write32(reg::IMC, u32::MAX);
+        b.write32(reg::CTRL, b.read32(reg::CTRL) | CTRL_SLU | CTRL_ASDE);
+        b.write32(reg::RFCTL, 0);
+        b.write32(reg::RDBAL, RING_IOVA as u32);
+        b.write32(reg::RDBAH, (RING_IOVA >> 32) as u32);
+        b.write32(reg::RDLEN, self.ring_size * DESC as u32);
+        b.write32(reg::RDH, 0);
+        b.write32(reg::RDT, 0);
+        b.write32(reg::RCTL, RCTL_EN | RCTL_SBP | RCTL_UPE | RCTL_MPE | RCTL_BAM | bsize | RCTL_SECRC);
+        b.write32(reg::RDT, self.ring_size - 1);
+        self.dev.set_bus_master(true)
+    }
+
+    fn desc(&self, i: u32) -> *mut u8 {
+        self.ring.mem.at(u64::from(i) * DESC)
+    }
+
+    /// Descriptor `i` := {addr, everything else 0}.
+    fn write_desc(&self, i: u32, addr: u64) {
+        let d = self.desc(i);
+        // SAFETY: `d` is the 16-byte-aligned start of descriptor `i` inside the
+        // ring mapping; the device does not own it (not yet handed over / DD set).
+        unsafe {
+            d.cast::<u64>().write_volatile(addr);
+            d.add(8).cast::<u64>().write_volatile(0);
+        }
+    }
+
+    /// (status, errors) of descriptor `i`.
+    fn status_of(&self, i: u32) -> (u8, u8) {
+        let d = self.desc(i);
+        // SAFETY: bytes 12 and 13 of descriptor `i`, inside the ring mapping;
+        // volatile because the device writes them.
+        unsafe { (d.add(12).read_volatile(), d.add(13).read_volatile()) }
+    }
+
+    fn release(&self, i: u32) {
+        let d = self.desc(i);
+        // SAFETY: upper 8 bytes of descriptor `i` (length, csum, status,
+        // errors, special), owned by the agent until RDT passes it.
+        unsafe { d.add(8).cast::<u64>().write_volatile(0) };
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    fn accumulate(&self) -> Vec<(String, u64)> {
+        let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        for &(name, off) in COUNTERS {
+            *t.entry(name).or_default() += u64::from(self.bar.read32(off));
+        }
+        t.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+}
+
+impl Driver for E1000e {
+    fn poll(&self, p: &Progress) {
+        let n = self.ring_size;
+        let (mut next, mut tail) = (0u32, n - 1);
+        // Completion time of every descriptor the agent holds, oldest first;
+        // the slot at `tail` (never handed over) counts as held since now.
+        let mut held = std::collections::VecDeque::from([Instant::now()]);
+        while !p.stopping() {
+            let mut idle = true;
+            loop {
+                let (status, errors) = self.status_of(next);
+                if status & STATUS_DD == 0 || held.len() as u32 >= n {
+                    break;
+                }
+                if errors != 0 {
+                    p.count_error();
+                }
+                held.push_back(Instant::now());
+                p.completed.fetch_add(1, Ordering::Relaxed);
+                next = (next + 1) % n;
+                idle = false;
+            }
+            while self.refill && held.len() as u32 > n / 2 && held[0].elapsed() >= HOLD {
+                self.release(tail);
+                held.pop_front();
+                tail = (tail + 1) % n;
+                self.bar.write32(reg::RDT, tail);
+                p.refilled.fetch_add(1, Ordering::Relaxed);
+                idle = false;
+            }
+            if idle {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+    }
+
+    fn counters(&self) -> Vec<(String, u64)> {
+        self.accumulate()
+    }
+
+    fn quiesce(&self) -> Result<(), String> {
+        self.bar.write32(reg::RCTL, self.bar.read32(reg::RCTL) & !RCTL_EN);
+        self.dev.set_bus_master(false)
+    }
+}
+
+/// Convenience for the engine.
+pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, api: IommuApi) -> Result<(Arc<dyn Driver>, DmaLayout), String> {
+    let (nic, layout) = E1000e::start(pci, ring_size, buf_size, refill, api)?;
+    Ok((Arc::new(nic), layout))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn buffer_sizes_map_to_rctl_bsize() {
+        assert_eq!(super::bsize_bits(2048), Ok(0));
+        assert_eq!(super::bsize_bits(256), Ok(3 << 16));
+        assert!(super::bsize_bits(4096).is_err());
+    }
+}

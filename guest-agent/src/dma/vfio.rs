@@ -1,0 +1,349 @@
+//! Safe wrappers over [`super::sys`]: binding a PCI function to vfio-pci,
+//! the two DMA-mapping interfaces (type1 container, iommufd) and the device
+//! fd (region info, config space, BAR mmap).
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lulab_proto::IommuApi;
+
+use super::sys;
+
+/// `ioctl(fd, req, arg)`, mapping -1 to the errno as a message naming `what`.
+///
+/// # Safety
+/// `arg` must be what the kernel expects for `req`: a pointer to a live,
+/// correctly laid out struct (or a plain integer for integer-argument ioctls).
+unsafe fn ioctl(fd: RawFd, req: u64, arg: libc::c_ulong, what: &str) -> Result<i32, String> {
+    // SAFETY: forwarded from the caller's contract.
+    let r = unsafe { libc::ioctl(fd, req as _, arg) };
+    if r < 0 {
+        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(r)
+}
+
+/// `ioctl` with a pointer to `arg`.
+fn ioctl_ptr<T>(fd: &File, req: u64, arg: &mut T, what: &str) -> Result<i32, String> {
+    // SAFETY: `arg` is a live, exclusively borrowed `#[repr(C)]` uAPI struct
+    // matching `req` (the callers pair them as in the kernel headers); the
+    // kernel reads/writes at most `argsz` bytes of it during the call.
+    unsafe { ioctl(fd.as_raw_fd(), req, arg as *mut T as libc::c_ulong, what) }
+}
+
+/// `ioctl` with an integer argument (or none).
+fn ioctl_val(fd: &File, req: u64, val: u64, what: &str) -> Result<i32, String> {
+    // SAFETY: `req` takes an integer argument; the kernel dereferences nothing.
+    unsafe { ioctl(fd.as_raw_fd(), req, val as libc::c_ulong, what) }
+}
+
+fn open_rw(path: &Path) -> Result<File, String> {
+    OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn sysfs(pci: &str) -> PathBuf {
+    Path::new("/sys/bus/pci/devices").join(pci)
+}
+
+fn write_sysfs(path: &Path, value: &str) -> Result<(), String> {
+    std::fs::write(path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+}
+
+/// Binds `pci` to vfio-pci (unbinding any current driver) and waits until
+/// its VFIO group node exists.
+pub fn bind_vfio_pci(pci: &str) -> Result<(), String> {
+    let dev = sysfs(pci);
+    if !dev.exists() {
+        return Err(format!("{pci}: no such PCI device ({})", dev.display()));
+    }
+    let driver = std::fs::read_link(dev.join("driver")).ok().and_then(|p| p.file_name().map(|n| n.to_owned()));
+    if driver.as_deref() != Some(std::ffi::OsStr::new("vfio-pci")) {
+        write_sysfs(&dev.join("driver_override"), "vfio-pci")?;
+        if driver.is_some() {
+            write_sysfs(&dev.join("driver/unbind"), pci)?;
+        }
+        write_sysfs(Path::new("/sys/bus/pci/drivers_probe"), pci)?;
+    }
+    let node = group_path(pci)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !node.exists() {
+        if Instant::now() > deadline {
+            return Err(format!("{pci}: {} did not appear within 5 s of binding vfio-pci", node.display()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// `/dev/vfio/<group>` of `pci`.
+fn group_path(pci: &str) -> Result<PathBuf, String> {
+    let link = sysfs(pci).join("iommu_group");
+    let target = std::fs::read_link(&link).map_err(|e| format!("{}: {e} (is the IOMMU on?)", link.display()))?;
+    let group = target.file_name().ok_or_else(|| format!("{}: bad link {}", link.display(), target.display()))?;
+    Ok(Path::new("/dev/vfio").join(group))
+}
+
+/// `/dev/vfio/devices/vfioN` of `pci` (the device cdev, iommufd kernels only).
+fn cdev_path(pci: &str) -> Result<PathBuf, String> {
+    let dir = sysfs(pci).join("vfio-dev");
+    let entry = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e} (kernel without VFIO_DEVICE_CDEV?)", dir.display()))?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("vfio"))
+        .ok_or_else(|| format!("{}: no vfioN entry", dir.display()))?;
+    Ok(Path::new("/dev/vfio/devices").join(entry.file_name()))
+}
+
+/// The interface `Auto` resolves to on this kernel.
+pub fn resolve(api: IommuApi) -> IommuApi {
+    match api {
+        IommuApi::Auto if Path::new("/dev/iommu").exists() => IommuApi::Iommufd,
+        IommuApi::Auto => IommuApi::Type1,
+        other => other,
+    }
+}
+
+/// The DMA-mapping side of an opened device. The fds stay open as long as
+/// this lives: closing them would unmap everything and let VFIO reset the device.
+#[derive(Debug)]
+pub enum Iommu {
+    /// `/dev/vfio/vfio` with the device's group attached.
+    Type1 {
+        /// The container.
+        container: File,
+        /// The group (kept open: closing it detaches the group).
+        #[allow(dead_code)]
+        group: File,
+    },
+    /// `/dev/iommu` with one IOAS the device is attached to.
+    Iommufd {
+        /// The iommufd.
+        iommufd: File,
+        /// The IOAS id.
+        ioas: u32,
+    },
+}
+
+impl Iommu {
+    /// Maps `len` bytes of this process at `vaddr` to `iova`, readable and
+    /// writable by the device. Pins the pages.
+    pub fn map(&self, vaddr: u64, iova: u64, len: u64) -> Result<(), String> {
+        let what = format!("map {len:#x} bytes at IOVA {iova:#x}");
+        match self {
+            Iommu::Type1 { container, .. } => {
+                let mut m = sys::VfioDmaMap {
+                    argsz: sys::argsz::<sys::VfioDmaMap>(),
+                    flags: sys::VFIO_DMA_MAP_FLAG_READ | sys::VFIO_DMA_MAP_FLAG_WRITE,
+                    vaddr,
+                    iova,
+                    size: len,
+                };
+                ioctl_ptr(container, sys::VFIO_IOMMU_MAP_DMA, &mut m, &format!("VFIO_IOMMU_MAP_DMA {what}"))?;
+            }
+            Iommu::Iommufd { iommufd, ioas } => {
+                let mut m = sys::IommuIoasMap {
+                    size: sys::argsz::<sys::IommuIoasMap>(),
+                    flags: sys::IOMMU_IOAS_MAP_FIXED_IOVA | sys::IOMMU_IOAS_MAP_READABLE | sys::IOMMU_IOAS_MAP_WRITEABLE,
+                    ioas_id: *ioas,
+                    reserved: 0,
+                    user_va: vaddr,
+                    length: len,
+                    iova,
+                };
+                ioctl_ptr(iommufd, sys::IOMMU_IOAS_MAP, &mut m, &format!("IOMMU_IOAS_MAP {what}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An opened VFIO device and the IOMMU context it is attached to.
+#[derive(Debug)]
+pub struct Device {
+    /// PCI address.
+    pub pci: String,
+    /// The device fd.
+    pub fd: File,
+    /// Where its DMA mappings live.
+    pub iommu: Iommu,
+    /// Which interface that is.
+    pub api: IommuApi,
+    config_offset: u64,
+}
+
+impl Device {
+    /// Binds `pci` to vfio-pci and opens it through `api` (`Auto` resolved here).
+    pub fn open(pci: &str, api: IommuApi) -> Result<Self, String> {
+        bind_vfio_pci(pci)?;
+        let api = resolve(api);
+        let (fd, iommu) = match api {
+            IommuApi::Iommufd => open_iommufd(pci)?,
+            _ => open_type1(pci)?,
+        };
+        let mut dev = Self { pci: pci.to_string(), fd, iommu, api, config_offset: 0 };
+        dev.config_offset = dev.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?.offset;
+        Ok(dev)
+    }
+
+    /// `VFIO_DEVICE_GET_REGION_INFO` for region `index`.
+    pub fn region_info(&self, index: u32) -> Result<sys::VfioRegionInfo, String> {
+        let mut info =
+            sys::VfioRegionInfo { argsz: sys::argsz::<sys::VfioRegionInfo>(), index, ..Default::default() };
+        let what = format!("{}: VFIO_DEVICE_GET_REGION_INFO {index}", self.pci);
+        ioctl_ptr(&self.fd, sys::VFIO_DEVICE_GET_REGION_INFO, &mut info, &what)?;
+        Ok(info)
+    }
+
+    /// Reads a 16-bit config-space register.
+    pub fn config_read16(&self, reg: u64) -> Result<u16, String> {
+        let mut b = [0u8; 2];
+        self.fd
+            .read_exact_at(&mut b, self.config_offset + reg)
+            .map_err(|e| format!("{}: config read at {reg:#x}: {e}", self.pci))?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Writes a 16-bit config-space register.
+    pub fn config_write16(&self, reg: u64, val: u16) -> Result<(), String> {
+        self.fd
+            .write_all_at(&val.to_le_bytes(), self.config_offset + reg)
+            .map_err(|e| format!("{}: config write {val:#x} at {reg:#x}: {e}", self.pci))
+    }
+
+    /// Sets or clears bus master (and sets memory space) in PCI COMMAND.
+    pub fn set_bus_master(&self, on: bool) -> Result<(), String> {
+        const COMMAND: u64 = 0x4;
+        const MEMORY: u16 = 1 << 1;
+        const MASTER: u16 = 1 << 2;
+        let cmd = self.config_read16(COMMAND)? | MEMORY;
+        self.config_write16(COMMAND, if on { cmd | MASTER } else { cmd & !MASTER })
+    }
+}
+
+fn open_type1(pci: &str) -> Result<(File, Iommu), String> {
+    let container = open_rw(Path::new("/dev/vfio/vfio"))?;
+    let v = ioctl_val(&container, sys::VFIO_GET_API_VERSION, 0, "/dev/vfio/vfio: VFIO_GET_API_VERSION")?;
+    if v != sys::VFIO_API_VERSION {
+        return Err(format!("/dev/vfio/vfio: API version {v}, expected {}", sys::VFIO_API_VERSION));
+    }
+    let ext = sys::VFIO_TYPE1V2_IOMMU;
+    if ioctl_val(&container, sys::VFIO_CHECK_EXTENSION, ext, "/dev/vfio/vfio: VFIO_CHECK_EXTENSION")? != 1 {
+        return Err("/dev/vfio/vfio: no VFIO_TYPE1v2_IOMMU support".into());
+    }
+    let gpath = group_path(pci)?;
+    let g = gpath.display();
+    let group = open_rw(&gpath)?;
+    let mut status = sys::VfioGroupStatus { argsz: sys::argsz::<sys::VfioGroupStatus>(), flags: 0 };
+    ioctl_ptr(&group, sys::VFIO_GROUP_GET_STATUS, &mut status, &format!("{g}: VFIO_GROUP_GET_STATUS"))?;
+    if status.flags & sys::VFIO_GROUP_FLAGS_VIABLE == 0 {
+        return Err(format!("{g}: group not viable (another device in it is bound to a host driver)"));
+    }
+    let mut cfd: i32 = container.as_raw_fd();
+    ioctl_ptr(&group, sys::VFIO_GROUP_SET_CONTAINER, &mut cfd, &format!("{g}: VFIO_GROUP_SET_CONTAINER"))?;
+    ioctl_val(&container, sys::VFIO_SET_IOMMU, ext, "/dev/vfio/vfio: VFIO_SET_IOMMU type1v2")?;
+    let name = std::ffi::CString::new(pci).map_err(|e| format!("{pci}: {e}"))?;
+    // SAFETY: VFIO_GROUP_GET_DEVICE_FD takes a NUL-terminated device name that
+    // the kernel only reads; `name` outlives the call.
+    let fd = unsafe {
+        ioctl(group.as_raw_fd(), sys::VFIO_GROUP_GET_DEVICE_FD, name.as_ptr() as libc::c_ulong, &format!("{g}: VFIO_GROUP_GET_DEVICE_FD {pci}"))?
+    };
+    // SAFETY: the ioctl returned a new fd that nothing else owns.
+    let dev = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    Ok((dev, Iommu::Type1 { container, group }))
+}
+
+fn open_iommufd(pci: &str) -> Result<(File, Iommu), String> {
+    let iommufd = open_rw(Path::new("/dev/iommu"))?;
+    let cdev = cdev_path(pci)?;
+    let c = cdev.display();
+    let dev = open_rw(&cdev)?;
+    let mut bind = sys::VfioDeviceBindIommufd {
+        argsz: sys::argsz::<sys::VfioDeviceBindIommufd>(),
+        flags: 0,
+        iommufd: iommufd.as_raw_fd(),
+        out_devid: 0,
+    };
+    ioctl_ptr(&dev, sys::VFIO_DEVICE_BIND_IOMMUFD, &mut bind, &format!("{c}: VFIO_DEVICE_BIND_IOMMUFD"))?;
+    let mut alloc = sys::IommuIoasAlloc { size: sys::argsz::<sys::IommuIoasAlloc>(), ..Default::default() };
+    ioctl_ptr(&iommufd, sys::IOMMU_IOAS_ALLOC, &mut alloc, "/dev/iommu: IOMMU_IOAS_ALLOC")?;
+    let ioas = alloc.out_ioas_id;
+    let mut attach = sys::VfioDeviceAttachIommufdPt {
+        argsz: sys::argsz::<sys::VfioDeviceAttachIommufdPt>(),
+        flags: 0,
+        pt_id: ioas,
+        pasid: 0,
+    };
+    let what = format!("{c}: VFIO_DEVICE_ATTACH_IOMMUFD_PT ioas {ioas}");
+    ioctl_ptr(&dev, sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach, &what)?;
+    Ok((dev, Iommu::Iommufd { iommufd, ioas }))
+}
+
+/// A BAR mapped into this process; 32-bit volatile register access.
+#[derive(Debug)]
+pub struct Bar {
+    ptr: *mut u8,
+    len: usize,
+    name: String,
+}
+
+// SAFETY: the mapping is MMIO owned by this struct; all access is through
+// volatile 32-bit reads/writes, which the device serialises itself.
+unsafe impl Send for Bar {}
+// SAFETY: as above; `&Bar` only allows volatile register access.
+unsafe impl Sync for Bar {}
+
+impl Bar {
+    /// mmaps region `index` of `dev` (must support mmap).
+    pub fn map(dev: &Device, index: u32) -> Result<Self, String> {
+        let info = dev.region_info(index)?;
+        let name = format!("{} BAR{index}", dev.pci);
+        if info.flags & sys::VFIO_REGION_INFO_FLAG_MMAP == 0 || info.size == 0 {
+            return Err(format!("{name}: not mmap-able (flags {:#x}, size {:#x})", info.flags, info.size));
+        }
+        let len = info.size as usize;
+        // SAFETY: a fresh shared mapping of the device fd at the region's
+        // offset; the kernel validates offset and length.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                dev.fd.as_raw_fd(),
+                info.offset as libc::off_t,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!("{name}: mmap {len:#x} bytes: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Self { ptr: ptr.cast(), len, name })
+    }
+
+    fn check(&self, off: usize) {
+        assert!(off & 3 == 0 && off + 4 <= self.len, "{}: register {off:#x} outside {:#x}", self.name, self.len);
+    }
+
+    /// Reads the 32-bit register at `off`.
+    pub fn read32(&self, off: usize) -> u32 {
+        self.check(off);
+        // SAFETY: `off` is aligned and inside the live mapping (checked above).
+        unsafe { std::ptr::read_volatile(self.ptr.add(off).cast::<u32>()) }
+    }
+
+    /// Writes the 32-bit register at `off`.
+    pub fn write32(&self, off: usize, val: u32) {
+        self.check(off);
+        // SAFETY: `off` is aligned and inside the live mapping (checked above).
+        unsafe { std::ptr::write_volatile(self.ptr.add(off).cast::<u32>(), val) }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping created in `map`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
