@@ -112,12 +112,13 @@ impl fmt::Display for Unmet {
 /// then fails listing every requested option that did not survive.
 pub fn configure(tc: &Toolchain, tree: &Path, frags: &[PathBuf], log: &mut super::make::Log) -> Result<()> {
     let requested = Requested::from_files(frags)?;
+    let dot = tree.join(".config");
+    let before = std::fs::read(&dot).ok().zip(std::fs::metadata(&dot).and_then(|m| m.modified()).ok());
     log.run(tc.make(tree).arg("tinyconfig"), "make tinyconfig")?;
     let mut merge = Command::new("scripts/kconfig/merge_config.sh");
     merge.current_dir(tree).args(["-m", ".config"]).args(frags);
     log.run(&mut merge, "merge_config.sh")?;
     log.run(tc.make(tree).arg("olddefconfig"), "make olddefconfig")?;
-    let dot = tree.join(".config");
     let text = std::fs::read_to_string(&dot).with_context(|| format!("reading {}", dot.display()))?;
     let unmet = requested.missing(&text);
     if !unmet.is_empty() {
@@ -130,6 +131,12 @@ pub fn configure(tc: &Toolchain, tree: &Path, frags: &[PathBuf], log: &mut super
         );
     }
     println!("kernel: [configure] all {} requested options kept", requested.0.len());
+    // Same config as last time: keep the old mtime so Kbuild does not re-run
+    // syncconfig (which rewrites generated headers) for nothing.
+    if let Some((_, mtime)) = before.filter(|(old, _)| old.as_slice() == text.as_bytes()) {
+        let f = std::fs::File::options().write(true).open(&dot).with_context(|| format!("opening {}", dot.display()))?;
+        f.set_modified(mtime).with_context(|| format!("restoring the mtime of {}", dot.display()))?;
+    }
     Ok(())
 }
 
