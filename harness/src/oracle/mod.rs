@@ -1,2 +1,18 @@
 //! Oracles: judges that read the host from outside (the RAM file, QEMU's
 //! trace log, the console log) and never ask the guest.
+//!
+//! - [`rx_scan`] + [`ledger`]: every injected frame accounted for.
+//! - [`nvme`]: every block the agent read checked against the backing file's pattern.
+//! - [`memory`]: per-page hashes; pages that changed outside the device-writable ranges.
+//! - [`iommu`]: VT-d faults and translation on/off from QEMU's trace and the console.
+//! - [`trace`]: QEMU's trace log as counts and example lines.
+
+pub mod iommu;
+pub mod ledger;
+pub mod rx_scan;
+pub mod trace;
+
+/// Every trace event these oracles read, for `MachineParams::trace_events`.
+pub fn trace_events() -> Vec<String> {
+    iommu::IOMMU_TRACE_EVENTS.iter().chain(ledger::LEDGER_TRACE_EVENTS).map(|s| s.to_string()).collect()
+}

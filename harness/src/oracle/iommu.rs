@@ -1,0 +1,152 @@
+//! IOMMU oracle: VT-d faults as QEMU's emulated IOMMU saw them (trace
+//! events) and as the host kernel reported them (DMAR lines on the console),
+//! plus translation on/off transitions as evidence for negative controls.
+//!
+//! QEMU events (hw/i386/trace-events): `vtd_dmar_fault` (a recorded fault),
+//! `vtd_fault_disabled` (a fault on a context with fault processing
+//! disabled: the DMA still failed), `vtd_err*` (translation errors of older
+//! QEMUs), `vtd_dmar_enable` (GCMD.TE written: translation on/off).
+
+use serde::Serialize;
+
+use super::trace::TraceSummary;
+
+/// Lines of each kind kept as examples.
+pub const FIRST_LINES: usize = 5;
+
+/// Trace events the harness must enable for this oracle. Note that the
+/// pattern `vtd_fault*` does not match `vtd_dmar_fault`.
+pub const IOMMU_TRACE_EVENTS: &[&str] = &["vtd_dmar_fault", "vtd_fault*", "vtd_err*", "vtd_dmar_enable"];
+
+/// What the IOMMU oracle found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IommuReport {
+    /// Faults QEMU's VT-d raised (`vtd_dmar_fault` + `vtd_fault_disabled` + `vtd_err*`).
+    pub qemu_faults: u64,
+    /// First fault lines of the trace log.
+    pub qemu_fault_lines: Vec<String>,
+    /// DMAR fault records the host kernel printed.
+    pub guest_faults: u64,
+    /// First of those console lines.
+    pub guest_fault_lines: Vec<String>,
+    /// "dmar_fault: N callbacks suppressed": the kernel stopped printing some.
+    pub guest_suppressed: u64,
+    /// `vtd_dmar_enable` values in order.
+    pub dmar_enable: Vec<bool>,
+    /// Times translation was switched off after having been on.
+    pub translation_disabled: u64,
+}
+
+impl IommuReport {
+    /// The fault count for the report: QEMU's count is exact; the kernel's
+    /// is rate-limited but is all there is when tracing was off.
+    pub fn faults(&self) -> u64 {
+        self.qemu_faults.max(self.guest_faults)
+    }
+
+    /// Builds the report from a trace summary and the console log text.
+    pub fn from_logs(trace: &TraceSummary, console: &str) -> Self {
+        let is_fault = |n: &str| n == "vtd_dmar_fault" || n == "vtd_fault_disabled" || n.starts_with("vtd_err");
+        let qemu_faults = trace.counts.iter().filter(|(k, _)| is_fault(k)).map(|(_, v)| v).sum();
+        let guest = scan_console(console);
+        let mut on = false;
+        let mut translation_disabled = 0;
+        for &e in &trace.dmar_enable {
+            if on && !e {
+                translation_disabled += 1;
+            }
+            on = e;
+        }
+        Self {
+            qemu_faults,
+            qemu_fault_lines: trace.examples_where(is_fault, FIRST_LINES),
+            guest_faults: guest.faults,
+            guest_fault_lines: guest.lines,
+            guest_suppressed: guest.suppressed,
+            dmar_enable: trace.dmar_enable.clone(),
+            translation_disabled,
+        }
+    }
+}
+
+/// DMAR fault records in a console log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsoleFaults {
+    /// Fault records.
+    pub faults: u64,
+    /// First [`FIRST_LINES`] of them.
+    pub lines: Vec<String>,
+    /// Sum of "callbacks suppressed" counts of the DMAR fault handler.
+    pub suppressed: u64,
+}
+
+/// Finds the kernel's per-fault DMAR lines, e.g.
+/// `DMAR: [DMA Read NO_PASID] Request device [00:02.0] fault addr 0x100000 [fault reason 0x06] PTE Read access is not set`
+/// or `DMAR: [INTR-REMAP] Request device [00:02.0] fault index 0x4 …`.
+pub fn scan_console(text: &str) -> ConsoleFaults {
+    let mut out = ConsoleFaults::default();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.contains("DMAR:") && line.contains("Request device [") && line.contains("fault") {
+            out.faults += 1;
+            if out.lines.len() < FIRST_LINES {
+                out.lines.push(line.trim().to_string());
+            }
+        } else if let Some(n) = suppressed_count(line) {
+            out.suppressed += n;
+        }
+    }
+    out
+}
+
+/// `dmar_fault: 12 callbacks suppressed` → 12.
+fn suppressed_count(line: &str) -> Option<u64> {
+    let (before, _) = line.split_once(" callbacks suppressed")?;
+    let (func, n) = before.rsplit_once(": ")?;
+    if !func.contains("dmar") {
+        return None;
+    }
+    n.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "\
+7@1.1:vtd_dmar_enable enable 1
+7@1.2:vtd_dmar_fault sid 0x10 fault 6 addr 0x100000 write 0
+7@1.3:vtd_fault_disabled Fault processing disabled for context entry
+7@1.4:vtd_dmar_enable enable 0
+7@1.5:vtd_dmar_enable enable 1
+7@1.6:vtd_dmar_enable enable 0
+";
+    const CONSOLE: &str = "\
+[    1.0] DMAR: IOMMU enabled
+[    2.1] DMAR: DRHD: handling fault status reg 3
+[    2.1] DMAR: [DMA Read NO_PASID] Request device [00:02.0] fault addr 0x100000 [fault reason 0x06] PTE Read access is not set\r
+[    2.2] DMAR: [DMA Write NO_PASID] Request device [00:02.0] fault addr 0x101000 [fault reason 0x05] PTE Write access is not set
+[    2.3] dmar_fault: 151 callbacks suppressed
+[    2.4] e1000e: 3 callbacks suppressed
+";
+
+    #[test]
+    fn counts_faults_from_both_sides() {
+        let r = IommuReport::from_logs(&TraceSummary::from_text(TRACE), CONSOLE);
+        assert_eq!(r.qemu_faults, 2);
+        assert_eq!(r.qemu_fault_lines.len(), 2);
+        assert_eq!(r.guest_faults, 2);
+        assert!(r.guest_fault_lines[0].contains("fault addr 0x100000"));
+        assert!(!r.guest_fault_lines[0].ends_with('\r'));
+        assert_eq!(r.guest_suppressed, 151);
+        assert_eq!(r.dmar_enable, vec![true, false, true, false]);
+        assert_eq!(r.translation_disabled, 2);
+        assert_eq!(r.faults(), 2);
+    }
+
+    #[test]
+    fn clean_logs_report_nothing() {
+        let r = IommuReport::from_logs(&TraceSummary::from_text("7@1.1:vtd_dmar_enable enable 1\n"), "DMAR: IOMMU enabled\n");
+        assert_eq!((r.faults(), r.translation_disabled, r.guest_suppressed), (0, 0, 0));
+    }
+}

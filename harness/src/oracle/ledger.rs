@@ -1,0 +1,235 @@
+//! The DMA ledger: accounts every injected frame as delivered intact,
+//! corrupted, dropped by the device (only with evidence), still queued on the
+//! host side (back-pressure), or lost.
+//!
+//! `sent = delivered + corrupted + dropped_by_device + queued_on_host + lost`
+//! always holds, and every term is computed so that doubtful frames end up
+//! in `lost`, never the other way round.
+//!
+//! Evidence (QEMU 10, hw/net/e1000e_core.c): when the ring has no free
+//! descriptor QEMU's e1000e does not drop — `e1000e_rx_not_written_to_guest`
+//! and `e1000e_rx_can_recv_rings_full` mean the frame stays in QEMU's net
+//! queue and QEMU stops reading the socket (back-pressure). Frames are really
+//! dropped only when RX is disabled or the link is down
+//! (`e1000x_rx_disabled`, `e1000x_rx_link_down`: the receive path returns
+//! -1), by the address filter (`e1000e_rx_flt_dropped`) or as oversized
+//! (`e1000x_rx_oversized`). QEMU never increments MPC/RNBC, but a real
+//! device would, so `MPC` from the agent's counters is accepted too.
+//! `e1000e_rx_written_to_guest` counts the frames the device DMA'd, which
+//! separates "never left the host" from "written by the device, then gone".
+
+use serde::Serialize;
+
+use super::rx_scan::Sightings;
+use super::trace::TraceSummary;
+use crate::traffic::inject::SentLog;
+
+/// Trace events that prove a frame was dropped by the device model.
+pub const DROP_EVENTS: &[&str] = &["e1000x_rx_disabled", "e1000x_rx_link_down", "e1000e_rx_flt_dropped", "e1000x_rx_oversized"];
+/// Trace events the harness must enable for the ledger.
+pub const LEDGER_TRACE_EVENTS: &[&str] = &[
+    "e1000e_rx_written_to_guest",
+    "e1000e_rx_not_written_to_guest",
+    "e1000e_rx_can_recv_rings_full",
+    "e1000x_rx_can_recv_disabled",
+    "e1000x_rx_disabled",
+    "e1000x_rx_link_down",
+    "e1000e_rx_flt_dropped",
+    "e1000x_rx_oversized",
+    "pci_cfg_write",
+];
+/// Lost sequence numbers listed in a report.
+pub const FIRST_LOST: usize = 8;
+
+/// What the device and QEMU say happened to frames, for the injection
+/// window only (summarise the trace log from its size at injection start).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceEvidence {
+    /// Frames the e1000e wrote to guest memory, when that event was traced.
+    pub written_to_guest: Option<u64>,
+    /// Frames dropped with a traced reason ([`DROP_EVENTS`]).
+    pub trace_drops: u64,
+    /// The device's missed-packets counter (MPC) over the window.
+    pub missed_packets: u64,
+    /// Receive-no-buffers (RNBC): informational, not a drop on its own.
+    pub no_buffers: u64,
+    /// Times the device refused to receive (back-pressure on the host).
+    pub backpressure_events: u64,
+    /// Human-readable evidence lines for the report.
+    pub notes: Vec<String>,
+}
+
+impl DeviceEvidence {
+    /// Evidence from the trace log of the injection window.
+    pub fn from_trace(t: &TraceSummary) -> Self {
+        let mut e = Self::default();
+        if t.counts.contains_key("e1000e_rx_written_to_guest") || t.counts.contains_key("e1000e_rx_not_written_to_guest") {
+            e.written_to_guest = Some(t.count("e1000e_rx_written_to_guest"));
+        }
+        for ev in DROP_EVENTS {
+            let n = t.count(ev);
+            if n > 0 {
+                e.trace_drops += n;
+                e.notes.push(format!("{n} x {ev}"));
+            }
+        }
+        e.backpressure_events = ["e1000e_rx_not_written_to_guest", "e1000e_rx_can_recv_rings_full", "e1000x_rx_can_recv_disabled"]
+            .iter()
+            .map(|ev| t.count(ev))
+            .sum();
+        for (dev, on) in &t.bus_master {
+            e.notes.push(format!("bus master {} on {dev}", if *on { "enabled" } else { "disabled" }));
+        }
+        e
+    }
+
+    /// Adds the device counters the agent read (deltas over the window).
+    pub fn with_counters(mut self, counters: &[(String, u64)]) -> Self {
+        for (name, v) in counters {
+            match name.to_ascii_uppercase().as_str() {
+                "MPC" => self.missed_packets += v,
+                "RNBC" => self.no_buffers += v,
+                _ => {}
+            }
+        }
+        self
+    }
+
+    /// Frames the device may be said to have dropped.
+    pub fn drops(&self) -> u64 {
+        self.trace_drops.max(self.missed_packets)
+    }
+}
+
+/// Latency from send to first sighting, in microseconds (an upper bound:
+/// the scan interval adds to it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LatencyStats {
+    /// Frames measured.
+    pub count: u64,
+    /// Minimum.
+    pub min_us: u64,
+    /// Median.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Maximum.
+    pub max_us: u64,
+}
+
+/// The ledger's verdict on one injection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LedgerReport {
+    /// Frames the injector generated.
+    pub sent: u64,
+    /// Seen intact in the agent's buffers.
+    pub delivered: u64,
+    /// Seen damaged.
+    pub corrupted: u64,
+    /// Dropped by the device, with evidence.
+    pub dropped_by_device: u64,
+    /// Never taken by the device: in the injector, the socket or QEMU's queue.
+    pub queued_on_host: u64,
+    /// Unaccounted for.
+    pub lost: u64,
+    /// A few lost sequence numbers (undelivered, excluding the queued tail).
+    pub first_lost_seqs: Vec<u64>,
+    /// Intact frames found twice.
+    pub duplicates: u64,
+    /// Intact frames with a sequence number that was never sent.
+    pub unexpected: u64,
+    /// Buffers holding no lulab frame / frames of another run.
+    pub foreign: u64,
+    /// See `foreign`.
+    pub stale: u64,
+    /// Send → first sighting.
+    pub latency: LatencyStats,
+    /// Evidence used.
+    pub evidence: DeviceEvidence,
+}
+
+impl LedgerReport {
+    /// Every frame delivered intact or honestly accounted for.
+    pub fn intact(&self) -> bool {
+        self.lost == 0 && self.corrupted == 0 && self.duplicates == 0 && self.unexpected == 0
+    }
+}
+
+/// Accounts a run; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct Ledger;
+
+impl Ledger {
+    /// Accounts `sent` against what the scans saw and the device evidence.
+    pub fn account(sent: &SentLog, seen: &Sightings, evidence: &DeviceEvidence) -> LedgerReport {
+        let total = sent.sent();
+        let delivered = seen.delivered.range(..total).count() as u64;
+        let unexpected = seen.delivered.len() as u64 - delivered;
+        let (attributed, unattributed) = attribute_corruption(total, seen);
+        let undelivered: Vec<u64> =
+            (0..total).filter(|s| !seen.delivered.contains_key(s) && !attributed.contains(s)).collect();
+        let corrupted = attributed.len() as u64 + unattributed.min(undelivered.len() as u64);
+        let mut remaining = total - delivered - corrupted;
+        let dropped_by_device = evidence.drops().min(remaining);
+        remaining -= dropped_by_device;
+        let queued_on_host = queued_estimate(sent, evidence).min(remaining);
+        let lost = remaining - queued_on_host;
+        // The queued frames are the newest (FIFO); lost ones are among the rest.
+        let tail_start = undelivered.len().saturating_sub(queued_on_host as usize);
+        let shown = FIRST_LOST.min(lost as usize);
+    let first_lost_seqs = undelivered[..tail_start].iter().take(shown).copied().collect();
+        LedgerReport {
+            sent: total,
+            delivered,
+            corrupted,
+            dropped_by_device,
+            queued_on_host,
+            lost,
+            first_lost_seqs,
+            duplicates: seen.duplicates,
+            unexpected,
+            foreign: seen.foreign,
+            stale: seen.stale,
+            latency: latency(seen, total),
+            evidence: evidence.clone(),
+        }
+    }
+}
+
+/// Damaged frames whose claimed seq is plausible (sent, not delivered, not
+/// claimed twice) count against that seq; the rest are unattributed.
+fn attribute_corruption(total: u64, seen: &Sightings) -> (std::collections::BTreeSet<u64>, u64) {
+    let mut attributed = std::collections::BTreeSet::new();
+    let mut unattributed = 0u64;
+    let mut items: Vec<_> = seen.corrupted.iter().collect();
+    items.sort_by_key(|(k, _)| **k);
+    for (_, c) in items {
+        match c.claimed_seq {
+            Some(s) if s < total && seen.delivered.contains_key(&s) => {} // intact once = delivered
+            Some(s) if s < total && attributed.insert(s) => {}
+            _ => unattributed += 1,
+        }
+    }
+    (attributed, unattributed)
+}
+
+/// Frames that never reached the device: unwritten by the injector, plus
+/// (when the device's writes were traced) frames written into the socket
+/// that the device neither wrote to memory nor dropped.
+fn queued_estimate(sent: &SentLog, e: &DeviceEvidence) -> u64 {
+    let in_socket = e.written_to_guest.map_or(0, |w| sent.written().saturating_sub(w + e.drops()));
+    sent.unwritten() + in_socket
+}
+
+fn latency(seen: &Sightings, total: u64) -> LatencyStats {
+    let mut v: Vec<u64> = seen.delivered.range(..total).map(|(_, d)| d.seen_ns.saturating_sub(d.sent_ns) / 1000).collect();
+    if v.is_empty() {
+        return LatencyStats::default();
+    }
+    v.sort_unstable();
+    let pct = |p: usize| v[(v.len() - 1) * p / 100];
+    LatencyStats { count: v.len() as u64, min_us: v[0], p50_us: pct(50), p99_us: pct(99), max_us: v[v.len() - 1] }
+}
+
+#[cfg(test)]
+mod tests;

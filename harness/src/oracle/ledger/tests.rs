@@ -1,0 +1,147 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::oracle::rx_scan::{Corruption, Delivery};
+use crate::traffic::inject::SentFrame;
+
+fn log(sent: u64, unwritten: u64) -> SentLog {
+    let frames = (0..sent)
+        .map(|seq| SentFrame { seq, due_ns: seq, written_ns: (seq + unwritten < sent).then_some(seq + 1) })
+        .collect();
+    SentLog { run_id: 1, frame_size: 128, frames, ..SentLog::default() }
+}
+
+fn deliver(seen: &mut Sightings, seqs: impl IntoIterator<Item = u64>) {
+    for s in seqs {
+        seen.delivered.insert(s, Delivery { slot: (s % 256) as u32, sent_ns: 1_000, seen_ns: 1_000 + s * 1_000 });
+    }
+}
+
+fn corrupt(seen: &mut Sightings, slot: u32, claimed: Option<u64>) {
+    seen.corrupted.insert((slot, slot as u64), Corruption { slot, claimed_seq: claimed, error: "x".into() });
+}
+
+fn sum(r: &LedgerReport) -> u64 {
+    r.delivered + r.corrupted + r.dropped_by_device + r.queued_on_host + r.lost
+}
+
+#[test]
+fn all_delivered_is_intact() {
+    let mut seen = Sightings::default();
+    deliver(&mut seen, 0..100);
+    let r = Ledger::account(&log(100, 0), &seen, &DeviceEvidence::default());
+    assert_eq!((r.delivered, r.lost, r.corrupted), (100, 0, 0));
+    assert!(r.intact());
+    assert_eq!(r.latency.count, 100);
+    assert_eq!(r.latency.min_us, 0);
+    assert_eq!(r.latency.max_us, 99);
+}
+
+#[test]
+fn gap_is_lost_and_named() {
+    let mut seen = Sightings::default();
+    deliver(&mut seen, (0..100).filter(|s| *s != 42));
+    let r = Ledger::account(&log(100, 0), &seen, &DeviceEvidence::default());
+    assert_eq!((r.delivered, r.lost), (99, 1));
+    assert_eq!(r.first_lost_seqs, vec![42]);
+    assert!(!r.intact());
+}
+
+#[test]
+fn unwritten_tail_is_queued_not_lost() {
+    let mut seen = Sightings::default();
+    deliver(&mut seen, 0..90);
+    let r = Ledger::account(&log(100, 10), &seen, &DeviceEvidence::default());
+    assert_eq!((r.queued_on_host, r.lost), (10, 0));
+}
+
+#[test]
+fn socket_backlog_needs_the_written_to_guest_count() {
+    let mut seen = Sightings::default();
+    deliver(&mut seen, 0..80);
+    let no_trace = Ledger::account(&log(100, 10), &seen, &DeviceEvidence::default());
+    assert_eq!((no_trace.queued_on_host, no_trace.lost), (10, 10));
+    let ev = DeviceEvidence { written_to_guest: Some(80), ..DeviceEvidence::default() };
+    let traced = Ledger::account(&log(100, 10), &seen, &ev);
+    assert_eq!((traced.queued_on_host, traced.lost), (20, 0));
+    // The device wrote 85 frames but only 80 were found: 5 lost after DMA.
+    let ev = DeviceEvidence { written_to_guest: Some(85), ..DeviceEvidence::default() };
+    let r = Ledger::account(&log(100, 10), &seen, &ev);
+    assert_eq!((r.queued_on_host, r.lost), (15, 5));
+    assert_eq!(r.first_lost_seqs, vec![80, 81, 82, 83, 84]);
+}
+
+#[test]
+fn drops_need_evidence_and_are_capped() {
+    let mut seen = Sightings::default();
+    deliver(&mut seen, 0..95);
+    let ev = DeviceEvidence { trace_drops: 3, ..DeviceEvidence::default() };
+    let r = Ledger::account(&log(100, 0), &seen, &ev);
+    assert_eq!((r.dropped_by_device, r.lost), (3, 2));
+    let ev = DeviceEvidence::default().with_counters(&[("MPC".into(), 1000), ("RNBC".into(), 7)]);
+    let r = Ledger::account(&log(100, 0), &seen, &ev);
+    assert_eq!((r.dropped_by_device, r.lost, r.evidence.no_buffers), (5, 0, 7));
+}
+
+#[test]
+fn corruption_is_attributed_or_absorbs_a_loss() {
+    let mut seen = Sightings::default();
+    deliver(&mut seen, (0..10).filter(|s| *s != 3 && *s != 7));
+    corrupt(&mut seen, 3, Some(3)); // checksum bad, seq readable
+    corrupt(&mut seen, 7, Some(1 << 40)); // seq field itself damaged
+    let r = Ledger::account(&log(10, 0), &seen, &DeviceEvidence::default());
+    assert_eq!((r.delivered, r.corrupted, r.lost), (8, 2, 0));
+    // Damage claiming a delivered seq does not un-deliver it.
+    corrupt(&mut seen, 9, Some(0));
+    let r = Ledger::account(&log(10, 0), &seen, &DeviceEvidence::default());
+    assert_eq!((r.delivered, r.corrupted), (8, 2));
+}
+
+#[test]
+fn unexpected_seqs_are_reported_not_counted() {
+    let mut seen = Sightings::default();
+    deliver(&mut seen, [0, 1, 500]);
+    let r = Ledger::account(&log(2, 0), &seen, &DeviceEvidence::default());
+    assert_eq!((r.delivered, r.unexpected), (2, 1));
+    assert!(!r.intact());
+}
+
+#[test]
+fn evidence_from_trace() {
+    let t = crate::oracle::trace::TraceSummary::from_text(
+        "e1000e_rx_written_to_guest x\ne1000x_rx_disabled RCTL = 0\ne1000x_rx_can_recv_disabled link_up: 1\npci_cfg_write e1000e 00:02.0 @0x4 <- 0x103\n",
+    );
+    let e = DeviceEvidence::from_trace(&t);
+    assert_eq!((e.written_to_guest, e.trace_drops, e.backpressure_events), (Some(1), 1, 1));
+    assert!(e.notes.iter().any(|n| n.contains("bus master disabled on 00:02.0")));
+}
+
+proptest! {
+    #[test]
+    fn arithmetic_always_balances(
+        sent in 0u64..300,
+        unwritten_frac in 0u64..100,
+        delivered_mask in prop::collection::vec(any::<bool>(), 300),
+        corrupt_claims in prop::collection::vec(prop::option::of(0u64..400), 0..20),
+        written_to_guest in prop::option::of(0u64..400),
+        trace_drops in 0u64..50,
+        mpc in 0u64..50,
+    ) {
+        let unwritten = sent * unwritten_frac / 100;
+        let mut seen = Sightings::default();
+        deliver(&mut seen, (0..sent).filter(|s| delivered_mask[*s as usize]));
+        for (i, c) in corrupt_claims.iter().enumerate() {
+            corrupt(&mut seen, i as u32, *c);
+        }
+        let ev = DeviceEvidence { written_to_guest, trace_drops, missed_packets: mpc, ..DeviceEvidence::default() };
+        let r = Ledger::account(&log(sent, unwritten), &seen, &ev);
+        prop_assert_eq!(sum(&r), r.sent);
+        prop_assert_eq!(r.sent, sent);
+        prop_assert!(r.dropped_by_device <= ev.drops());
+        prop_assert!(r.corrupted <= corrupt_claims.len() as u64);
+        prop_assert!(r.first_lost_seqs.len() as u64 <= r.lost.min(FIRST_LOST as u64));
+        for s in &r.first_lost_seqs {
+            prop_assert!(!seen.delivered.contains_key(s));
+        }
+    }
+}
