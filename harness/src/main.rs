@@ -5,7 +5,7 @@ mod table;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use lulab::host::{Deadlines, Host};
 use lulab::lab::{new_run_dir, BootSet};
@@ -45,6 +45,11 @@ enum Cmd {
 enum KernelCmd {
     /// Build (or take from cache) our kernel and print where its bzImage is.
     Build,
+    /// Parse the KUnit KTAP results in a console log and print the counts.
+    Ktap {
+        /// Console log (printk timestamps are fine).
+        log: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +69,16 @@ fn main() -> Result<()> {
             println!("bzImage: {}", k.bzimage.display());
             println!("release: {}", k.release);
             println!("source:  linux-source {}", k.source_version);
+            Ok(())
+        }
+        Cmd::Kernel { cmd: KernelCmd::Ktap { log } } => {
+            let text = std::fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+            let k = lulab::ktap::Ktap::parse(&text);
+            for (name, status) in k.leaves() {
+                println!("{status:?}\t{name}");
+            }
+            let c = k.counts();
+            println!("kunit: passed {} failed {} skipped {} (complete: {})", c.passed, c.failed, c.skipped, k.complete());
             Ok(())
         }
         Cmd::Image { cmd: ImageCmd::Build } => {
