@@ -93,23 +93,33 @@ pub fn entry(kind: &str, key: &str, build: impl FnOnce(&Path) -> Result<()>) -> 
     entry_at(&root(), kind, key, build)
 }
 
-/// [`entry`] under an explicit cache root.
+/// [`entry`] under an explicit cache root. Builders of the same entry (threads
+/// or processes) are serialised by an exclusive `flock` on `.KEY.lock`, so an
+/// artefact is built once and the others wait for it.
 pub fn entry_at(root: &Path, kind: &str, key: &str, build: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     let dir = root.join(kind).join(key);
     if dir.join(COMPLETE).exists() {
         return Ok(dir);
     }
-    let staging = root.join(kind).join(format!(".{key}.staging-{}", std::process::id()));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).with_context(|| format!("clearing {}", staging.display()))?;
+    std::fs::create_dir_all(root.join(kind)).with_context(|| format!("creating {}", root.join(kind).display()))?;
+    let lock_path = root.join(kind).join(format!(".{key}.lock"));
+    let lock_file = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    if dir.join(COMPLETE).exists() {
+        return Ok(dir); // built by whoever held the lock before us
+    }
+    let staging = root.join(kind).join(format!(".{key}.staging"));
+    for stale in [&staging, &dir] {
+        if stale.exists() {
+            // Left by a killed run (we hold the lock, so nobody is using it).
+            std::fs::remove_dir_all(stale).with_context(|| format!("clearing {}", stale.display()))?;
+        }
     }
     std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     build(&staging).with_context(|| format!("building cache entry {kind}/{key} in {}", staging.display()))?;
     std::fs::write(staging.join(COMPLETE), key)?;
-    if dir.exists() {
-        // An incomplete leftover from a killed run.
-        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-    }
     std::fs::rename(&staging, &dir).with_context(|| format!("publishing {}", dir.display()))?;
     Ok(dir)
 }
@@ -144,5 +154,26 @@ mod tests {
             assert_eq!(std::fs::read_to_string(d.join("x")).unwrap(), "1");
         }
         assert_eq!(runs, 1);
+    }
+
+    #[test]
+    fn concurrent_builders_build_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let d = entry_at(tmp.path(), "t", "k", |d| {
+                        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        std::fs::write(d.join("x"), "1")?;
+                        Ok(())
+                    })
+                    .unwrap();
+                    assert!(d.join("x").exists());
+                });
+            }
+        });
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
