@@ -238,7 +238,12 @@ fn build_into(
         has_modules = std::fs::read_dir(dest.join("lib/modules")).map(|d| d.count() > 0).unwrap_or(false);
     }
     let release = crate::cmd::stdout(tc.make(&tree).args(["-s", "kernelrelease"]))?;
-    let release = release.lines().last().unwrap_or_default().trim().to_string();
+    let release = release
+        .lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with("make"))
+        .with_context(|| format!("`make kernelrelease` in {} printed no release", tree.display()))?
+        .trim()
+        .to_string();
     for (from, to) in [("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("System.map", "System.map")] {
         std::fs::copy(tree.join(from), out.join(to)).with_context(|| format!("copying {from} out of {}", tree.display()))?;
     }
