@@ -197,7 +197,8 @@ impl Ledger {
 }
 
 /// Damaged frames whose claimed seq is plausible (sent, not delivered, not
-/// claimed twice) count against that seq; the rest are unattributed.
+/// claimed twice) count against that seq; the rest are unattributed (the
+/// damage may be in the seq field) and each absorbs one undelivered frame.
 fn attribute_corruption(total: u64, seen: &Sightings) -> (std::collections::BTreeSet<u64>, u64) {
     let mut attributed = std::collections::BTreeSet::new();
     let mut unattributed = 0u64;
@@ -205,8 +206,7 @@ fn attribute_corruption(total: u64, seen: &Sightings) -> (std::collections::BTre
     items.sort_by_key(|(k, _)| **k);
     for (_, c) in items {
         match c.claimed_seq {
-            Some(s) if s < total && seen.delivered.contains_key(&s) => {} // intact once = delivered
-            Some(s) if s < total && attributed.insert(s) => {}
+            Some(s) if s < total && !seen.delivered.contains_key(&s) && attributed.insert(s) => {}
             _ => unattributed += 1,
         }
     }

@@ -9,8 +9,13 @@
 
 pub mod iommu;
 pub mod ledger;
+pub mod memory;
+pub mod nvme;
 pub mod rx_scan;
 pub mod trace;
+
+#[cfg(test)]
+mod selftest;
 
 /// Every trace event these oracles read, for `MachineParams::trace_events`.
 pub fn trace_events() -> Vec<String> {

@@ -1,0 +1,138 @@
+//! Memory-integrity oracle: xxh3 hashes of every 4 KiB page of chosen
+//! guest-physical ranges, taken before and after a step; pages that changed
+//! outside the ranges the device was allowed to write are reported.
+//!
+//! Ranges are widened to whole pages. A page counts as device-writable when
+//! it overlaps an allowed range (the agent allocates DMA memory in pages).
+
+use std::collections::BTreeMap;
+
+use lulab_proto::PhysRange;
+use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::guest_memory::{GuestMemory, GuestMemoryError};
+
+/// Page size of the oracle.
+pub const PAGE: u64 = 4096;
+/// Pages copied out of the mapping per read.
+const BATCH_PAGES: u64 = 16;
+
+/// Page GPA → hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageHashes {
+    /// Hash of each page, keyed by the page's guest-physical address.
+    pub pages: BTreeMap<u64, u64>,
+}
+
+/// Result of comparing two [`PageHashes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemoryDiff {
+    /// Pages compared (present in both).
+    pub pages_checked: u64,
+    /// Pages that changed although the device was not allowed to write them.
+    pub unexpected: Vec<u64>,
+    /// Device-writable pages that changed (expected while DMA runs).
+    pub allowed_changed: u64,
+    /// Pages hashed only before or only after (the range sets differ).
+    pub unmatched: u64,
+}
+
+impl MemoryDiff {
+    /// No page changed that should not have.
+    pub fn clean(&self) -> bool {
+        self.unexpected.is_empty() && self.unmatched == 0
+    }
+}
+
+fn page_span(r: &PhysRange) -> std::ops::Range<u64> {
+    let start = r.gpa / PAGE * PAGE;
+    let end = (r.gpa + r.len).div_ceil(PAGE) * PAGE;
+    start..end
+}
+
+/// Hashes every page overlapping `ranges`.
+pub fn hash_pages(mem: &GuestMemory, ranges: &[PhysRange]) -> Result<PageHashes, GuestMemoryError> {
+    let mut out = PageHashes::default();
+    let mut buf = vec![0u8; (BATCH_PAGES * PAGE) as usize];
+    for r in ranges {
+        let span = page_span(r);
+        let mut gpa = span.start;
+        while gpa < span.end {
+            let n = ((span.end - gpa) / PAGE).min(BATCH_PAGES);
+            let chunk = &mut buf[..(n * PAGE) as usize];
+            mem.read(gpa, chunk)?;
+            for (i, page) in chunk.chunks_exact(PAGE as usize).enumerate() {
+                out.pages.insert(gpa + i as u64 * PAGE, xxh3_64(page));
+            }
+            gpa += n * PAGE;
+        }
+    }
+    Ok(out)
+}
+
+/// Compares two hash sets; `allowed` are the device-writable ranges.
+pub fn diff(before: &PageHashes, after: &PageHashes, allowed: &[PhysRange]) -> MemoryDiff {
+    let spans: Vec<_> = allowed.iter().map(page_span).collect();
+    let is_allowed = |gpa: u64| spans.iter().any(|s| s.contains(&gpa));
+    let mut d = MemoryDiff::default();
+    for (gpa, h) in &before.pages {
+        let Some(h2) = after.pages.get(gpa) else {
+            d.unmatched += 1;
+            continue;
+        };
+        d.pages_checked += 1;
+        if h != h2 {
+            if is_allowed(*gpa) {
+                d.allowed_changed += 1;
+            } else {
+                d.unexpected.push(*gpa);
+            }
+        }
+    }
+    d.unmatched += after.pages.keys().filter(|g| !before.pages.contains_key(g)).count() as u64;
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> (tempfile::NamedTempFile, GuestMemory) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(1 << 20).unwrap();
+        let m = GuestMemory::open(f.path(), 1 << 20).unwrap();
+        (f, m)
+    }
+
+    #[test]
+    fn ranges_widen_to_pages() {
+        assert_eq!(page_span(&PhysRange { gpa: 0x1ff0, len: 0x20 }), 0x1000..0x3000);
+        assert_eq!(page_span(&PhysRange { gpa: 0x2000, len: 0x1000 }), 0x2000..0x3000);
+    }
+
+    #[test]
+    fn reports_exactly_the_changed_forbidden_page() {
+        let (_f, mut m) = mem();
+        let all = [PhysRange { gpa: 0x10000, len: 0x40000 }];
+        let dma = [PhysRange { gpa: 0x20000, len: 0x8000 }];
+        let before = hash_pages(&m, &all).unwrap();
+        assert_eq!(before.pages.len(), 64);
+        m.write(0x21234, &[1, 2, 3]).unwrap(); // device-writable
+        m.write(0x3f000, &[9]).unwrap(); // forbidden
+        let after = hash_pages(&m, &all).unwrap();
+        let d = diff(&before, &after, &dma);
+        assert_eq!(d.unexpected, vec![0x3f000]);
+        assert_eq!((d.allowed_changed, d.pages_checked, d.unmatched), (1, 64, 0));
+        assert!(!d.clean());
+        assert!(diff(&before, &before, &[]).clean());
+    }
+
+    #[test]
+    fn differing_range_sets_are_flagged() {
+        let (_f, m) = mem();
+        let a = hash_pages(&m, &[PhysRange { gpa: 0, len: 0x2000 }]).unwrap();
+        let b = hash_pages(&m, &[PhysRange { gpa: 0x1000, len: 0x2000 }]).unwrap();
+        assert_eq!(diff(&a, &b, &[]).unmatched, 2);
+    }
+}
