@@ -243,8 +243,11 @@ fn nvme_reads_land_in_agent_buffers_seen_from_the_ram_file() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const START: u64 = 100;
-    const COUNT: u64 = 2003; // 251 commands of 8 blocks, the last one short
-    const PER_CMD: u32 = 8;
+    // 11 blocks (5632 bytes) per command: slots start at every 512-byte
+    // offset of a page, so reads need PRP1 only, PRP1 + PRP2, or a PRP list;
+    // 183 commands, the last one a single block.
+    const COUNT: u64 = 2003;
+    const PER_CMD: u32 = 11;
     let run = RunDir::new("dma-nvme");
     let mut host = boot(&run, |dir| {
         let img = dir.join("nvme.img");

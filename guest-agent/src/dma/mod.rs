@@ -79,6 +79,17 @@ impl Engine {
             }
         };
         layout.canary = canary_phys;
+        crate::port::kmsg(&format!(
+            "lulab-agent: DMA {} via {:?}: ring IOVA {:#x} ({} chunks), {} buffers of {} at IOVA {:#x} ({} chunks)",
+            layout.pci,
+            layout.iommu,
+            layout.ring.iova,
+            layout.ring.phys.len(),
+            layout.buf_count,
+            layout.buf_size,
+            layout.buffers.iova,
+            layout.buffers.phys.len()
+        ));
         let progress = Arc::new(Progress::default());
         progress.running.store(true, Ordering::Relaxed);
         let (d, p) = (Arc::clone(&driver), Arc::clone(&progress));

@@ -53,29 +53,41 @@ fn write_sysfs(path: &Path, value: &str) -> Result<(), String> {
 }
 
 /// Binds `pci` to vfio-pci (unbinding any current driver) and waits until
-/// its VFIO group node exists.
+/// the binding shows in sysfs.
 pub fn bind_vfio_pci(pci: &str) -> Result<(), String> {
     let dev = sysfs(pci);
     if !dev.exists() {
         return Err(format!("{pci}: no such PCI device ({})", dev.display()));
     }
-    let driver = std::fs::read_link(dev.join("driver")).ok().and_then(|p| p.file_name().map(|n| n.to_owned()));
-    if driver.as_deref() != Some(std::ffi::OsStr::new("vfio-pci")) {
-        write_sysfs(&dev.join("driver_override"), "vfio-pci")?;
-        if driver.is_some() {
-            write_sysfs(&dev.join("driver/unbind"), pci)?;
-        }
-        write_sysfs(Path::new("/sys/bus/pci/drivers_probe"), pci)?;
+    let driver = || std::fs::read_link(dev.join("driver")).ok().and_then(|p| p.file_name().map(|n| n.to_owned()));
+    let current = driver();
+    if current.as_deref() == Some(std::ffi::OsStr::new("vfio-pci")) {
+        return Ok(());
     }
-    let node = group_path(pci)?;
+    write_sysfs(&dev.join("driver_override"), "vfio-pci")?;
+    if current.is_some() {
+        write_sysfs(&dev.join("driver/unbind"), pci)?;
+    }
+    write_sysfs(Path::new("/sys/bus/pci/drivers_probe"), pci)?;
+    wait_for(&format!("{pci} bound to vfio-pci"), || driver().as_deref() == Some(std::ffi::OsStr::new("vfio-pci")))
+}
+
+/// Polls `ok` for up to 5 s (device nodes appear asynchronously).
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !node.exists() {
+    while !ok() {
         if Instant::now() > deadline {
-            return Err(format!("{pci}: {} did not appear within 5 s of binding vfio-pci", node.display()));
+            return Err(format!("waited 5 s for {what}"));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
+}
+
+/// Opens a device node, waiting for devtmpfs to create it.
+fn open_node(path: &Path) -> Result<File, String> {
+    wait_for(&path.display().to_string(), || path.exists())?;
+    open_rw(path)
 }
 
 /// `/dev/vfio/<group>` of `pci`.
@@ -235,7 +247,7 @@ fn open_type1(pci: &str) -> Result<(File, Iommu), String> {
     }
     let gpath = group_path(pci)?;
     let g = gpath.display();
-    let group = open_rw(&gpath)?;
+    let group = open_node(&gpath)?;
     let mut status = sys::VfioGroupStatus { argsz: sys::argsz::<sys::VfioGroupStatus>(), flags: 0 };
     ioctl_ptr(&group, sys::VFIO_GROUP_GET_STATUS, &mut status, &format!("{g}: VFIO_GROUP_GET_STATUS"))?;
     if status.flags & sys::VFIO_GROUP_FLAGS_VIABLE == 0 {
@@ -257,9 +269,14 @@ fn open_type1(pci: &str) -> Result<(File, Iommu), String> {
 
 fn open_iommufd(pci: &str) -> Result<(File, Iommu), String> {
     let iommufd = open_rw(Path::new("/dev/iommu"))?;
-    let cdev = cdev_path(pci)?;
+    let mut cdev = Err(String::new());
+    let _ = wait_for(&format!("{pci}: vfio-dev/vfioN in sysfs"), || {
+        cdev = cdev_path(pci);
+        cdev.is_ok()
+    });
+    let cdev = cdev?;
     let c = cdev.display();
-    let dev = open_rw(&cdev)?;
+    let dev = open_node(&cdev)?;
     let mut bind = sys::VfioDeviceBindIommufd {
         argsz: sys::argsz::<sys::VfioDeviceBindIommufd>(),
         flags: 0,
