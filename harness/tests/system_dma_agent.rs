@@ -225,6 +225,53 @@ fn e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file() {
     host.shutdown().expect("QEMU exits");
 }
 
+/// Without refill each descriptor is used once: `ring - 1` frames land in
+/// buffers 0.. in order and stay there; later frames are held back by QEMU
+/// (back-pressure), not written anywhere.
+#[test]
+fn e1000e_rx_without_refill_uses_each_descriptor_once() {
+    if !available() {
+        return;
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const RING: u32 = 64;
+    const FRAMES: u32 = 100;
+    let run = RunDir::new("dma-e1000e-once");
+    let mut host = boot(&run, |_| {});
+    let mut net = accept_net(&mut host);
+    let cfg = DmaConfig::E1000eRx { pci: NIC_ADDR.into(), ring_size: RING, buf_size: 2048, refill: false, iommu: IommuApi::Auto };
+    let layout = dma_start(&mut host, cfg);
+    assert_eq!(layout.iommu, IommuApi::Type1, "the stock kernel has no iommufd: Auto must pick type1");
+    for seq in 0..FRAMES {
+        let f = frame(seq);
+        net.write_all(&(f.len() as u32).to_be_bytes()).and_then(|_| net.write_all(&f)).expect("netdev socket write");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut s = dma_status(&mut host, Op::DmaStatus);
+    while s.completed < u64::from(RING - 1) {
+        assert!(Instant::now() < deadline, "after 60 s: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+        s = dma_status(&mut host, Op::DmaStatus);
+    }
+    // Watch for a second: nothing more may complete.
+    let quiet = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < quiet {
+        s = dma_status(&mut host, Op::DmaStatus);
+        assert_eq!((s.completed, s.refilled), (u64::from(RING - 1), 0), "{s:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("without refill: {s:?}");
+    let ram = Ram::open(&host.paths.ram());
+    for i in 0..RING - 1 {
+        assert_eq!(ram.read(&layout.buffers, u64::from(i) * 2048, 128), frame(i), "buffer {i}");
+    }
+    let last = ram.read(&layout.ring, u64::from(RING - 1) * 16, 16);
+    assert_eq!(last[12] & 1, 0, "descriptor {} was never handed over, yet has DD: {last:02x?}", RING - 1);
+    check_canary(&ram, &layout);
+    drop(net);
+    host.shutdown().expect("QEMU exits");
+}
+
 const LBA: usize = 512;
 
 /// Block `lba` of the backing file: "LULABBLK", the LBA, then a pattern.
