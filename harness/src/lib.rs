@@ -18,7 +18,10 @@ pub mod oracle;
 pub mod ktap;
 pub mod qemu;
 pub mod qmp;
+pub mod report;
+pub mod scenario;
 pub mod setup;
+pub mod update;
 pub mod traffic;
 
 /// The repository root (the harness is always run from its checkout).

@@ -29,6 +29,14 @@ enum Cmd {
     },
     /// The headline demo: set up, build, boot a host and show its IOMMU state and devices.
     Demo,
+    /// Run one scenario; exits 0 exactly when the outcome is the expected one.
+    Run {
+        /// Scenario file (scenarios/*.toml).
+        scenario: PathBuf,
+        /// Output directory (default: reports/<timestamp>-<scenario>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Image stage on its own: build (or take from cache) the host initramfs.
     Image {
         #[command(subcommand)]
@@ -64,6 +72,10 @@ fn main() -> Result<()> {
         Cmd::Setup => lulab::setup::ensure_host(),
         Cmd::Boot { out } => boot(out),
         Cmd::Demo => demo(),
+        Cmd::Run { scenario, out } => {
+            let ok = run_scenario(&scenario, out)?.as_expected;
+            std::process::exit(if ok { 0 } else { 1 });
+        }
         Cmd::Kernel { cmd: KernelCmd::Build } => {
             let k = lulab::kernel::build::build(&lulab::kernel::build::KernelSpec::lulab())?;
             println!("bzImage: {}", k.bzimage.display());
@@ -102,6 +114,29 @@ fn boot(out: Option<PathBuf>) -> Result<()> {
     println!("booting {} … (run directory {})", set.kernel.source_version, dir.display());
     let host = Host::boot(&set.machine(&dir)?, &dir, Deadlines::default())?;
     interactive::attach(host)
+}
+
+fn run_scenario(path: &std::path::Path, out: Option<PathBuf>) -> Result<lulab::report::Report> {
+    lulab::setup::require_qemu()?;
+    let scenario = lulab::scenario::Scenario::load(path)?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into());
+    let out = match out {
+        Some(d) => d,
+        None => new_run_dir(&name)?,
+    };
+    println!("running {name}: {} (output {})", scenario.description, out.display());
+    let report = lulab::scenario::run::run(&name, &scenario, &out)?;
+    println!(
+        "{name}: expected {}, outcome {} — {}",
+        report.expect,
+        report.outcome,
+        if report.as_expected { "as expected" } else { "NOT as expected" }
+    );
+    for r in &report.reasons {
+        println!("  - {r}");
+    }
+    println!("report: {}/report.md", out.display());
+    Ok(report)
 }
 
 fn demo() -> Result<()> {

@@ -1,0 +1,50 @@
+//! report.md: the verdict first, then the evidence.
+
+use std::fmt::Write;
+
+use super::Report;
+
+/// Renders a report as Markdown.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let mark = if r.as_expected { "PASS" } else { "FAIL" };
+    let _ = writeln!(s, "# {} — {mark}\n", r.scenario);
+    let _ = writeln!(s, "{}\n", r.description);
+    let _ = writeln!(s, "| expected | outcome | live updates |\n|---|---|---|\n| {} | **{}** | {} |\n", r.expect, r.outcome, r.live_updates);
+    if !r.reasons.is_empty() {
+        let _ = writeln!(s, "## Why it is broken\n");
+        for reason in &r.reasons {
+            let _ = writeln!(s, "- {reason}");
+        }
+        s.push('\n');
+    }
+    let d = &r.dma;
+    let _ = writeln!(s, "## DMA ledger (e1000e RX, read from the RAM file)\n");
+    let _ = writeln!(s, "| sent | delivered | corrupted | dropped by device | lost | queued on host |\n|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |\n", d.sent, d.delivered, d.corrupted, d.dropped_by_device, d.lost, d.queued_on_host);
+    let l = &d.latency_us;
+    if l.count > 0 {
+        let _ = writeln!(s, "Latency injection → seen (µs): min {} · p50 {} · p99 {} · max {} ({} frames)\n", l.min, l.p50, l.p99, l.max, l.count);
+    }
+    let n = &r.nvme;
+    let _ = writeln!(s, "## NVMe\n\n| blocks read | corrupted | lost |\n|---|---|---|\n| {} | {} | {} |\n", n.blocks_read, n.corrupted, n.lost);
+    let i = &r.iommu;
+    let _ = writeln!(
+        s,
+        "## IOMMU\n\n| faults | QEMU-traced | guest-logged | translation switched off |\n|---|---|---|---|\n| {} | {} | {} | {} |\n",
+        i.faults, i.qemu_faults, i.guest_faults, i.translation_disabled
+    );
+    let m = &r.memory;
+    let _ = writeln!(
+        s,
+        "## Memory\n\n| pages checked | unexpected changes | DMA pages changed |\n|---|---|---|\n| {} | {} | {} |\n",
+        m.pages_checked, m.unexpected_changes, m.dma_pages_changed
+    );
+    let _ = writeln!(s, "## Timings (ms)\n\n| milestone | ms |\n|---|---|");
+    for (k, v) in &r.timings_ms {
+        let _ = writeln!(s, "| {k} | {v} |");
+    }
+    let v = &r.versions;
+    let _ = writeln!(s, "\nQEMU {} · kernel {} · lulab {} · run directory `{}`", v.qemu, v.kernel, v.lulab, r.run_dir);
+    s
+}

@@ -1,0 +1,157 @@
+//! `report.json` (a stable interface: fields are added, never renamed) and
+//! `report.md`, written into a run's output directory.
+
+mod markdown;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::scenario::Verdict;
+
+/// Version of the report.json layout. Bumped only when a field is added.
+pub const SCHEMA: u32 = 1;
+
+/// One scenario run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: u32,
+    /// Scenario name (file stem).
+    pub scenario: String,
+    /// The scenario's description.
+    pub description: String,
+    /// What the scenario expected.
+    pub expect: Verdict,
+    /// What the oracles concluded.
+    pub outcome: Verdict,
+    /// `outcome == expect`.
+    pub as_expected: bool,
+    /// Why the outcome is broken (empty when intact), one line per finding.
+    pub reasons: Vec<String>,
+    /// Versions of everything involved.
+    pub versions: Versions,
+    /// e1000e RX ledger.
+    pub dma: DmaSection,
+    /// NVMe ledger.
+    pub nvme: NvmeSection,
+    /// VT-d.
+    pub iommu: IommuSection,
+    /// Memory oracle.
+    pub memory: MemorySection,
+    /// Live updates performed.
+    pub live_updates: u32,
+    /// Milestones in milliseconds (names are stable; the set grows).
+    pub timings_ms: BTreeMap<String, u64>,
+    /// Where the run's host files are.
+    pub run_dir: String,
+}
+
+/// `versions`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Versions {
+    /// QEMU, from the QMP greeting.
+    pub qemu: String,
+    /// Kernel release and package version.
+    pub kernel: String,
+    /// This harness.
+    pub lulab: String,
+}
+
+/// `dma`: every injected frame accounted for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DmaSection {
+    /// Frames written to the NIC's backend.
+    pub sent: u64,
+    /// Found intact in the RX buffers (read from the RAM file).
+    pub delivered: u64,
+    /// Found damaged.
+    pub corrupted: u64,
+    /// Dropped by the device, with evidence (counters / QEMU trace).
+    pub dropped_by_device: u64,
+    /// Sent and never seen: the failure this lab exists to catch.
+    pub lost: u64,
+    /// Generated but never accepted by QEMU (back-pressure; not sent).
+    pub queued_on_host: u64,
+    /// Times QEMU refused a write (EAGAIN).
+    pub backpressure_events: u64,
+    /// A few lost sequence numbers, for the report reader.
+    pub first_lost_seqs: Vec<u64>,
+    /// Injection → seen in the RAM file, microseconds (scan-granular).
+    pub latency_us: LatencySection,
+}
+
+/// Latency summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LatencySection {
+    /// Samples.
+    pub count: u64,
+    /// Minimum.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+/// `nvme`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NvmeSection {
+    /// Blocks found with the right pattern.
+    pub blocks_read: u64,
+    /// Blocks with a wrong pattern.
+    pub corrupted: u64,
+    /// Blocks expected and not found.
+    pub lost: u64,
+}
+
+/// `iommu`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IommuSection {
+    /// VT-d faults (QEMU trace + guest DMAR log).
+    pub faults: u64,
+    /// Faults QEMU traced.
+    pub qemu_faults: u64,
+    /// Faults the guest kernel logged.
+    pub guest_faults: u64,
+    /// Times translation was switched off (`vtd_dmar_enable 0`).
+    pub translation_disabled: u64,
+    /// Example fault lines.
+    pub examples: Vec<String>,
+}
+
+/// `memory`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MemorySection {
+    /// Pages hashed before and after.
+    pub pages_checked: u64,
+    /// Pages that changed although the device was not allowed to write them.
+    pub unexpected_changes: u64,
+    /// Device-writable pages that changed (expected under DMA).
+    pub dma_pages_changed: u64,
+    /// A few unexpected page addresses (hex GPA).
+    pub first_unexpected: Vec<String>,
+}
+
+impl Report {
+    /// Writes `report.json` and `report.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)? + "\n";
+        std::fs::write(dir.join("report.json"), json).with_context(|| format!("writing {}/report.json", dir.display()))?;
+        std::fs::write(dir.join("report.md"), self.markdown())
+            .with_context(|| format!("writing {}/report.md", dir.display()))?;
+        Ok(())
+    }
+
+    /// The Markdown summary.
+    pub fn markdown(&self) -> String {
+        markdown::render(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

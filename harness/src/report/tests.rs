@@ -1,0 +1,67 @@
+use super::*;
+
+fn sample() -> Report {
+    Report {
+        schema: SCHEMA,
+        scenario: "stock-kexec-rx".into(),
+        description: "RX through a stock-kernel kexec (negative control)".into(),
+        expect: Verdict::Broken,
+        outcome: Verdict::Broken,
+        as_expected: true,
+        reasons: vec!["412 frames lost (sent but never DMAed)".into(), "VT-d translation switched off 1 time(s)".into()],
+        versions: Versions { qemu: "10.0.2".into(), kernel: "6.12.95+deb12-amd64".into(), lulab: "0.1.0".into() },
+        dma: DmaSection {
+            sent: 800,
+            delivered: 388,
+            lost: 412,
+            queued_on_host: 400,
+            backpressure_events: 17,
+            first_lost_seqs: vec![388, 389, 390],
+            latency_us: LatencySection { count: 388, min: 90, p50: 150, p99: 900, max: 1200 },
+            ..Default::default()
+        },
+        nvme: NvmeSection { blocks_read: 512, corrupted: 0, lost: 0 },
+        iommu: IommuSection { translation_disabled: 1, ..Default::default() },
+        memory: MemorySection { pages_checked: 1030, unexpected_changes: 3, dma_pages_changed: 40, first_unexpected: vec!["0x3e000000".into()] },
+        live_updates: 1,
+        timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
+        run_dir: "/work/reports/x".into(),
+    }
+}
+
+#[test]
+fn report_json_snapshot() {
+    insta::assert_json_snapshot!(sample(), {
+        ".timings_ms.*" => "[ms]",
+        ".dma.latency_us.*" => "[us]",
+        ".run_dir" => "[run_dir]",
+    });
+}
+
+#[test]
+fn report_md_snapshot() {
+    let mut r = sample();
+    r.timings_ms.values_mut().for_each(|v| *v = 0);
+    r.dma.latency_us = LatencySection::default();
+    r.run_dir = "[run_dir]".into();
+    insta::assert_snapshot!(r.markdown());
+}
+
+#[test]
+fn stable_field_names_are_present() {
+    let v = serde_json::to_value(sample()).unwrap();
+    for k in ["schema", "scenario", "expect", "outcome", "as_expected", "versions", "dma", "nvme", "iommu", "memory", "live_updates", "timings_ms"] {
+        assert!(v.get(k).is_some(), "report.json lacks {k}");
+    }
+    for (sec, keys) in [
+        ("versions", &["qemu", "kernel", "lulab"][..]),
+        ("dma", &["sent", "delivered", "corrupted", "dropped_by_device", "lost"][..]),
+        ("nvme", &["blocks_read", "corrupted", "lost"][..]),
+        ("iommu", &["faults"][..]),
+        ("memory", &["pages_checked", "unexpected_changes"][..]),
+    ] {
+        for k in keys {
+            assert!(v[sec].get(*k).is_some(), "report.json lacks {sec}.{k}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Scenarios: TOML files in `scenarios/` describing a host, the DMA load and
+//! a closed list of steps, with the verdict they expect. Parsing is strict
+//! (`deny_unknown_fields`); errors name the file, line and field.
+
+pub mod run;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What a scenario expects the oracles to conclude.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// No DMA lost or corrupted, no IOMMU fault, memory intact.
+    Intact,
+    /// At least one oracle found damage.
+    Broken,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Intact => "intact",
+            Verdict::Broken => "broken",
+        })
+    }
+}
+
+/// Which kernel the host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelChoice {
+    /// Debian's stock kernel.
+    Stock,
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// One line for reports.
+    pub description: String,
+    /// The verdict that makes the run a pass.
+    pub expect: Verdict,
+    /// The host.
+    #[serde(default)]
+    pub host: HostSpec,
+    /// e1000e RX load (absent: no NIC traffic).
+    pub rx: Option<RxSpec>,
+    /// NVMe reads (absent: none).
+    pub nvme: Option<NvmeSpec>,
+    /// What happens, in order.
+    pub steps: Vec<Step>,
+}
+
+/// `[host]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Kernel to boot.
+    pub kernel: KernelChoice,
+    /// Guest RAM.
+    pub memory_mib: u64,
+    /// Emulate VT-d at all.
+    pub iommu: bool,
+}
+
+impl Default for HostSpec {
+    fn default() -> Self {
+        Self { kernel: KernelChoice::Stock, memory_mib: 1024, iommu: true }
+    }
+}
+
+/// `[rx]`: frames injected into the e1000e and DMAed into the agent's ring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RxSpec {
+    /// Descriptors (= buffers) in the RX ring.
+    pub ring_size: u32,
+    /// Frames per second.
+    pub rate_fps: f64,
+    /// Bytes per frame.
+    pub frame_size: usize,
+    /// Frames to send in total.
+    pub frames: u64,
+    /// Let the agent recycle descriptors (keeping the newest half for the scanner).
+    #[serde(default)]
+    pub refill: bool,
+}
+
+/// `[nvme]`: blocks the agent reads from the harness-written backing file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvmeSpec {
+    /// LBAs (512 bytes) read once each.
+    pub lba_count: u64,
+    /// LBAs per read command.
+    pub blocks_per_cmd: u32,
+    /// Commands in flight.
+    pub queue_depth: u32,
+}
+
+/// One step. The list is closed: an unknown `do` is a parse error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Boot the host and wait for the agent.
+    Boot,
+    /// Start the DMA engines configured in `[rx]` / `[nvme]`.
+    StartDma,
+    /// Start injecting `[rx]` frames (continues in the background).
+    Inject,
+    /// Wait until `frames` frames (default: all) have been written to the NIC.
+    AwaitSent {
+        /// How many; absent means all of `[rx].frames`.
+        frames: Option<u64>,
+    },
+    /// Kexec the host into the same kernel and initramfs.
+    LiveUpdate,
+    /// Wait until every written frame is delivered, or nothing new arrives
+    /// for `quiet_ms` (deadline-based).
+    Settle {
+        /// How long without a new delivery ends the wait.
+        #[serde(default = "default_quiet_ms")]
+        quiet_ms: u64,
+    },
+}
+
+fn default_quiet_ms() -> u64 {
+    3000
+}
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Unreadable file.
+    #[error("Cannot read scenario {path}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Malformed TOML or a wrong field (the message carries line and field).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// toml's message: line, column, the offending field and what was expected.
+        message: String,
+    },
+    /// Well-formed but inconsistent.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses scenario text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let s: Scenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        s.validate().map_err(|message| ScenarioError::Invalid { path: origin.to_string(), message })?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.steps.first() != Some(&Step::Boot) {
+            return Err("steps: the first step must be `do = \"boot\"`".into());
+        }
+        let needs_rx = self.steps.iter().any(|s| matches!(s, Step::Inject | Step::AwaitSent { .. }));
+        if needs_rx && self.rx.is_none() {
+            return Err("steps: `inject`/`await_sent` need an [rx] table".into());
+        }
+        if let Some(rx) = &self.rx {
+            if rx.ring_size == 0 || rx.ring_size % 8 != 0 {
+                return Err(format!("rx.ring_size: {} is not a positive multiple of 8", rx.ring_size));
+            }
+            if !(rx.rate_fps > 0.0) {
+                return Err(format!("rx.rate_fps: {} must be > 0", rx.rate_fps));
+            }
+            if !rx.refill && rx.frames > u64::from(rx.ring_size) {
+                return Err(format!(
+                    "rx.frames: {} frames do not fit a ring of {} without refill (set rx.refill = true)",
+                    rx.frames, rx.ring_size
+                ));
+            }
+        }
+        for s in &self.steps {
+            if let (Step::AwaitSent { frames: Some(n) }, Some(rx)) = (s, &self.rx) {
+                if *n > rx.frames {
+                    return Err(format!("steps: await_sent frames = {n} exceeds rx.frames = {}", rx.frames));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of live updates the steps perform.
+    pub fn live_updates(&self) -> usize {
+        self.steps.iter().filter(|s| **s == Step::LiveUpdate).count()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+//! Running a scenario: boot, drive the steps, then let the oracles judge from
+//! outside (RAM file, QEMU trace, console log) and write the report.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, IommuApi, Op, PhysRange, Reply};
+
+use super::{NvmeSpec, RxSpec, Scenario, Step};
+use crate::guest_memory::GuestMemory;
+use crate::host::{Deadlines, Host};
+use crate::lab::BootSet;
+use crate::oracle::memory::{self, PageHashes};
+use crate::oracle::nvme::{nvme_pattern, NvmeLedger};
+use crate::oracle::rx_scan::{RxRing, RxScanner};
+use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
+use crate::qemu::MachineParams;
+use crate::report::Report;
+use crate::traffic::inject::{InjectConfig, Injector, SentLog};
+use crate::update::KexecTarget;
+
+mod judge;
+
+/// How often the harness scans the RX ring from the RAM file.
+const SCAN_EVERY: Duration = Duration::from_millis(50);
+/// Bytes per RX buffer.
+const RX_BUF: u32 = 2048;
+
+/// Runs `scenario` (named `name`) with its files in `out`; writes
+/// `out/report.json` and `out/report.md` and returns the report.
+pub fn run(name: &str, scenario: &Scenario, out: &Path) -> Result<Report> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let set = match scenario.host.kernel {
+        super::KernelChoice::Stock => BootSet::stock()?,
+    };
+    let mut r = Runner::new(scenario, out, set)?;
+    let steps = r.drive();
+    let report = r.judge(name, steps.err());
+    let report = report.with_context(|| format!("judging the run; host files kept in {}", r.host_dir().display()))?;
+    report.write(out)?;
+    Ok(report)
+}
+
+/// State while steps run.
+struct Runner<'a> {
+    sc: &'a Scenario,
+    out: PathBuf,
+    run_id: u64,
+    set: BootSet,
+    params: MachineParams,
+    host: Option<Host>,
+    mem: Option<Arc<GuestMemory>>,
+    rx: Option<RxRun>,
+    nvme: Option<(DmaLayout, NvmeLedger)>,
+    before: Option<PageHashes>,
+    watched: Vec<PhysRange>,
+    allowed: Vec<PhysRange>,
+    timings: Vec<(String, u64)>,
+    live_updates: u32,
+    start: Instant,
+}
+
+/// The RX side: layout, the background scanner and the injector.
+struct RxRun {
+    spec: RxSpec,
+    scanner: Arc<Mutex<RxScanner>>,
+    stop_scan: Arc<AtomicBool>,
+    scan_thread: Option<JoinHandle<()>>,
+    injector: Option<Injector>,
+    sent: Option<SentLog>,
+    status: Option<DmaStatus>,
+}
+
+impl<'a> Runner<'a> {
+    fn new(sc: &'a Scenario, out: &Path, set: BootSet) -> Result<Self> {
+        let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+        let host_dir = out.join("host");
+        let mut params = set.machine(&host_dir)?;
+        params.memory_mib = sc.host.memory_mib;
+        params.iommu.enabled = sc.host.iommu;
+        params.trace_events.extend(crate::oracle::trace_events());
+        params.trace_events.dedup();
+        if let (Some(n), Some(nv)) = (&sc.nvme, &params.nvme) {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&nv.backing)?;
+            nvme_pattern::fill(&mut f, 0..n.lba_count, run_id).context("writing the NVMe backing file")?;
+        }
+        Ok(Self {
+            sc,
+            out: out.into(),
+            run_id,
+            set,
+            params,
+            host: None,
+            mem: None,
+            rx: None,
+            nvme: None,
+            before: None,
+            watched: Vec::new(),
+            allowed: Vec::new(),
+            timings: Vec::new(),
+            live_updates: 0,
+            start: Instant::now(),
+        })
+    }
+
+    fn host_dir(&self) -> PathBuf {
+        self.out.join("host")
+    }
+
+    fn host(&mut self) -> Result<&mut Host> {
+        self.host.as_mut().context("no host: the scenario's first step must be `boot`")
+    }
+
+    fn mark(&mut self, name: &str, since: Instant) {
+        self.timings.push((name.to_string(), since.elapsed().as_millis() as u64));
+    }
+
+    fn drive(&mut self) -> Result<()> {
+        for (i, step) in self.sc.steps.iter().enumerate() {
+            let t = Instant::now();
+            self.step(step).with_context(|| format!("step {} ({step:?})", i + 1))?;
+            let name = format!("step{}_{}", i + 1, step_name(step));
+            self.mark(&name, t);
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::Boot => {
+                let host = Host::boot(&self.params, &self.host_dir(), Deadlines::default())?;
+                let mem = GuestMemory::open(&host.paths.ram(), self.params.memory_mib << 20)?;
+                self.mem = Some(Arc::new(mem));
+                self.host = Some(host);
+                Ok(())
+            }
+            Step::StartDma => self.start_dma(),
+            Step::Inject => self.inject(),
+            Step::AwaitSent { frames } => self.await_sent(*frames),
+            Step::LiveUpdate => {
+                let target = KexecTarget {
+                    kernel: self.set.kernel.bzimage.clone(),
+                    initrd: self.set.initramfs.path.clone(),
+                    cmdline: self.params.cmdline.clone(),
+                };
+                let t = self.host()?.live_update(&target, Deadlines::default())?;
+                self.live_updates += 1;
+                let n = self.live_updates;
+                for (k, v) in [("stage", t.stage_ms), ("load", t.load_ms), ("to_banner", t.to_banner_ms), ("to_init", t.to_init_ms), ("to_agent", t.to_agent_ms)] {
+                    self.timings.push((format!("live_update{n}_{k}"), v));
+                }
+                Ok(())
+            }
+            Step::Settle { quiet_ms } => self.settle(Duration::from_millis(*quiet_ms)),
+        }
+    }
+
+    fn start_dma(&mut self) -> Result<()> {
+        let mem = self.mem.clone().context("no guest memory")?;
+        if let Some(spec) = self.sc.rx.clone() {
+            let cfg = DmaConfig::E1000eRx { pci: NIC_ADDR.into(), ring_size: spec.ring_size, buf_size: RX_BUF, refill: spec.refill, iommu: IommuApi::Auto };
+            let layout = self.dma_start(cfg)?;
+            let scanner = Arc::new(Mutex::new(RxScanner::new(RxRing::from_layout(&layout)?, self.run_id)));
+            let stop_scan = Arc::new(AtomicBool::new(false));
+            let thread = spawn_scanner(scanner.clone(), mem.clone(), stop_scan.clone());
+            self.rx = Some(RxRun { spec, scanner, stop_scan, scan_thread: Some(thread), injector: None, sent: None, status: None });
+        }
+        if let Some(NvmeSpec { lba_count, blocks_per_cmd, queue_depth }) = self.sc.nvme.clone() {
+            let cfg = DmaConfig::NvmeRead { pci: NVME_ADDR.into(), blocks_per_cmd, lba_start: 0, lba_count, queue_depth, iommu: IommuApi::Auto };
+            let layout = self.dma_start(cfg)?;
+            let ledger = NvmeLedger::new(NVME_ADDR, &layout.buffers, 0, lba_count, self.run_id)?;
+            self.nvme = Some((layout, ledger));
+        }
+        self.before = Some(memory::hash_pages(&mem, &self.watched)?);
+        Ok(())
+    }
+
+    fn dma_start(&mut self, cfg: DmaConfig) -> Result<DmaLayout> {
+        let layout = match self.host()?.agent.call(Op::DmaStart(cfg.clone()), Duration::from_secs(60))? {
+            Reply::DmaStarted(l) => l,
+            other => bail!("unexpected reply to dma_start: {other:?}"),
+        };
+        std::fs::write(self.out.join(format!("layout-{}.json", layout.pci)), serde_json::to_string_pretty(&layout)?)?;
+        self.watched.extend(layout.dma_pages.iter().chain(&layout.canary).copied());
+        self.allowed.extend(layout.dma_pages.iter().copied());
+        Ok(layout)
+    }
+
+    fn inject(&mut self) -> Result<()> {
+        let run_id = self.run_id;
+        let listener = self.host()?.net.take().context("the host has no e1000e netdev socket")?;
+        let (stream, _) = listener.accept().context("accepting QEMU's netdev connection")?;
+        let rx = self.rx.as_mut().context("`inject` before `start_dma`")?;
+        let mut cfg = InjectConfig::new(run_id, rx.spec.rate_fps, rx.spec.frame_size);
+        cfg.max_frames = Some(rx.spec.frames);
+        rx.injector = Some(Injector::start(stream, cfg)?);
+        Ok(())
+    }
+
+    fn await_sent(&mut self, frames: Option<u64>) -> Result<()> {
+        let rx = self.rx.as_ref().context("`await_sent` before `start_dma`")?;
+        let want = frames.unwrap_or(rx.spec.frames);
+        let deadline = Instant::now() + Duration::from_secs_f64(want as f64 / rx.spec.rate_fps * 3.0 + 60.0);
+        loop {
+            let written = self.rx.as_ref().and_then(|r| r.injector.as_ref()).map(|i| i.written()).context("`await_sent` before `inject`")?;
+            if written >= want {
+                return Ok(());
+            }
+            self.host()?.qemu.check_alive()?;
+            if Instant::now() > deadline {
+                bail!("only {written} of {want} frames written to the NIC before the deadline (QEMU not reading: back-pressure)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn settle(&mut self, quiet: Duration) -> Result<()> {
+        let Some(rx) = &self.rx else { return Ok(()) };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (mut last, mut since) = (0, Instant::now());
+        loop {
+            let written = rx.injector.as_ref().map(|i| i.written()).unwrap_or(0);
+            let finished = rx.injector.as_ref().is_none_or(|i| i.is_finished());
+            let delivered = rx.scanner.lock().map(|s| s.sightings().delivered.len() as u64).unwrap_or(0);
+            if finished && delivered >= written {
+                return Ok(());
+            }
+            if delivered != last {
+                (last, since) = (delivered, Instant::now());
+            }
+            if since.elapsed() >= quiet || Instant::now() > deadline {
+                return Ok(()); // nothing more is arriving: the oracles will say what is missing
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn spawn_scanner(scanner: Arc<Mutex<RxScanner>>, mem: Arc<GuestMemory>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(mut s) = scanner.lock() {
+                let _ = s.scan(&mem);
+            }
+            std::thread::sleep(SCAN_EVERY);
+        }
+    })
+}
+
+fn step_name(s: &Step) -> &'static str {
+    match s {
+        Step::Boot => "boot",
+        Step::StartDma => "start_dma",
+        Step::Inject => "inject",
+        Step::AwaitSent { .. } => "await_sent",
+        Step::LiveUpdate => "live_update",
+        Step::Settle { .. } => "settle",
+    }
+}

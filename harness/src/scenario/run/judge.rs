@@ -1,0 +1,176 @@
+//! The end of a run: stop traffic, take the last look from outside, and turn
+//! the oracles' findings into a verdict with reasons.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lulab_proto::{Op, Reply};
+
+use super::Runner;
+use crate::oracle::iommu::IommuReport;
+use crate::oracle::ledger::{DeviceEvidence, Ledger};
+use crate::oracle::memory;
+use crate::oracle::trace::TraceSummary;
+use crate::qemu::params::NIC_ADDR;
+use crate::report::{DmaSection, IommuSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
+use crate::scenario::Verdict;
+
+impl Runner<'_> {
+    /// Runs every oracle and builds the report; `aborted` is the error that
+    /// stopped the steps early, if any (it makes the outcome broken).
+    pub(super) fn judge(&mut self, name: &str, aborted: Option<anyhow::Error>) -> Result<Report> {
+        let mut reasons = Vec::new();
+        if let Some(e) = &aborted {
+            reasons.push(format!("run aborted: {e:#}"));
+        }
+        let dma = self.judge_rx(&mut reasons)?;
+        let nvme = self.judge_nvme(&mut reasons)?;
+        let memory = self.judge_memory(&mut reasons)?;
+        let iommu = self.judge_iommu(&mut reasons)?;
+        let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
+        if let Some(host) = self.host.take() {
+            host.shutdown().context("shutting the host down")?;
+        }
+        let outcome = if reasons.is_empty() { Verdict::Intact } else { Verdict::Broken };
+        let mut timings_ms: std::collections::BTreeMap<String, u64> = self.timings.iter().cloned().collect();
+        timings_ms.insert("total".into(), self.start.elapsed().as_millis() as u64);
+        Ok(Report {
+            schema: SCHEMA,
+            scenario: name.to_string(),
+            description: self.sc.description.clone(),
+            expect: self.sc.expect,
+            outcome,
+            as_expected: outcome == self.sc.expect,
+            reasons,
+            versions: Versions {
+                qemu: qemu.unwrap_or_default(),
+                kernel: format!("{} ({})", self.set.kernel.release, self.set.kernel.source_version),
+                lulab: env!("CARGO_PKG_VERSION").into(),
+            },
+            dma,
+            nvme,
+            iommu,
+            memory,
+            live_updates: self.live_updates,
+            timings_ms,
+            run_dir: self.host_dir().display().to_string(),
+        })
+    }
+
+    fn judge_rx(&mut self, reasons: &mut Vec<String>) -> Result<DmaSection> {
+        let Some(rx) = self.rx.as_mut() else { return Ok(DmaSection::default()) };
+        if let Some(inj) = rx.injector.take() {
+            rx.sent = Some(inj.stop()?);
+        }
+        rx.stop_scan.store(true, Ordering::Relaxed);
+        if let Some(t) = rx.scan_thread.take() {
+            let _ = t.join();
+        }
+        if let Some(mem) = &self.mem {
+            let mut s = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?;
+            s.scan(mem).context("final RX ring scan")?;
+        }
+        // The agent's counters are a hint used only as drop evidence; after a
+        // kexec there may be no engine (or no agent) to ask.
+        rx.status = self.host.as_mut().and_then(|h| match h.agent.call(Op::DmaStatus, Duration::from_secs(5)) {
+            Ok(Reply::DmaStatus(s)) => Some(s),
+            _ => None,
+        });
+        let Some(sent) = &rx.sent else { return Ok(DmaSection::default()) };
+        let trace = TraceSummary::from_file(&self.out.join("host").join("trace.log"), 0)?;
+        let mut evidence = DeviceEvidence::from_trace(&trace);
+        if let Some(st) = &rx.status {
+            evidence = evidence.with_counters(&st.device_counters);
+        }
+        let seen = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?.sightings().clone();
+        let l = Ledger::account(sent, &seen, &evidence);
+        std::fs::write(self.out.join("ledger.json"), serde_json::to_string_pretty(&l)?)?;
+        if l.lost > 0 {
+            reasons.push(format!(
+                "{} of {} frames sent to {NIC_ADDR} lost: never DMAed into the agent's buffers (first seqs {:?})",
+                l.lost, l.sent, l.first_lost_seqs
+            ));
+        }
+        if l.corrupted > 0 {
+            reasons.push(format!("{} frames corrupted in the agent's buffers", l.corrupted));
+        }
+        if l.duplicates > 0 || l.unexpected > 0 {
+            reasons.push(format!("{} duplicate and {} never-sent frames found", l.duplicates, l.unexpected));
+        }
+        Ok(DmaSection {
+            sent: l.sent,
+            delivered: l.delivered,
+            corrupted: l.corrupted,
+            dropped_by_device: l.dropped_by_device,
+            lost: l.lost,
+            queued_on_host: l.queued_on_host,
+            backpressure_events: sent.eagain,
+            first_lost_seqs: l.first_lost_seqs.clone(),
+            latency_us: LatencySection {
+                count: l.latency.count,
+                min: l.latency.min_us,
+                p50: l.latency.p50_us,
+                p99: l.latency.p99_us,
+                max: l.latency.max_us,
+            },
+        })
+    }
+
+    fn judge_nvme(&mut self, reasons: &mut Vec<String>) -> Result<NvmeSection> {
+        let (Some((_, ledger)), Some(mem)) = (&self.nvme, &self.mem) else { return Ok(NvmeSection::default()) };
+        let r = ledger.check(mem)?;
+        if r.lost > 0 {
+            reasons.push(format!("{} of {} NVMe blocks never arrived (first LBAs {:?})", r.lost, r.blocks_expected, r.first_lost_lbas));
+        }
+        if r.corrupted > 0 {
+            reasons.push(format!("{} NVMe blocks hold wrong data (first LBAs {:?})", r.corrupted, r.first_corrupted_lbas));
+        }
+        Ok(NvmeSection { blocks_read: r.blocks_read, corrupted: r.corrupted, lost: r.lost })
+    }
+
+    fn judge_memory(&mut self, reasons: &mut Vec<String>) -> Result<MemorySection> {
+        let (Some(before), Some(mem)) = (&self.before, &self.mem) else { return Ok(MemorySection::default()) };
+        let after = memory::hash_pages(mem, &self.watched)?;
+        let d = memory::diff(before, &after, &self.allowed);
+        if !d.unexpected.is_empty() {
+            reasons.push(format!(
+                "{} of {} agent pages changed although no device may write them (first {:#x?})",
+                d.unexpected.len(),
+                d.pages_checked,
+                &d.unexpected[..d.unexpected.len().min(4)]
+            ));
+        }
+        Ok(MemorySection {
+            pages_checked: d.pages_checked,
+            unexpected_changes: d.unexpected.len() as u64,
+            dma_pages_changed: d.allowed_changed,
+            first_unexpected: d.unexpected.iter().take(8).map(|p| format!("{p:#x}")).collect(),
+        })
+    }
+
+    fn judge_iommu(&mut self, reasons: &mut Vec<String>) -> Result<IommuSection> {
+        let dir = self.host_dir();
+        let trace = TraceSummary::from_file(&dir.join("trace.log"), 0)?;
+        let console = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+        let r = IommuReport::from_logs(&trace, &console);
+        if r.faults() > 0 {
+            reasons.push(format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults));
+        }
+        if r.translation_disabled > 0 {
+            reasons.push(format!(
+                "VT-d translation switched off {} time(s) while the device was in use (vtd_dmar_enable 0)",
+                r.translation_disabled
+            ));
+        }
+        let mut examples = r.qemu_fault_lines.clone();
+        examples.extend(r.guest_fault_lines.iter().cloned());
+        Ok(IommuSection {
+            faults: r.faults(),
+            qemu_faults: r.qemu_faults,
+            guest_faults: r.guest_faults,
+            translation_disabled: r.translation_disabled,
+            examples,
+        })
+    }
+}

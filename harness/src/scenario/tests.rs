@@ -1,0 +1,79 @@
+use super::*;
+
+const GOOD: &str = r#"
+description = "t"
+expect = "intact"
+
+[rx]
+ring_size = 512
+rate_fps = 100.0
+frame_size = 128
+frames = 300
+
+[[steps]]
+do = "boot"
+[[steps]]
+do = "inject"
+[[steps]]
+do = "await_sent"
+frames = 100
+[[steps]]
+do = "settle"
+"#;
+
+#[test]
+fn parses_a_good_scenario() {
+    let s = Scenario::parse(GOOD, "good.toml").unwrap();
+    assert_eq!(s.expect, Verdict::Intact);
+    assert_eq!(s.steps[2], Step::AwaitSent { frames: Some(100) });
+    assert_eq!(s.steps[3], Step::Settle { quiet_ms: 3000 });
+    assert_eq!(s.host, HostSpec::default());
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let bad = GOOD.replace("frame_size = 128", "frame_size = 128\nframe_sise = 64");
+    let e = Scenario::parse(&bad, "scenarios/x.toml").unwrap_err().to_string();
+    assert!(e.starts_with("scenarios/x.toml: "), "{e}");
+    assert!(e.contains("line 9"), "{e}");
+    assert!(e.contains("frame_sise"), "{e}");
+}
+
+#[test]
+fn unknown_step_is_refused_with_its_line() {
+    let bad = GOOD.replace("do = \"settle\"", "do = \"sleep\"");
+    let e = Scenario::parse(&bad, "s.toml").unwrap_err().to_string();
+    assert!(e.contains("sleep") && e.contains("line 19"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let bad = GOOD.replace("frames = 300", "frames = \"many\"");
+    let e = Scenario::parse(&bad, "s.toml").unwrap_err().to_string();
+    assert!(e.contains("frames") && e.contains("line 9"), "{e}");
+}
+
+#[test]
+fn inconsistent_values_name_the_field() {
+    let e = Scenario::parse(&GOOD.replace("frames = 300", "frames = 3000"), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("rx.frames"), "{e}");
+    let e = Scenario::parse(&GOOD.replace("ring_size = 512", "ring_size = 500"), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("rx.ring_size"), "{e}");
+    let no_boot = GOOD.replacen("[[steps]]\ndo = \"boot\"\n", "", 1);
+    let e = Scenario::parse(&no_boot, "s.toml").unwrap_err().to_string();
+    assert!(e.contains("first step"), "{e}");
+}
+
+#[test]
+fn every_scenario_in_the_repository_parses() {
+    let dir = crate::workspace_root().join("scenarios");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "found {n} scenarios in {}", dir.display());
+}

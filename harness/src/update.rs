@@ -1,0 +1,122 @@
+//! Live update of a running host: stage the next kernel and initramfs inside
+//! it (over the agent channel), `kexec_file_load`, jump, and follow the
+//! transition on the console until the new agent answers.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use lulab_proto::{Op, Reply};
+use serde::Serialize;
+
+use crate::console::PANIC_MARKERS;
+use crate::host::{Deadlines, Host, INIT_READY};
+
+/// Where the staged kernel and initramfs live inside the host (its rootfs is RAM).
+const STAGE_DIR: &str = "/tmp/lulab-next";
+/// Raw bytes per `put_file` request (base64 makes it 4/3 on the wire).
+const CHUNK: usize = 768 * 1024;
+
+/// The kernel a live update jumps into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KexecTarget {
+    /// bzImage on this machine.
+    pub kernel: PathBuf,
+    /// Initramfs on this machine.
+    pub initrd: PathBuf,
+    /// The next kernel's command line (carve-out parameters must be repeated here).
+    pub cmdline: Vec<String>,
+}
+
+/// Milliseconds of one live update, measured from the harness.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UpdateTimings {
+    /// Copying kernel + initramfs into the host.
+    pub stage_ms: u64,
+    /// `kexec_file_load`.
+    pub load_ms: u64,
+    /// Jump requested → new kernel's banner on the console.
+    pub to_banner_ms: u64,
+    /// Jump requested → our /init in the new kernel.
+    pub to_init_ms: u64,
+    /// Jump requested → the new agent answers (agent downtime, upper bound).
+    pub to_agent_ms: u64,
+}
+
+impl Host {
+    /// Kexecs the host into `target` and waits for the new agent.
+    pub fn live_update(&mut self, target: &KexecTarget, d: Deadlines) -> Result<UpdateTimings> {
+        let mut t = UpdateTimings::default();
+        let start = Instant::now();
+        let kernel = format!("{STAGE_DIR}/bzImage");
+        let initrd = format!("{STAGE_DIR}/initrd");
+        self.put_file(&target.kernel, &kernel)?;
+        self.put_file(&target.initrd, &initrd)?;
+        t.stage_ms = start.elapsed().as_millis() as u64;
+        let load = Instant::now();
+        let op = Op::KexecLoad { kernel, initrd, cmdline: target.cmdline.join(" ") };
+        self.agent.call(op, Duration::from_secs(60)).context("kexec_file_load in the host")?;
+        t.load_ms = load.elapsed().as_millis() as u64;
+
+        let jump = Instant::now();
+        let ms = || jump.elapsed().as_millis() as u64;
+        match self.agent.call(Op::KexecExec, Duration::from_secs(10)) {
+            Ok(Reply::Done) => {}
+            Ok(other) => bail!("unexpected reply to kexec_exec: {other:?}"),
+            Err(e) => return Err(e).context("asking the agent to kexec"),
+        }
+        let deadline = jump + d.init;
+        let mut needles = vec!["Linux version"];
+        needles.extend(PANIC_MARKERS);
+        let qemu = &mut self.qemu;
+        let found = self.console.expect(&needles, deadline, || qemu.check_alive()).context("kexec: new kernel banner")?;
+        if found.index > 0 {
+            bail!("kernel panicked during kexec\n{}", self.console.tail(20));
+        }
+        t.to_banner_ms = ms();
+        needles[0] = INIT_READY;
+        let found = self.console.expect(&needles, deadline, || qemu.check_alive()).context("kexec: /init of the new kernel")?;
+        if found.index > 0 {
+            bail!("the new kernel panicked during boot\n{}", self.console.tail(20));
+        }
+        t.to_init_ms = ms();
+        self.agent
+            .wait_ready(Instant::now() + d.agent, || qemu.check_alive())
+            .context("kexec: the new agent did not answer")?;
+        t.to_agent_ms = ms();
+        Ok(t)
+    }
+
+    /// Copies a local file into the host in chunks.
+    pub fn put_file(&mut self, local: &Path, remote: &str) -> Result<()> {
+        let mut f = std::fs::File::open(local).with_context(|| format!("reading {}", local.display()))?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut append = false;
+        loop {
+            let n = read_full(&mut f, &mut buf).with_context(|| format!("reading {}", local.display()))?;
+            if n == 0 && append {
+                return Ok(());
+            }
+            let data_b64 = base64::engine::general_purpose::STANDARD.encode(&buf[..n]);
+            let op = Op::PutFile { path: remote.into(), data_b64, append };
+            self.agent.call(op, Duration::from_secs(60)).with_context(|| format!("copying {} to the host", local.display()))?;
+            append = true;
+            if n < CHUNK {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn read_full(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
