@@ -8,6 +8,8 @@
 
 use kernel::prelude::*;
 
+// `pub` items: the same file is a public module of the harness (host side).
+#[allow(unreachable_pub)]
 mod layout;
 
 module! {
