@@ -22,7 +22,8 @@ pub enum After {
 /// The agent's state across requests.
 #[derive(Debug, Default)]
 pub struct Agent {
-    dma: Option<dma::Engine>,
+    /// One engine per device, keyed by PCI address.
+    dma: std::collections::BTreeMap<String, dma::Engine>,
 }
 
 impl Agent {
@@ -31,18 +32,29 @@ impl Agent {
         match op {
             Op::KexecExec => (Ok(Reply::Done), After::Kexec),
             Op::DmaStart(cfg) => (self.dma_start(&cfg), After::Continue),
-            Op::DmaStatus => (self.dma.as_ref().map(|e| Reply::DmaStatus(e.status())).ok_or("no DMA engine running".into()), After::Continue),
-            Op::DmaStop => (self.dma.as_mut().map(|e| Reply::DmaStatus(e.stop())).ok_or("no DMA engine running".into()), After::Continue),
+            Op::DmaStatus { pci } => {
+                let r = self.dma.get(&pci).map(|e| Reply::DmaStatus(e.status()));
+                (r.ok_or_else(|| format!("no DMA engine for {pci}")), After::Continue)
+            }
+            Op::DmaStop { pci } => {
+                let r = self.dma.get_mut(&pci).map(|e| Reply::DmaStatus(e.stop()));
+                (r.ok_or_else(|| format!("no DMA engine for {pci}")), After::Continue)
+            }
             other => (handle(other), After::Continue),
         }
     }
 
     fn dma_start(&mut self, cfg: &lulab_proto::DmaConfig) -> Result<Reply, String> {
-        if self.dma.is_some() {
-            return Err("a DMA engine is already running".into());
+        let pci = cfg.pci().to_string();
+        if let Some(old) = self.dma.get(&pci) {
+            if old.status().running {
+                return Err(format!("a DMA engine is already running for {pci}; stop it first"));
+            }
+            // A stopped engine: release its VFIO device before taking it again.
+            self.dma.remove(&pci);
         }
         let (engine, layout) = dma::Engine::start(cfg)?;
-        self.dma = Some(engine);
+        self.dma.insert(pci, engine);
         Ok(Reply::DmaStarted(layout))
     }
 }
@@ -60,7 +72,7 @@ fn handle(op: Op) -> Result<Reply, String> {
         Op::KernelInfo => kernel_info().map(Reply::KernelInfo),
         Op::PutFile { path, data_b64, append } => put_file(&path, &data_b64, append).map(|_| Reply::Done),
         Op::KexecLoad { kernel, initrd, cmdline } => crate::kexec::load(&kernel, &initrd, &cmdline).map(|_| Reply::Done),
-        Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus | Op::DmaStop => Err("stateful op reached the stateless handler".into()),
+        Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
     }
 }
 

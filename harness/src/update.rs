@@ -48,18 +48,29 @@ pub struct UpdateTimings {
 impl Host {
     /// Kexecs the host into `target` and waits for the new agent.
     pub fn live_update(&mut self, target: &KexecTarget, d: Deadlines) -> Result<UpdateTimings> {
-        let mut t = UpdateTimings::default();
+        let (stage_ms, load_ms) = self.stage_update(target)?;
+        Ok(UpdateTimings { stage_ms, load_ms, ..self.jump(d)? })
+    }
+
+    /// Copies `target` into the host and `kexec_file_load`s it, so that a
+    /// later [`Host::jump`] is quick. Returns (copy ms, load ms).
+    pub fn stage_update(&mut self, target: &KexecTarget) -> Result<(u64, u64)> {
         let start = Instant::now();
         let kernel = format!("{STAGE_DIR}/bzImage");
         let initrd = format!("{STAGE_DIR}/initrd");
         self.put_file(&target.kernel, &kernel)?;
         self.put_file(&target.initrd, &initrd)?;
-        t.stage_ms = start.elapsed().as_millis() as u64;
+        let stage_ms = start.elapsed().as_millis() as u64;
         let load = Instant::now();
         let op = Op::KexecLoad { kernel, initrd, cmdline: target.cmdline.join(" ") };
         self.agent.call(op, Duration::from_secs(60)).context("kexec_file_load in the host")?;
-        t.load_ms = load.elapsed().as_millis() as u64;
+        Ok((stage_ms, load.elapsed().as_millis() as u64))
+    }
 
+    /// Jumps into the kernel loaded by [`Host::stage_update`] and follows the
+    /// console until the new agent answers.
+    pub fn jump(&mut self, d: Deadlines) -> Result<UpdateTimings> {
+        let mut t = UpdateTimings::default();
         let jump = Instant::now();
         let ms = || jump.elapsed().as_millis() as u64;
         match self.agent.call(Op::KexecExec, Duration::from_secs(10)) {

@@ -205,7 +205,7 @@ fn e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file() {
                 }
             }
         }
-        last = dma_status(&mut host, Op::DmaStatus);
+        last = dma_status(&mut host, Op::DmaStatus { pci: NIC_ADDR.into() });
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = start.elapsed().as_secs_f64();
@@ -220,7 +220,7 @@ fn e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file() {
     let d = ram.read(&layout.ring, u64::from(newest) * 16, 16);
     assert_eq!((u16::from_le_bytes([d[8], d[9]]), d[12] & 1), (128, 1), "descriptor {newest}: {d:02x?}");
     check_canary(&ram, &layout);
-    let fin = dma_status(&mut host, Op::DmaStop);
+    let fin = dma_status(&mut host, Op::DmaStop { pci: NIC_ADDR.into() });
     assert!(!fin.running, "still running after stop: {fin:?}");
     host.shutdown().expect("QEMU exits");
 }
@@ -247,16 +247,16 @@ fn e1000e_rx_without_refill_uses_each_descriptor_once() {
         net.write_all(&(f.len() as u32).to_be_bytes()).and_then(|_| net.write_all(&f)).expect("netdev socket write");
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut s = dma_status(&mut host, Op::DmaStatus);
+    let mut s = dma_status(&mut host, Op::DmaStatus { pci: NIC_ADDR.into() });
     while s.completed < u64::from(RING - 1) {
         assert!(Instant::now() < deadline, "after 60 s: {s:?}");
         std::thread::sleep(Duration::from_millis(20));
-        s = dma_status(&mut host, Op::DmaStatus);
+        s = dma_status(&mut host, Op::DmaStatus { pci: NIC_ADDR.into() });
     }
     // Watch for a second: nothing more may complete.
     let quiet = Instant::now() + Duration::from_secs(1);
     while Instant::now() < quiet {
-        s = dma_status(&mut host, Op::DmaStatus);
+        s = dma_status(&mut host, Op::DmaStatus { pci: NIC_ADDR.into() });
         assert_eq!((s.completed, s.refilled), (u64::from(RING - 1), 0), "{s:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -319,7 +319,7 @@ fn nvme_reads_land_in_agent_buffers_seen_from_the_ram_file() {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(120);
     let status = loop {
-        let s = dma_status(&mut host, Op::DmaStatus);
+        let s = dma_status(&mut host, Op::DmaStatus { pci: NVME_ADDR.into() });
         if s.completed >= slots && !s.running {
             break s;
         }
@@ -336,6 +336,6 @@ fn nvme_reads_land_in_agent_buffers_seen_from_the_ram_file() {
         assert!(got == block(START + i), "LBA {} (slot {}): RAM holds {:02x?}…", START + i, i / u64::from(PER_CMD), &got[..16]);
     }
     check_canary(&ram, &layout);
-    dma_status(&mut host, Op::DmaStop);
+    dma_status(&mut host, Op::DmaStop { pci: NVME_ADDR.into() });
     host.shutdown().expect("QEMU exits");
 }

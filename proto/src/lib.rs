@@ -66,10 +66,17 @@ pub enum Op {
     KexecExec,
     /// Take a device through VFIO and start DMA into agent-owned memory.
     DmaStart(DmaConfig),
-    /// Counters and state of the running DMA engine.
-    DmaStatus,
-    /// Stop DMA (device quiesced, mappings kept until the agent exits).
-    DmaStop,
+    /// Counters and state of the DMA engine driving `pci`.
+    DmaStatus {
+        /// PCI address the engine was started for.
+        pci: String,
+    },
+    /// Stop the engine driving `pci` (device quiesced, mappings kept until
+    /// the agent exits); a later `DmaStart` for the same device replaces it.
+    DmaStop {
+        /// PCI address the engine was started for.
+        pci: String,
+    },
 }
 
 /// Which device and how to drive it.
@@ -284,6 +291,15 @@ pub struct KernelInfo {
     pub iommus: Vec<String>,
     /// Kernel log lines mentioning DMAR or IOMMU.
     pub iommu_log: Vec<String>,
+}
+
+impl DmaConfig {
+    /// The PCI address of the device this configuration drives.
+    pub fn pci(&self) -> &str {
+        match self {
+            DmaConfig::E1000eRx { pci, .. } | DmaConfig::NvmeRead { pci, .. } => pci,
+        }
+    }
 }
 
 impl KernelInfo {

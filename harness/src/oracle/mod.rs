@@ -11,6 +11,7 @@ pub mod iommu;
 pub mod ledger;
 pub mod memory;
 pub mod nvme;
+pub mod pci;
 pub mod rx_scan;
 pub mod trace;
 

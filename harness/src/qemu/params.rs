@@ -222,7 +222,8 @@ impl MachineParams {
         push(&["-chardev", &format!("socket,id=agent0,path={},server=on,wait=off", p(paths.agent_sock()))]);
         push(&["-device", &format!("virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT_NAME}")]);
         if !self.trace_events.is_empty() {
-            push(&["-trace", &format!("events={}", p(paths.trace_events())), "-D", &p(paths.trace_log())]);
+            // Timestamps on every trace line (`pid@sec.usec:event …`).
+            push(&["-trace", &format!("events={}", p(paths.trace_events())), "-D", &p(paths.trace_log()), "-msg", "timestamp=on"]);
         }
         push(&["-pidfile", &p(paths.pidfile())]);
         if self.start_paused {

@@ -79,6 +79,8 @@ pub struct DmaSection {
     pub backpressure_events: u64,
     /// A few lost sequence numbers, for the report reader.
     pub first_lost_seqs: Vec<u64>,
+    /// Times the guest cleared the NIC's PCI bus-master bit (QEMU trace).
+    pub bus_master_cleared: u64,
     /// Injection → seen in the RAM file, microseconds (scan-granular).
     pub latency_us: LatencySection,
 }

@@ -116,7 +116,11 @@ pub enum Step {
         /// How many; absent means all of `[rx].frames`.
         frames: Option<u64>,
     },
-    /// Kexec the host into the same kernel and initramfs.
+    /// Copy the next kernel + initramfs into the host and `kexec_file_load`
+    /// them, so that the following `live_update` is only the jump.
+    StageUpdate,
+    /// Kexec the host into the same kernel and initramfs (staged first if no
+    /// `stage_update` preceded it).
     LiveUpdate,
     /// Wait until every written frame is delivered, or nothing new arrives
     /// for `quiet_ms` (deadline-based).

@@ -73,7 +73,7 @@ impl Runner<'_> {
         }
         // The agent's counters are a hint used only as drop evidence; after a
         // kexec there may be no engine (or no agent) to ask.
-        rx.status = self.host.as_mut().and_then(|h| match h.agent.call(Op::DmaStatus, Duration::from_secs(5)) {
+        rx.status = self.host.as_mut().and_then(|h| match h.agent.call(Op::DmaStatus { pci: NIC_ADDR.into() }, Duration::from_secs(5)) {
             Ok(Reply::DmaStatus(s)) => Some(s),
             _ => None,
         });
@@ -95,6 +95,15 @@ impl Runner<'_> {
         if l.corrupted > 0 {
             reasons.push(format!("{} frames corrupted in the agent's buffers", l.corrupted));
         }
+        let trace_text = std::fs::read_to_string(self.out.join("host").join("trace.log")).unwrap_or_default();
+        let bm = crate::oracle::pci::bus_master(&trace_text, NIC_ADDR.trim_start_matches("0000:"));
+        if l.queued_on_host > 0 {
+            reasons.push(format!(
+                "RX stalled: {} frames were never taken by the device (QEMU stopped reading its backend){}",
+                l.queued_on_host,
+                if bm.cleared > 0 { format!("; the guest cleared the NIC's bus-master bit {} time(s)", bm.cleared) } else { String::new() }
+            ));
+        }
         if l.duplicates > 0 || l.unexpected > 0 {
             reasons.push(format!("{} duplicate and {} never-sent frames found", l.duplicates, l.unexpected));
         }
@@ -107,6 +116,7 @@ impl Runner<'_> {
             queued_on_host: l.queued_on_host,
             backpressure_events: sent.eagain,
             first_lost_seqs: l.first_lost_seqs.clone(),
+            bus_master_cleared: bm.cleared,
             latency_us: LatencySection {
                 count: l.latency.count,
                 min: l.latency.min_us,
