@@ -43,7 +43,8 @@ fn ring_scan(c: &mut Criterion) {
     const N: u32 = 4096;
     const BUF: u32 = 2048;
     let (_f, mut mem) = ram();
-    let ring = DmaRegion { iova: 0, len: u64::from(N) * 16, phys: vec![PhysRange { gpa: 0x10_0000, len: u64::from(N) * 16 }] };
+    let ring =
+        DmaRegion { iova: 0, len: u64::from(N) * 16, phys: vec![PhysRange { gpa: 0x10_0000, len: u64::from(N) * 16 }] };
     let bytes = u64::from(N * BUF);
     let buffers = DmaRegion { iova: 0x100_0000, len: bytes, phys: vec![PhysRange { gpa: 0x100_0000, len: bytes }] };
     for seq in 0..u64::from(N) {

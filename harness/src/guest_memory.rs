@@ -100,8 +100,8 @@ impl GuestMemory {
         if file_len < ram_size {
             return Err(GuestMemoryError::TooSmall { path: path.to_path_buf(), file_len, ram_size });
         }
-        let len = usize::try_from(ram_size)
-            .map_err(|_| map_err(std::io::Error::other("RAM size does not fit in usize")))?;
+        let len =
+            usize::try_from(ram_size).map_err(|_| map_err(std::io::Error::other("RAM size does not fit in usize")))?;
         // SAFETY: the mapping is shared with QEMU, which writes it concurrently.
         // That is the point of the oracle; this module never creates references
         // into the mapping (all access copies through raw pointers), so Rust's
@@ -136,8 +136,7 @@ impl GuestMemory {
 
     /// File offset of `gpa..gpa+len`, which must lie in one RAM window.
     pub fn offset_of(&self, gpa: u64, len: u64) -> Result<usize, GuestMemoryError> {
-        let not_ram =
-            || GuestMemoryError::NotRam { gpa, len, below_4g: self.below_4g, ram_size: self.ram_size };
+        let not_ram = || GuestMemoryError::NotRam { gpa, len, below_4g: self.below_4g, ram_size: self.ram_size };
         let end = gpa.checked_add(len).ok_or_else(not_ram)?;
         let offset = if end <= self.below_4g {
             gpa

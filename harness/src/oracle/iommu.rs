@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn clean_logs_report_nothing() {
-        let r = IommuReport::from_logs(&TraceSummary::from_text("7@1.1:vtd_dmar_enable enable 1\n"), "DMAR: IOMMU enabled\n");
+        let r = IommuReport::from_logs(
+            &TraceSummary::from_text("7@1.1:vtd_dmar_enable enable 1\n"),
+            "DMAR: IOMMU enabled\n",
+        );
         assert_eq!((r.faults(), r.translation_disabled, r.guest_suppressed), (0, 0, 0));
     }
 }

@@ -25,7 +25,8 @@ use super::trace::TraceSummary;
 use crate::traffic::inject::SentLog;
 
 /// Trace events that prove a frame was dropped by the device model.
-pub const DROP_EVENTS: &[&str] = &["e1000x_rx_disabled", "e1000x_rx_link_down", "e1000e_rx_flt_dropped", "e1000x_rx_oversized"];
+pub const DROP_EVENTS: &[&str] =
+    &["e1000x_rx_disabled", "e1000x_rx_link_down", "e1000e_rx_flt_dropped", "e1000x_rx_oversized"];
 /// Trace events the harness must enable for the ledger.
 pub const LEDGER_TRACE_EVENTS: &[&str] = &[
     "e1000e_rx_written_to_guest",
@@ -63,7 +64,9 @@ impl DeviceEvidence {
     /// Evidence from the trace log of the injection window.
     pub fn from_trace(t: &TraceSummary) -> Self {
         let mut e = Self::default();
-        if t.counts.contains_key("e1000e_rx_written_to_guest") || t.counts.contains_key("e1000e_rx_not_written_to_guest") {
+        if t.counts.contains_key("e1000e_rx_written_to_guest")
+            || t.counts.contains_key("e1000e_rx_not_written_to_guest")
+        {
             e.written_to_guest = Some(t.count("e1000e_rx_written_to_guest"));
         }
         for ev in DROP_EVENTS {
@@ -73,14 +76,23 @@ impl DeviceEvidence {
                 e.notes.push(format!("{n} x {ev}"));
             }
         }
-        e.backpressure_events = ["e1000e_rx_not_written_to_guest", "e1000e_rx_can_recv_rings_full", "e1000x_rx_can_recv_disabled"]
-            .iter()
-            .map(|ev| t.count(ev))
-            .sum();
+        e.backpressure_events =
+            ["e1000e_rx_not_written_to_guest", "e1000e_rx_can_recv_rings_full", "e1000x_rx_can_recv_disabled"]
+                .iter()
+                .map(|ev| t.count(ev))
+                .sum();
         for (dev, on) in &t.bus_master {
             e.notes.push(format!("bus master {} on {dev}", if *on { "enabled" } else { "disabled" }));
         }
         e
+    }
+
+    /// Declares that `e1000e_rx_written_to_guest` was enabled for the whole
+    /// window, so its absence means the device wrote nothing (without this,
+    /// a log with no such line is treated as "not traced").
+    pub fn rx_traced(mut self) -> Self {
+        self.written_to_guest.get_or_insert(0);
+        self
     }
 
     /// Adds the device counters the agent read (deltas over the window).
@@ -177,7 +189,7 @@ impl Ledger {
         // The queued frames are the newest (FIFO); lost ones are among the rest.
         let tail_start = undelivered.len().saturating_sub(queued_on_host as usize);
         let shown = FIRST_LOST.min(lost as usize);
-    let first_lost_seqs = undelivered[..tail_start].iter().take(shown).copied().collect();
+        let first_lost_seqs = undelivered[..tail_start].iter().take(shown).copied().collect();
         LedgerReport {
             sent: total,
             delivered,
@@ -222,7 +234,8 @@ fn queued_estimate(sent: &SentLog, e: &DeviceEvidence) -> u64 {
 }
 
 fn latency(seen: &Sightings, total: u64) -> LatencyStats {
-    let mut v: Vec<u64> = seen.delivered.range(..total).map(|(_, d)| d.seen_ns.saturating_sub(d.sent_ns) / 1000).collect();
+    let mut v: Vec<u64> =
+        seen.delivered.range(..total).map(|(_, d)| d.seen_ns.saturating_sub(d.sent_ns) / 1000).collect();
     if v.is_empty() {
         return LatencyStats::default();
     }

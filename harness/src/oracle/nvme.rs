@@ -102,7 +102,13 @@ pub struct NvmeLedger {
 impl NvmeLedger {
     /// A ledger for `buffers` (from the agent's `DmaLayout`) holding
     /// `lba_count` blocks from `lba_start`, written in run `run_id`.
-    pub fn new(pci: &str, buffers: &DmaRegion, lba_start: u64, lba_count: u64, run_id: u64) -> Result<Self, NvmeLedgerError> {
+    pub fn new(
+        pci: &str,
+        buffers: &DmaRegion,
+        lba_start: u64,
+        lba_count: u64,
+        run_id: u64,
+    ) -> Result<Self, NvmeLedgerError> {
         let need = lba_count * nvme_pattern::BLOCK as u64;
         if buffers.len < need {
             return Err(NvmeLedgerError::TooSmall { pci: pci.into(), len: buffers.len, lba_count, need });

@@ -142,7 +142,14 @@ pub struct RxScanner {
 impl RxScanner {
     /// A scanner for frames of `run_id`.
     pub fn new(ring: RxRing, run_id: u64) -> Self {
-        Self { ring, run_id, sightings: Sightings::default(), seen_other: HashSet::new(), seen_dup: HashSet::new(), scans: 0 }
+        Self {
+            ring,
+            run_id,
+            sightings: Sightings::default(),
+            seen_other: HashSet::new(),
+            seen_dup: HashSet::new(),
+            scans: 0,
+        }
     }
 
     /// What all scans so far found.

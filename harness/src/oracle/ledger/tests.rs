@@ -114,6 +114,9 @@ fn evidence_from_trace() {
     let e = DeviceEvidence::from_trace(&t);
     assert_eq!((e.written_to_guest, e.trace_drops, e.backpressure_events), (Some(1), 1, 1));
     assert!(e.notes.iter().any(|n| n.contains("bus master disabled on 00:02.0")));
+    let silent = DeviceEvidence::from_trace(&crate::oracle::trace::TraceSummary::default());
+    assert_eq!(silent.written_to_guest, None);
+    assert_eq!(silent.rx_traced().written_to_guest, Some(0));
 }
 
 proptest! {
