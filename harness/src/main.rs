@@ -145,10 +145,23 @@ fn demo() -> Result<()> {
     let set = BootSet::stock()?;
     let dir = new_run_dir("demo")?;
     println!("booting {} under TCG with intel-iommu … (run directory {})", set.kernel.source_version, dir.display());
-    let mut host = Host::boot(&set.machine(&dir)?, &dir, Deadlines::default())?;
+    let mut host = Host::boot(&set.machine(&dir.join("host"))?, &dir.join("host"), Deadlines::default())?;
     let info = host.agent.kernel_info()?;
     let devices = host.agent.pci_devices()?;
     print!("{}", table::host_table(&info, &devices, &host.timings));
     host.shutdown()?;
+
+    println!("\nthe two controls of the DMA ledger (oracles read the RAM file, QEMU's trace and the console):");
+    let mut reports = Vec::new();
+    for name in ["baseline-rx", "stock-kexec-rx"] {
+        let path = lulab::workspace_root().join("scenarios").join(format!("{name}.toml"));
+        reports.push(run_scenario(&path, Some(dir.join(name)))?);
+    }
+    print!("{}", table::side_by_side(&reports));
+    let ok = reports.iter().all(|r| r.as_expected);
+    println!("\n{} (reports under {})", if ok { "both controls as expected" } else { "a control is NOT as expected" }, dir.display());
+    if !ok {
+        std::process::exit(1);
+    }
     Ok(())
 }

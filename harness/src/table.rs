@@ -1,6 +1,7 @@
 //! Plain-text tables for the terminal.
 
 use lulab::host::BootTimings;
+use lulab::report::Report;
 use lulab_proto::{KernelInfo, PciDevice};
 
 /// Kernel, IOMMU state and PCI devices of a booted host.
@@ -28,6 +29,42 @@ pub fn host_table(info: &KernelInfo, devices: &[PciDevice], t: &BootTimings) -> 
             d.iommu_group.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
             d.driver.as_deref().unwrap_or("-")
         );
+    }
+    s
+}
+
+/// Scenario reports in columns, one row per oracle figure.
+pub fn side_by_side(reports: &[Report]) -> String {
+    let rows: Vec<(&str, Box<dyn Fn(&Report) -> String>)> = vec![
+        ("expected", Box::new(|r| r.expect.to_string())),
+        ("outcome", Box::new(|r| r.outcome.to_string())),
+        ("as expected", Box::new(|r| if r.as_expected { "yes".into() } else { "NO".into() })),
+        ("live updates", Box::new(|r| r.live_updates.to_string())),
+        ("frames sent", Box::new(|r| r.dma.sent.to_string())),
+        ("  delivered intact", Box::new(|r| r.dma.delivered.to_string())),
+        ("  corrupted", Box::new(|r| r.dma.corrupted.to_string())),
+        ("  dropped by device", Box::new(|r| r.dma.dropped_by_device.to_string())),
+        ("  lost", Box::new(|r| r.dma.lost.to_string())),
+        ("  stuck on host side", Box::new(|r| r.dma.queued_on_host.to_string())),
+        ("NIC bus master cleared", Box::new(|r| r.dma.bus_master_cleared.to_string())),
+        ("NVMe blocks read", Box::new(|r| r.nvme.blocks_read.to_string())),
+        ("  corrupted / lost", Box::new(|r| format!("{} / {}", r.nvme.corrupted, r.nvme.lost))),
+        ("VT-d faults", Box::new(|r| r.iommu.faults.to_string())),
+        ("VT-d translation off", Box::new(|r| r.iommu.translation_disabled.to_string())),
+        ("agent pages checked", Box::new(|r| r.memory.pages_checked.to_string())),
+        ("  changed unexpectedly", Box::new(|r| r.memory.unexpected_changes.to_string())),
+    ];
+    let mut s = format!("\n{:<26}", "");
+    for r in reports {
+        s += &format!("{:<18}", r.scenario);
+    }
+    s.push('\n');
+    for (name, f) in &rows {
+        s += &format!("{name:<26}");
+        for r in reports {
+            s += &format!("{:<18}", f(r));
+        }
+        s.push('\n');
     }
     s
 }

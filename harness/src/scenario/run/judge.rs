@@ -144,11 +144,12 @@ impl Runner<'_> {
         let after = memory::hash_pages(mem, &self.watched)?;
         let d = memory::diff(before, &after, &self.allowed);
         if !d.unexpected.is_empty() {
+            let first: Vec<String> = d.unexpected.iter().take(4).map(|p| format!("{p:#x}")).collect();
             reasons.push(format!(
-                "{} of {} agent pages changed although no device may write them (first {:#x?})",
+                "{} of {} agent pages changed although no device may write them (first at {})",
                 d.unexpected.len(),
                 d.pages_checked,
-                &d.unexpected[..d.unexpected.len().min(4)]
+                first.join(", ")
             ));
         }
         Ok(MemorySection {

@@ -1,0 +1,59 @@
+//! System tier: the two controls of the DMA ledger on the stock kernel.
+//! The positive control must come out intact, the negative control (a stock
+//! kexec under RX load) broken — each for reasons the oracles can name.
+
+mod common;
+
+use common::{system_tier_available, TestRun};
+use lulab::report::Report;
+use lulab::scenario::{Scenario, Verdict};
+
+fn run(name: &str) -> (Report, TestRun) {
+    let path = lulab::workspace_root().join("scenarios").join(format!("{name}.toml"));
+    let scenario = Scenario::load(&path).unwrap();
+    let t = TestRun::new(name);
+    let report = lulab::scenario::run::run(name, &scenario, t.dir()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.dir().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["outcome"], report.outcome.to_string(), "report.json matches");
+    assert!(t.dir().join("report.md").exists());
+    (report, t)
+}
+
+#[test]
+fn baseline_rx_is_intact() {
+    if !system_tier_available() {
+        return;
+    }
+    let (r, _t) = run("baseline-rx");
+    assert_eq!(r.outcome, Verdict::Intact, "reasons: {:#?}", r.reasons);
+    assert!(r.as_expected);
+    assert_eq!(r.dma.sent, 600);
+    assert_eq!(r.dma.delivered, r.dma.sent, "{:?}", r.dma);
+    assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.queued_on_host), (0, 0, 0));
+    assert_eq!(r.nvme.blocks_read, 512, "{:?}", r.nvme);
+    assert_eq!((r.nvme.lost, r.nvme.corrupted), (0, 0));
+    assert_eq!(r.iommu.faults, 0);
+    assert!(r.memory.pages_checked > 0 && r.memory.unexpected_changes == 0, "{:?}", r.memory);
+    assert!(r.memory.dma_pages_changed > 0, "the device wrote into its buffers");
+    assert_eq!(r.live_updates, 0);
+}
+
+#[test]
+fn stock_kexec_rx_is_broken_and_says_why() {
+    if !system_tier_available() {
+        return;
+    }
+    let (r, _t) = run("stock-kexec-rx");
+    assert_eq!(r.outcome, Verdict::Broken);
+    assert!(r.as_expected);
+    assert_eq!(r.live_updates, 1);
+    assert!(r.dma.delivered >= 300 && r.dma.delivered < r.dma.sent, "{:?}", r.dma);
+    // What a stock kexec does, each seen from outside the guest:
+    assert!(r.dma.bus_master_cleared >= 1, "bus master cleared (QEMU trace): {:?}", r.dma);
+    assert!(r.iommu.translation_disabled >= 1, "VT-d translation switched off: {:?}", r.iommu);
+    assert!(r.dma.queued_on_host + r.dma.lost > 0, "frames after the kexec never arrive: {:?}", r.dma);
+    let why = r.reasons.join("\n");
+    assert!(why.contains("RX stalled") || why.contains("lost"), "{why}");
+    assert!(why.contains("translation switched off"), "{why}");
+}
