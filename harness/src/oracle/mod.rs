@@ -11,7 +11,6 @@ pub mod iommu;
 pub mod ledger;
 pub mod memory;
 pub mod nvme;
-pub mod pci;
 pub mod rx_scan;
 pub mod trace;
 

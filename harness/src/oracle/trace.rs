@@ -111,6 +111,20 @@ impl TraceSummary {
         }
     }
 
+    /// Times device `dev` (e.g. `00:02.0`) had bus mastering switched from
+    /// on to off (a stock kexec's `pci_device_shutdown` does this).
+    pub fn bus_master_cleared(&self, dev: &str) -> u64 {
+        let mut on = false;
+        let mut cleared = 0;
+        for (_, now) in self.bus_master.iter().filter(|(d, _)| d == dev) {
+            if on && !now {
+                cleared += 1;
+            }
+            on = *now;
+        }
+        cleared
+    }
+
     /// Occurrences of one event.
     pub fn count(&self, name: &str) -> u64 {
         self.counts.get(name).copied().unwrap_or(0)
@@ -161,7 +175,21 @@ garbage line
         assert_eq!(s.count_prefix("vtd_"), 2);
         assert_eq!(s.dmar_enable, vec![true, false]);
         assert_eq!(s.bus_master, vec![("00:02.0".to_string(), false)]);
+        assert_eq!(s.bus_master_cleared("00:02.0"), 0, "never on, so never cleared");
         assert_eq!(s.examples["vtd_dmar_enable"].len(), 2);
+    }
+
+    #[test]
+    fn bus_master_cleared_counts_on_to_off_per_device() {
+        let s = TraceSummary::from_text(
+            "pci_cfg_write e1000e 00:02.0 @0x4 <- 0x103\n\
+             1234@1.5:pci_cfg_write e1000e 00:02.0 @0x4 <- 0x107\n\
+             pci_cfg_write nvme 00:03.0 @0x4 <- 0x100\n\
+             pci_cfg_write e1000e 00:02.0 @0x4 <- 0x100103\n\
+             pci_cfg_write e1000e 00:02.0 @0x4 <- 0x100\n",
+        );
+        assert_eq!(s.bus_master_cleared("00:02.0"), 1);
+        assert_eq!(s.bus_master_cleared("00:03.0"), 0);
     }
 
     #[test]

@@ -146,7 +146,8 @@ pub const NIC_ADDR: &str = "0000:00:02.0";
 pub const NVME_ADDR: &str = "0000:00:03.0";
 
 /// Trace events every host records: VT-d faults and translation state.
-pub const DEFAULT_TRACE_EVENTS: &[&str] = &["vtd_fault*", "vtd_dmar_enable", "vtd_err*", "vtd_switch_address_space"];
+pub const DEFAULT_TRACE_EVENTS: &[&str] =
+    &["vtd_dmar_fault", "vtd_fault*", "vtd_dmar_enable", "vtd_err*", "vtd_switch_address_space"];
 
 impl MachineParams {
     /// A small host: 1 GiB, one vCPU, VT-d with interrupt remapping, e1000e and

@@ -83,8 +83,11 @@ impl<'a> Runner<'a> {
         let mut params = set.machine(&host_dir)?;
         params.memory_mib = sc.host.memory_mib;
         params.iommu.enabled = sc.host.iommu;
-        params.trace_events.extend(crate::oracle::trace_events());
-        params.trace_events.dedup();
+        for e in crate::oracle::trace_events() {
+            if !params.trace_events.contains(&e) {
+                params.trace_events.push(e);
+            }
+        }
         if let (Some(n), Some(nv)) = (&sc.nvme, &params.nvme) {
             let mut f = std::fs::OpenOptions::new().write(true).open(&nv.backing)?;
             nvme_pattern::fill(&mut f, 0..n.lba_count, run_id).context("writing the NVMe backing file")?;

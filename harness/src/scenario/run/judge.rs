@@ -24,10 +24,11 @@ impl Runner<'_> {
         if let Some(e) = &aborted {
             reasons.push(format!("run aborted: {e:#}"));
         }
-        let dma = self.judge_rx(&mut reasons)?;
+        let trace = TraceSummary::from_file(&self.host_dir().join("trace.log"), 0)?;
+        let dma = self.judge_rx(&trace, &mut reasons)?;
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
-        let iommu = self.judge_iommu(&mut reasons)?;
+        let iommu = self.judge_iommu(&trace, &mut reasons)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
         if let Some(host) = self.host.take() {
             host.shutdown().context("shutting the host down")?;
@@ -58,7 +59,7 @@ impl Runner<'_> {
         })
     }
 
-    fn judge_rx(&mut self, reasons: &mut Vec<String>) -> Result<DmaSection> {
+    fn judge_rx(&mut self, trace: &TraceSummary, reasons: &mut Vec<String>) -> Result<DmaSection> {
         let Some(rx) = self.rx.as_mut() else { return Ok(DmaSection::default()) };
         if let Some(inj) = rx.injector.take() {
             rx.sent = Some(inj.stop()?);
@@ -78,8 +79,9 @@ impl Runner<'_> {
             _ => None,
         });
         let Some(sent) = &rx.sent else { return Ok(DmaSection::default()) };
-        let trace = TraceSummary::from_file(&self.out.join("host").join("trace.log"), 0)?;
-        let mut evidence = DeviceEvidence::from_trace(&trace);
+        // The ledger's trace events are always enabled (see Runner::new), so
+        // frames QEMU never wrote are host-side, not lost.
+        let mut evidence = DeviceEvidence::from_trace(trace).rx_traced();
         if let Some(st) = &rx.status {
             evidence = evidence.with_counters(&st.device_counters);
         }
@@ -95,13 +97,12 @@ impl Runner<'_> {
         if l.corrupted > 0 {
             reasons.push(format!("{} frames corrupted in the agent's buffers", l.corrupted));
         }
-        let trace_text = std::fs::read_to_string(self.out.join("host").join("trace.log")).unwrap_or_default();
-        let bm = crate::oracle::pci::bus_master(&trace_text, NIC_ADDR.trim_start_matches("0000:"));
+        let bm_cleared = trace.bus_master_cleared(NIC_ADDR.trim_start_matches("0000:"));
         if l.queued_on_host > 0 {
             reasons.push(format!(
                 "RX stalled: {} frames were never taken by the device (QEMU stopped reading its backend){}",
                 l.queued_on_host,
-                if bm.cleared > 0 { format!("; the guest cleared the NIC's bus-master bit {} time(s)", bm.cleared) } else { String::new() }
+                if bm_cleared > 0 { format!("; the guest cleared the NIC's bus-master bit {bm_cleared} time(s)") } else { String::new() }
             ));
         }
         if l.duplicates > 0 || l.unexpected > 0 {
@@ -116,7 +117,7 @@ impl Runner<'_> {
             queued_on_host: l.queued_on_host,
             backpressure_events: sent.eagain,
             first_lost_seqs: l.first_lost_seqs.clone(),
-            bus_master_cleared: bm.cleared,
+            bus_master_cleared: bm_cleared,
             latency_us: LatencySection {
                 count: l.latency.count,
                 min: l.latency.min_us,
@@ -160,11 +161,9 @@ impl Runner<'_> {
         })
     }
 
-    fn judge_iommu(&mut self, reasons: &mut Vec<String>) -> Result<IommuSection> {
-        let dir = self.host_dir();
-        let trace = TraceSummary::from_file(&dir.join("trace.log"), 0)?;
-        let console = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
-        let r = IommuReport::from_logs(&trace, &console);
+    fn judge_iommu(&mut self, trace: &TraceSummary, reasons: &mut Vec<String>) -> Result<IommuSection> {
+        let console = std::fs::read_to_string(self.host_dir().join("console.log")).unwrap_or_default();
+        let r = IommuReport::from_logs(trace, &console);
         if r.faults() > 0 {
             reasons.push(format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults));
         }
