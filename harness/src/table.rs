@@ -35,24 +35,25 @@ pub fn host_table(info: &KernelInfo, devices: &[PciDevice], t: &BootTimings) -> 
 
 /// Scenario reports in columns, one row per oracle figure.
 pub fn side_by_side(reports: &[Report]) -> String {
-    let rows: Vec<(&str, Box<dyn Fn(&Report) -> String>)> = vec![
-        ("expected", Box::new(|r| r.expect.to_string())),
-        ("outcome", Box::new(|r| r.outcome.to_string())),
-        ("as expected", Box::new(|r| if r.as_expected { "yes".into() } else { "NO".into() })),
-        ("live updates", Box::new(|r| r.live_updates.to_string())),
-        ("frames sent", Box::new(|r| r.dma.sent.to_string())),
-        ("  delivered intact", Box::new(|r| r.dma.delivered.to_string())),
-        ("  corrupted", Box::new(|r| r.dma.corrupted.to_string())),
-        ("  dropped by device", Box::new(|r| r.dma.dropped_by_device.to_string())),
-        ("  lost", Box::new(|r| r.dma.lost.to_string())),
-        ("  stuck on host side", Box::new(|r| r.dma.queued_on_host.to_string())),
-        ("NIC bus master cleared", Box::new(|r| r.dma.bus_master_cleared.to_string())),
-        ("NVMe blocks read", Box::new(|r| r.nvme.blocks_read.to_string())),
-        ("  corrupted / lost", Box::new(|r| format!("{} / {}", r.nvme.corrupted, r.nvme.lost))),
-        ("VT-d faults", Box::new(|r| r.iommu.faults.to_string())),
-        ("VT-d translation off", Box::new(|r| r.iommu.translation_disabled.to_string())),
-        ("agent pages checked", Box::new(|r| r.memory.pages_checked.to_string())),
-        ("  changed unexpectedly", Box::new(|r| r.memory.unexpected_changes.to_string())),
+    type Row = (&'static str, fn(&Report) -> String);
+    let rows: [Row; 17] = [
+        ("expected", |r| r.expect.to_string()),
+        ("outcome", |r| r.outcome.to_string()),
+        ("as expected", |r| if r.as_expected { "yes".into() } else { "NO".into() }),
+        ("live updates", |r| r.live_updates.to_string()),
+        ("frames sent", |r| r.dma.sent.to_string()),
+        ("  delivered intact", |r| r.dma.delivered.to_string()),
+        ("  corrupted", |r| r.dma.corrupted.to_string()),
+        ("  dropped by device", |r| r.dma.dropped_by_device.to_string()),
+        ("  lost", |r| r.dma.lost.to_string()),
+        ("  stuck on host side", |r| r.dma.queued_on_host.to_string()),
+        ("NIC bus master cleared", |r| r.dma.bus_master_cleared.to_string()),
+        ("NVMe blocks read", |r| r.nvme.blocks_read.to_string()),
+        ("  corrupted / lost", |r| format!("{} / {}", r.nvme.corrupted, r.nvme.lost)),
+        ("VT-d faults", |r| r.iommu.faults.to_string()),
+        ("VT-d translation off", |r| r.iommu.translation_disabled.to_string()),
+        ("agent pages checked", |r| r.memory.pages_checked.to_string()),
+        ("  changed unexpectedly", |r| r.memory.unexpected_changes.to_string()),
     ];
     let mut s = format!("\n{:<26}", "");
     for r in reports {

@@ -193,7 +193,7 @@ impl Scenario {
             if rx.ring_size == 0 || rx.ring_size % 8 != 0 {
                 return Err(format!("rx.ring_size: {} is not a positive multiple of 8", rx.ring_size));
             }
-            if !(rx.rate_fps > 0.0) {
+            if rx.rate_fps.is_nan() || rx.rate_fps <= 0.0 {
                 return Err(format!("rx.rate_fps: {} must be > 0", rx.rate_fps));
             }
             if !rx.refill && rx.frames > u64::from(rx.ring_size) {
