@@ -225,6 +225,13 @@ fn build_into(
 
     let jobs = format!("-j{}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     log.make(tc.make(&tree).arg(&jobs).arg("bzImage"), "build")?;
+    let release = crate::cmd::stdout(tc.make(&tree).args(["-s", "kernelrelease"]))?;
+    let release = release
+        .lines()
+        .rfind(|l| !l.trim().is_empty() && !l.starts_with("make"))
+        .with_context(|| format!("`make kernelrelease` in {} printed no release", tree.display()))?
+        .trim()
+        .to_string();
     let dot = std::fs::read_to_string(tree.join(".config"))?;
     let modular = dot.lines().any(|l| l == "CONFIG_MODULES=y");
     let mut has_modules = false;
@@ -236,14 +243,14 @@ fn build_into(
             "make modules_install",
         )?;
         has_modules = std::fs::read_dir(dest.join("lib/modules")).map(|d| d.count() > 0).unwrap_or(false);
+        // `build`/`source` point into the mutable work tree; images must not follow them.
+        for link in ["build", "source"] {
+            let p = dest.join("lib/modules").join(&release).join(link);
+            if p.is_symlink() {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
     }
-    let release = crate::cmd::stdout(tc.make(&tree).args(["-s", "kernelrelease"]))?;
-    let release = release
-        .lines()
-        .rfind(|l| !l.trim().is_empty() && !l.starts_with("make"))
-        .with_context(|| format!("`make kernelrelease` in {} printed no release", tree.display()))?
-        .trim()
-        .to_string();
     for (from, to) in [("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("System.map", "System.map")] {
         std::fs::copy(tree.join(from), out.join(to)).with_context(|| format!("copying {from} out of {}", tree.display()))?;
     }
