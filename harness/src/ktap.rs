@@ -70,11 +70,8 @@ pub fn strip_prefix(line: &str) -> &str {
 
 /// `ok 3 name # SKIP why` → (ok, name, directive).
 fn parse_result(body: &str) -> Option<(bool, String, Option<String>)> {
-    let (ok, rest) = if let Some(r) = body.strip_prefix("not ok ") {
-        (false, r)
-    } else {
-        (true, body.strip_prefix("ok ")?)
-    };
+    let (ok, rest) =
+        if let Some(r) = body.strip_prefix("not ok ") { (false, r) } else { (true, body.strip_prefix("ok ")?) };
     let (num, after) = rest.split_once(' ').unwrap_or((rest, ""));
     num.parse::<u64>().ok()?;
     let (name, directive) = match after.split_once(" # ").or_else(|| after.strip_prefix("# ").map(|d| ("", d))) {

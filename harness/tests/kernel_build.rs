@@ -26,8 +26,7 @@ fn unavailable() -> Option<String> {
     if !Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
         return Some("no Debian archive keyring (/usr/share/keyrings/debian-archive-keyring.gpg)".into());
     }
-    let missing: Vec<&str> =
-        toolchain::PACKAGES.iter().copied().filter(|p| !lulab::setup::dpkg_installed(p)).collect();
+    let missing: Vec<&str> = toolchain::PACKAGES.iter().copied().filter(|p| !lulab::setup::dpkg_installed(p)).collect();
     if !missing.is_empty() && !is_root() {
         return Some(format!("not root, cannot install {}", missing.join(" ")));
     }
@@ -73,7 +72,13 @@ fn builds_our_kernel_with_every_requested_option_then_hits_the_cache() {
     let config = std::fs::read_to_string(&built.config).expect("reading built .config");
     let unmet = spec.requested().expect("fragments").missing(&config);
     assert!(unmet.is_empty(), "options lost: {}", unmet.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("; "));
-    for opt in ["CONFIG_RUST=y", "CONFIG_PKERNFS=y", "CONFIG_PKERNFS_KUNIT_TEST=y", "CONFIG_KUNIT=y", "CONFIG_VIRTIO_CONSOLE=y"] {
+    for opt in [
+        "CONFIG_RUST=y",
+        "CONFIG_PKERNFS=y",
+        "CONFIG_PKERNFS_KUNIT_TEST=y",
+        "CONFIG_KUNIT=y",
+        "CONFIG_VIRTIO_CONSOLE=y",
+    ] {
         assert!(config.lines().any(|l| l == opt), "{opt} missing from {}", built.config.display());
     }
     let map = std::fs::read_to_string(built.dir.join("System.map")).expect("System.map");

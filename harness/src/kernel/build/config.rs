@@ -134,7 +134,8 @@ pub fn configure(tc: &Toolchain, tree: &Path, frags: &[PathBuf], log: &mut super
     // Same config as last time: keep the old mtime so Kbuild does not re-run
     // syncconfig (which rewrites generated headers) for nothing.
     if let Some((_, mtime)) = before.filter(|(old, _)| old.as_slice() == text.as_bytes()) {
-        let f = std::fs::File::options().write(true).open(&dot).with_context(|| format!("opening {}", dot.display()))?;
+        let f =
+            std::fs::File::options().write(true).open(&dot).with_context(|| format!("opening {}", dot.display()))?;
         f.set_modified(mtime).with_context(|| format!("restoring the mtime of {}", dot.display()))?;
     }
     Ok(())

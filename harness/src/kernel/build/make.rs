@@ -121,8 +121,7 @@ fn copy_lines(r: impl Read, file: &Mutex<File>, mut on_line: impl FnMut(&str)) {
 pub fn is_compile_line(line: &str) -> bool {
     let Some(rest) = line.strip_prefix("  ") else { return false };
     let tag = rest.split_whitespace().next().unwrap_or("");
-    matches!(tag, "CC" | "AS" | "RUSTC" | "HOSTCC" | "HOSTRUSTC" | "CC [M]")
-        || rest.starts_with("CC [M]")
+    matches!(tag, "CC" | "AS" | "RUSTC" | "HOSTCC" | "HOSTRUSTC" | "CC [M]") || rest.starts_with("CC [M]")
 }
 
 #[cfg(test)]

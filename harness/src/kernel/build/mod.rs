@@ -150,9 +150,7 @@ pub fn build_at(root: &Path, spec: &KernelSpec) -> Result<Built> {
     }
     h.tree("kernel", &spec.kernel_dir)?;
     let key = h.finish();
-    let dir = cache::entry_at(root, "kernel", &key, |out| {
-        build_into(root, spec, &tc, &src, &key, start, out)
-    })?;
+    let dir = cache::entry_at(root, "kernel", &key, |out| build_into(root, spec, &tc, &src, &key, start, out))?;
     let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
     let modules = dir.join("modules");
     let artifacts = KernelArtifacts {
@@ -239,7 +237,10 @@ fn build_into(
         log.make(tc.make(&tree).arg(&jobs).arg("modules"), "modules")?;
         let dest = out.join("modules");
         log.run(
-            tc.make(&tree).arg("modules_install").arg(format!("INSTALL_MOD_PATH={}", dest.display())).arg("INSTALL_MOD_STRIP=1"),
+            tc.make(&tree)
+                .arg("modules_install")
+                .arg(format!("INSTALL_MOD_PATH={}", dest.display()))
+                .arg("INSTALL_MOD_STRIP=1"),
             "make modules_install",
         )?;
         has_modules = std::fs::read_dir(dest.join("lib/modules")).map(|d| d.count() > 0).unwrap_or(false);
@@ -252,7 +253,8 @@ fn build_into(
         }
     }
     for (from, to) in [("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("System.map", "System.map")] {
-        std::fs::copy(tree.join(from), out.join(to)).with_context(|| format!("copying {from} out of {}", tree.display()))?;
+        std::fs::copy(tree.join(from), out.join(to))
+            .with_context(|| format!("copying {from} out of {}", tree.display()))?;
     }
     let manifest = Manifest {
         name: spec.name.clone(),
@@ -265,7 +267,8 @@ fn build_into(
         has_modules,
     };
     let path = out.join("manifest.json");
-    std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     std::fs::copy(log.path(), out.join("build.log"))?;
     Ok(())
 }

@@ -53,9 +53,8 @@ pub fn touched_files(patch: &str) -> BTreeSet<String> {
 /// Makes `work` equal to `pristine` + `patches` + `overlays` for every file
 /// they touch now or touched last time (recorded in `state`).
 pub fn prepare(pristine: &Path, work: &Path, patches: &[PathBuf], overlays: &[Overlay], state: &Path) -> Result<()> {
-    let previous: BTreeSet<String> = std::fs::read_to_string(state)
-        .map(|s| s.lines().map(str::to_string).collect())
-        .unwrap_or_default();
+    let previous: BTreeSet<String> =
+        std::fs::read_to_string(state).map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default();
     let mut now = BTreeSet::new();
     for p in patches {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading patch {}", p.display()))?;

@@ -176,7 +176,10 @@ pub fn fetch(cache_root: &Path, spec: &KernelSpec) -> Result<Source> {
     let apt = PrivateApt::new(cache_root, spec);
     apt.update()?;
     let version = apt.newest()?;
-    let key = crate::cache::ContentHash::new("kernel-src").str("package", &spec.source_package).str("version", &version).finish();
+    let key = crate::cache::ContentHash::new("kernel-src")
+        .str("package", &spec.source_package)
+        .str("version", &version)
+        .finish();
     let tarball_name = format!("{}.tar.xz", spec.source_package);
     let dir = cache::entry_at(cache_root, "kernel-src", &key, |staging| {
         println!("kernel: [unpack] downloading {}={version}", spec.source_package);
@@ -225,7 +228,8 @@ mod tests {
 
     #[test]
     fn madison_lines_give_versions_and_suites() {
-        let out = " linux-source-7.3 | 7.3.4-1~bpo13+1 | http://deb.debian.org/debian trixie-backports/main amd64 Packages\n\
+        let out =
+            " linux-source-7.3 | 7.3.4-1~bpo13+1 | http://deb.debian.org/debian trixie-backports/main amd64 Packages\n\
                    linux-source-7.3 | 7.3.2-1 | http://deb.debian.org/debian forky/main amd64 Packages\n\
                    other | 1 | x y/main amd64 Packages\n";
         let v = parse_madison(out, "linux-source-7.3");

@@ -77,7 +77,10 @@ impl Toolchain {
         let versions = vec![
             ("rustc".to_string(), first(Command::new(RUSTC).arg("--version"))?),
             ("clang".to_string(), first(Command::new(format!("clang{LLVM_SUFFIX}")).arg("--version"))?),
-            ("bindgen".to_string(), first(Command::new(&bindgen).arg("--version").env("LIBCLANG_PATH", LIBCLANG_PATH))?),
+            (
+                "bindgen".to_string(),
+                first(Command::new(&bindgen).arg("--version").env("LIBCLANG_PATH", LIBCLANG_PATH))?,
+            ),
         ];
         for (k, v) in &versions {
             println!("kernel: [toolchain] {k}: {v}");
@@ -87,11 +90,7 @@ impl Toolchain {
 
     /// The variables every kernel `make` gets (as `VAR=value` arguments).
     pub fn make_vars(&self) -> Vec<String> {
-        vec![
-            format!("LLVM={LLVM_SUFFIX}"),
-            format!("RUSTC={RUSTC}"),
-            format!("BINDGEN={}", self.bindgen.display()),
-        ]
+        vec![format!("LLVM={LLVM_SUFFIX}"), format!("RUSTC={RUSTC}"), format!("BINDGEN={}", self.bindgen.display())]
     }
 
     /// A `make -C tree` command with the toolchain variables and environment.
