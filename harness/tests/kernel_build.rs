@@ -147,3 +147,20 @@ fn a_patch_that_does_not_apply_fails_naming_it() {
     let msg = format!("{err:#}");
     assert!(msg.contains("patch 0099-does-not-apply.patch does not apply: fs/Kconfig"), "{msg}");
 }
+
+#[test]
+fn a_missing_source_package_fails_naming_what_was_looked_for() {
+    if !ready() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = KernelSpec::lulab();
+    spec.source_package = "linux-source-0.1".into();
+    let err = build::source::fetch(tmp.path(), &spec).expect_err("there is no linux-source-0.1");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("linux-source-0.1") && msg.contains("trixie-backports, forky") && msg.contains(&spec.mirror),
+        "{msg}"
+    );
+    println!("{msg}");
+}
