@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::image::{ImageSpec, Initramfs};
 use crate::kernel::{stock, KernelArtifacts};
 use crate::qemu::{MachineParams, NvmeParams};
+use crate::scenario::KernelChoice;
 
 /// A kernel and the initramfs built for it.
 #[derive(Debug, Clone)]
@@ -25,6 +26,22 @@ impl BootSet {
         Self::for_kernel(kernel)
     }
 
+    /// Our kernel (linux-source-7.3 + `kernel/`, built once and cached) with
+    /// our initramfs. Its console runs at KERN_INFO so the KUnit KTAP and the
+    /// pkernfs banner reach the console log.
+    pub fn lulab() -> Result<Self> {
+        let kernel = crate::kernel::build::build(&crate::kernel::build::KernelSpec::lulab())?;
+        Self::for_kernel(kernel)
+    }
+
+    /// The kernel `choice` names.
+    pub fn for_choice(choice: KernelChoice) -> Result<Self> {
+        match choice {
+            KernelChoice::Stock => Self::stock(),
+            KernelChoice::Lulab => Self::lulab(),
+        }
+    }
+
     /// Our initramfs for any kernel.
     pub fn for_kernel(kernel: KernelArtifacts) -> Result<Self> {
         let initramfs = ImageSpec::host(&kernel)?.build()?;
@@ -39,6 +56,11 @@ impl BootSet {
         let f = std::fs::File::create(&backing)?;
         f.set_len(64 << 20)?;
         let mut m = MachineParams::new(&self.kernel.bzimage, &self.initramfs.path);
+        if self.kernel.name == "lulab" {
+            for w in m.cmdline.iter_mut().filter(|w| w.starts_with("loglevel=")) {
+                *w = "loglevel=7".into();
+            }
+        }
         m.nvme = Some(NvmeParams { backing, throttle_iops: None });
         Ok(m)
     }

@@ -40,6 +40,9 @@ pub fn render(r: &Report) -> String {
         "## Memory\n\n| pages checked | unexpected changes | DMA pages changed |\n|---|---|---|\n| {} | {} | {} |\n",
         m.pages_checked, m.unexpected_changes, m.dma_pages_changed
     );
+    if let Some(k) = &r.kunit {
+        let _ = writeln!(s, "## KUnit (KTAP from the console)\n\n| passed | failed | skipped |\n|---|---|---|\n| {} | {} | {} |\n", k.passed, k.failed, k.skipped);
+    }
     let _ = writeln!(s, "## Timings (ms)\n\n| milestone | ms |\n|---|---|");
     for (k, v) in &r.timings_ms {
         let _ = writeln!(s, "| {k} | {v} |");

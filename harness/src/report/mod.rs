@@ -43,6 +43,9 @@ pub struct Report {
     pub memory: MemorySection,
     /// Live updates performed.
     pub live_updates: u32,
+    /// In-kernel KUnit results parsed from the console's KTAP (null when the
+    /// kernel printed none, e.g. the stock kernel).
+    pub kunit: Option<crate::ktap::Counts>,
     /// Milestones in milliseconds (names are stable; the set grows).
     pub timings_ms: BTreeMap<String, u64>,
     /// Where the run's host files are.

@@ -33,6 +33,8 @@ impl std::fmt::Display for Verdict {
 pub enum KernelChoice {
     /// Debian's stock kernel.
     Stock,
+    /// Our kernel: linux-source-7.3 + `kernel/` (pkernfs, KUnit).
+    Lulab,
 }
 
 /// A scenario file.

@@ -34,9 +34,7 @@ const RX_BUF: u32 = 2048;
 /// `out/report.json` and `out/report.md` and returns the report.
 pub fn run(name: &str, scenario: &Scenario, out: &Path) -> Result<Report> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let set = match scenario.host.kernel {
-        super::KernelChoice::Stock => BootSet::stock()?,
-    };
+    let set = BootSet::for_choice(scenario.host.kernel)?;
     let mut r = Runner::new(scenario, out, set)?;
     let steps = r.drive();
     let report = r.judge(name, steps.err());

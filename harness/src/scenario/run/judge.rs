@@ -29,6 +29,7 @@ impl Runner<'_> {
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
         let iommu = self.judge_iommu(&trace, &mut reasons)?;
+        let kunit = self.judge_kunit(&mut reasons);
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
         if let Some(host) = self.host.take() {
             host.shutdown().context("shutting the host down")?;
@@ -54,6 +55,7 @@ impl Runner<'_> {
             iommu,
             memory,
             live_updates: self.live_updates,
+            kunit,
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
         })
@@ -159,6 +161,24 @@ impl Runner<'_> {
             dma_pages_changed: d.allowed_changed,
             first_unexpected: d.unexpected.iter().take(8).map(|p| format!("{p:#x}")).collect(),
         })
+    }
+
+    /// KUnit results from the console's KTAP. Every boot of a KUnit kernel
+    /// prints them again; all must pass.
+    fn judge_kunit(&self, reasons: &mut Vec<String>) -> Option<crate::ktap::Counts> {
+        let console = std::fs::read_to_string(self.host_dir().join("console.log")).unwrap_or_default();
+        let ktap = crate::ktap::Ktap::parse(&console);
+        let counts = ktap.counts();
+        if counts == crate::ktap::Counts::default() && !ktap.complete() {
+            return None;
+        }
+        if counts.failed > 0 {
+            reasons.push(format!("{} KUnit tests failed: {}", counts.failed, ktap.failed().join(", ")));
+        }
+        if !ktap.complete() {
+            reasons.push("KTAP output is incomplete (the kernel stopped mid-test?)".into());
+        }
+        Some(counts)
     }
 
     fn judge_iommu(&mut self, trace: &TraceSummary, reasons: &mut Vec<String>) -> Result<IommuSection> {

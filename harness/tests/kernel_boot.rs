@@ -1,0 +1,76 @@
+//! System tier for our kernel: built (or taken from the cache), booted by the
+//! harness exactly like the stock kernel, with the pkernfs unit's banner and
+//! every KUnit test passing, parsed from the console's KTAP — and the
+//! `kernel-boot` scenario as expected.
+
+mod common;
+
+use common::{system_tier_available, TestRun};
+use lulab::host::{Deadlines, Host};
+use lulab::ktap::Ktap;
+use lulab::lab::BootSet;
+use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
+
+/// True when this machine can build our kernel (toolchain via apt, source via
+/// the private apt configuration); prints SKIP otherwise (fails under CI).
+fn kernel_available() -> Option<BootSet> {
+    if !system_tier_available() {
+        return None;
+    }
+    match BootSet::lulab() {
+        Ok(set) => Some(set),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            println!("SKIP: cannot build our kernel here: {e:#}");
+            None
+        }
+        Err(e) => panic!("building our kernel on CI: {e:#}"),
+    }
+}
+
+#[test]
+fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
+    let Some(set) = kernel_available() else { return };
+    let run = TestRun::new("kernel-boot");
+    let params = set.machine(run.dir()).unwrap();
+    let mut host = Host::boot(&params, run.dir(), Deadlines::default()).expect("our kernel boots");
+
+    let info = host.agent.kernel_info().unwrap();
+    assert_eq!(info.release, set.kernel.release);
+    assert!(info.release.ends_with("-lulab"), "{}", info.release);
+    assert!(info.dmar_enabled(), "DMAR: {:?}", info.iommu_log);
+    let devices = host.agent.pci_devices().unwrap();
+    for addr in [NIC_ADDR, NVME_ADDR] {
+        let d = devices.iter().find(|d| d.address == addr).unwrap_or_else(|| panic!("{addr} missing"));
+        assert!(d.iommu_group.is_some(), "{addr} has no IOMMU group");
+    }
+    // iommufd is first class in our kernel.
+    let r = host.agent.exec(&["ls", "/dev/iommu", "/dev/vfio"], std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(r.status, Some(0), "/dev/iommu and /dev/vfio: {r:?}");
+    host.shutdown().unwrap();
+
+    let console = std::fs::read_to_string(run.dir().join("console.log")).unwrap();
+    assert!(console.contains("pkernfs: lulab pkernfs"), "the Rust unit's banner is on the console");
+    let ktap = Ktap::parse(&console);
+    let c = ktap.counts();
+    assert!(ktap.complete(), "KTAP incomplete");
+    assert!(c.passed >= 4, "KUnit passed {c:?}");
+    assert_eq!(c.failed, 0, "KUnit failures: {:?}", ktap.failed());
+}
+
+#[test]
+fn kernel_boot_scenario_is_intact_with_kunit_counts() {
+    if kernel_available().is_none() {
+        return;
+    }
+    let path = lulab::workspace_root().join("scenarios/kernel-boot.toml");
+    let scenario = lulab::scenario::Scenario::load(&path).unwrap();
+    let run = TestRun::new("kernel-boot-scenario");
+    let r = lulab::scenario::run::run("kernel-boot", &scenario, run.dir()).unwrap();
+    assert!(r.as_expected, "{:#?}", r.reasons);
+    let k = r.kunit.expect("kunit counts in the report");
+    assert!(k.passed >= 4 && k.failed == 0, "{k:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["kunit"]["failed"], 0);
+    assert!(r.versions.kernel.contains("7.3"), "{}", r.versions.kernel);
+}
