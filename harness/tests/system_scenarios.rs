@@ -58,3 +58,20 @@ fn stock_kexec_rx_is_broken_and_says_why() {
     assert!(why.contains("RX stalled") || why.contains("lost"), "{why}");
     assert!(why.contains("translation switched off"), "{why}");
 }
+
+#[test]
+fn iommu_fault_rx_is_broken_with_counted_faults() {
+    if !system_tier_available() {
+        return;
+    }
+    let (r, _t) = run("iommu-fault-rx");
+    assert_eq!(r.outcome, Verdict::Broken);
+    assert!(r.as_expected);
+    // 256 descriptors, the last 64 on an unmapped IOVA: exactly the 192 mapped
+    // slots receive, every frame after them faults in VT-d and is lost.
+    assert_eq!(r.dma.delivered, 192, "{:?}", r.dma);
+    assert_eq!(r.dma.lost, r.dma.sent - 192, "{:?}", r.dma);
+    assert!(r.iommu.qemu_faults > 0 && r.iommu.guest_faults > 0, "{:?}", r.iommu);
+    assert!(r.iommu.examples.iter().any(|l| l.contains("vtd_dmar_fault")), "{:?}", r.iommu.examples);
+    assert!(r.reasons.iter().any(|l| l.contains("VT-d faults")), "{:?}", r.reasons);
+}

@@ -104,6 +104,11 @@ pub enum DmaConfig {
         refill: bool,
         /// Which kernel interface maps memory for the device.
         iommu: IommuApi,
+        /// Fault injection: the last `unmapped_slots` descriptors point at an
+        /// IOVA with nothing mapped, so the device's writes there must fault in
+        /// the IOMMU (the IOMMU oracle's negative control). 0 in real runs.
+        #[serde(default)]
+        unmapped_slots: u32,
     },
     /// NVMe: read each LBA of namespace 1 in `[lba_start, lba_start +
     /// lba_count)` exactly once, `blocks_per_cmd` per Read command, into its

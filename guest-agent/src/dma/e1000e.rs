@@ -30,6 +30,8 @@ pub const HOLD: Duration = Duration::from_millis(250);
 const RING_IOVA: u64 = 0x1000_0000;
 /// IOVA of the receive buffers.
 const BUF_IOVA: u64 = 0x2000_0000;
+/// Fault injection target: never mapped.
+const UNMAPPED_IOVA: u64 = 0x7000_0000;
 /// Bytes per legacy RX descriptor.
 const DESC: u64 = 16;
 
@@ -86,9 +88,19 @@ pub struct E1000e {
 
 impl E1000e {
     /// Opens `pci`, maps ring and buffers, programs RX and enables bus master.
-    pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, api: IommuApi) -> Result<(Self, DmaLayout), String> {
+    pub fn start(
+        pci: &str,
+        ring_size: u32,
+        buf_size: u32,
+        refill: bool,
+        api: IommuApi,
+        unmapped_slots: u32,
+    ) -> Result<(Self, DmaLayout), String> {
         if ring_size < 8 || ring_size & 7 != 0 || ring_size > 4096 {
             return Err(format!("e1000e {pci}: ring_size {ring_size} must be a multiple of 8 in 8..=4096"));
+        }
+        if unmapped_slots >= ring_size {
+            return Err(format!("e1000e {pci}: unmapped_slots {unmapped_slots} must be < ring_size {ring_size}"));
         }
         let bsize = bsize_bits(buf_size)?;
         let dev = Device::open(pci, api)?;
@@ -99,7 +111,8 @@ impl E1000e {
         let bufs = DmaMem::new(&dev.iommu, &format!("e1000e {pci} RX buffers"), bufs_len, BUF_IOVA)?;
         let nic = Self { dev, bar, ring, _bufs: bufs, ring_size, refill, totals: Mutex::new(BTreeMap::new()) };
         for i in 0..ring_size {
-            nic.write_desc(i, BUF_IOVA + u64::from(i) * u64::from(buf_size));
+            let base = if i >= ring_size - unmapped_slots { UNMAPPED_IOVA } else { BUF_IOVA };
+            nic.write_desc(i, base + u64::from(i) * u64::from(buf_size));
         }
         nic.program(bsize)?;
         let layout = DmaLayout {
@@ -229,8 +242,15 @@ impl Driver for E1000e {
 }
 
 /// Convenience for the engine.
-pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, api: IommuApi) -> Result<(Arc<dyn Driver>, DmaLayout), String> {
-    let (nic, layout) = E1000e::start(pci, ring_size, buf_size, refill, api)?;
+pub fn start(
+    pci: &str,
+    ring_size: u32,
+    buf_size: u32,
+    refill: bool,
+    api: IommuApi,
+    unmapped_slots: u32,
+) -> Result<(Arc<dyn Driver>, DmaLayout), String> {
+    let (nic, layout) = E1000e::start(pci, ring_size, buf_size, refill, api, unmapped_slots)?;
     Ok((Arc::new(nic), layout))
 }
 

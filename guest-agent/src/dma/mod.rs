@@ -71,8 +71,8 @@ impl Engine {
     pub fn start(cfg: &DmaConfig) -> Result<(Self, DmaLayout), String> {
         let (canary, canary_phys) = mem::canary()?;
         let (driver, mut layout) = match cfg {
-            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu } => {
-                e1000e::start(pci, *ring_size, *buf_size, *refill, *iommu)?
+            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu, unmapped_slots } => {
+                e1000e::start(pci, *ring_size, *buf_size, *refill, *iommu, *unmapped_slots)?
             }
             DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, iommu } => {
                 nvme::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, *iommu)?

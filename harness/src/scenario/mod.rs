@@ -89,6 +89,10 @@ pub struct RxSpec {
     /// Let the agent recycle descriptors (keeping the newest half for the scanner).
     #[serde(default)]
     pub refill: bool,
+    /// Fault injection: point the last N descriptors at an unmapped IOVA, so
+    /// frames landing there fault in VT-d (the IOMMU oracle's negative control).
+    #[serde(default)]
+    pub unmapped_slots: u32,
 }
 
 /// `[nvme]`: blocks the agent reads from the harness-written backing file.

@@ -179,7 +179,14 @@ impl<'a> Runner<'a> {
     fn start_dma(&mut self) -> Result<()> {
         let mem = self.mem.clone().context("no guest memory")?;
         if let Some(spec) = self.sc.rx.clone() {
-            let cfg = DmaConfig::E1000eRx { pci: NIC_ADDR.into(), ring_size: spec.ring_size, buf_size: RX_BUF, refill: spec.refill, iommu: IommuApi::Auto };
+            let cfg = DmaConfig::E1000eRx {
+                pci: NIC_ADDR.into(),
+                ring_size: spec.ring_size,
+                buf_size: RX_BUF,
+                refill: spec.refill,
+                iommu: IommuApi::Auto,
+                unmapped_slots: spec.unmapped_slots,
+            };
             let layout = self.dma_start(cfg)?;
             let scanner = Arc::new(Mutex::new(RxScanner::new(RxRing::from_layout(&layout)?, self.run_id)));
             let stop_scan = Arc::new(AtomicBool::new(false));
