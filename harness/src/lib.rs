@@ -15,6 +15,7 @@ pub mod image;
 pub mod kernel;
 pub mod lab;
 pub mod oracle;
+pub mod pkernfs;
 pub mod ktap;
 pub mod qemu;
 pub mod qmp;

@@ -5,11 +5,19 @@
 //!
 //! Pure `core` code: no allocation, no kernel or std APIs, so the same file
 //! compiles in both places. Never keep a second hand-written copy.
+//!
+//! The filesystem format itself (superblock, allocator, inodes, extents,
+//! directories and every operation on them) is [`format`]: `layout::format`
+//! in the kernel, `lulab::pkernfs::format` in the harness.
+
+/// The on-memory format and all metadata operations (`format/mod.rs`).
+#[path = "format/mod.rs"]
+pub mod format;
 
 /// Magic number at offset 0 of the superblock: "PKERNFS1", little endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"PKERNFS1");
 /// On-memory format version; bumped on every incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = format::FORMAT_VERSION;
 /// Allocation unit of the carve-out.
 pub const BLOCK_SIZE: u64 = 2 << 20;
 /// Size of an encoded [`Header`] in bytes.
