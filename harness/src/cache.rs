@@ -101,12 +101,7 @@ pub fn entry_at(root: &Path, kind: &str, key: &str, build: impl FnOnce(&Path) ->
     if dir.join(COMPLETE).exists() {
         return Ok(dir);
     }
-    std::fs::create_dir_all(root.join(kind)).with_context(|| format!("creating {}", root.join(kind).display()))?;
-    let lock_path = root.join(kind).join(format!(".{key}.lock"));
-    let lock_file = std::fs::File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("locking {}", lock_path.display()))?;
+    let _lock = lock(&root.join(kind).join(format!(".{key}.lock")))?;
     if dir.join(COMPLETE).exists() {
         return Ok(dir); // built by whoever held the lock before us
     }
@@ -122,6 +117,18 @@ pub fn entry_at(root: &Path, kind: &str, key: &str, build: impl FnOnce(&Path) ->
     std::fs::write(staging.join(COMPLETE), key)?;
     std::fs::rename(&staging, &dir).with_context(|| format!("publishing {}", dir.display()))?;
     Ok(dir)
+}
+
+/// Takes an exclusive `flock` on `path` (created if needed), waiting for
+/// other threads or processes holding it; released when the guard drops.
+pub fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", path.display()))
 }
 
 #[cfg(test)]

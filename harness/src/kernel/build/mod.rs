@@ -34,7 +34,6 @@ mod layout_tests {
     }
 }
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -137,6 +136,10 @@ pub fn build(spec: &KernelSpec) -> Result<KernelArtifacts> {
 /// [`build`] under an explicit cache root, returning the entry's details too.
 pub fn build_at(root: &Path, spec: &KernelSpec) -> Result<Built> {
     let start = Instant::now();
+    // One kernel build at a time on this machine (parallel tests, a CLI run
+    // beside them): the toolchain install (apt), the source fetch and the
+    // work tree are shared.
+    let _build = cache::lock(&root.join("kernel").join(".build.lock"))?;
     let tc = Toolchain::ensure(root)?;
     let src = source::fetch(root, spec)?;
     println!("kernel: [unpack] {} {}", spec.source_package, src.version);
@@ -203,12 +206,7 @@ fn build_into(
     out: &Path,
 ) -> Result<()> {
     let base = work_tree(root, spec, tc, src)?;
-    // One build per work tree at a time (tests run in parallel).
-    let lock_path = base.join(".lock");
-    let lock_file = File::create(&lock_path).with_context(|| format!("creating {}", lock_path.display()))?;
-    let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("locking {}", lock_path.display()))?;
+    // Serialised by the build lock taken in `build_at`.
     let tree = source::tree_in(&base, &spec.source_package)?;
     let mut log = make::Log::create(&base.join("build.log"))?;
     println!("kernel: log: {}", log.path().display());
