@@ -4,6 +4,7 @@
 //! the harness as `Err` replies and to the kernel log.
 
 mod dma;
+mod fs;
 mod kexec;
 mod ops;
 mod port;

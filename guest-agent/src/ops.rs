@@ -72,6 +72,11 @@ fn handle(op: Op) -> Result<Reply, String> {
         Op::KernelInfo => kernel_info().map(Reply::KernelInfo),
         Op::PutFile { path, data_b64, append } => put_file(&path, &data_b64, append).map(|_| Reply::Done),
         Op::KexecLoad { kernel, initrd, cmdline } => crate::kexec::load(&kernel, &initrd, &cmdline).map(|_| Reply::Done),
+        Op::Mount { fstype, source, target } => crate::fs::mount(&fstype, &source, &target),
+        Op::Umount { target } => crate::fs::umount(&target),
+        Op::FillFile { path, size, seed } => crate::fs::fill_file(&path, size, seed),
+        Op::HashFile { path } => crate::fs::hash_file(&path),
+        Op::MmapWrite { path, size, seed, until_ms } => crate::fs::mmap_write(&path, size, seed, until_ms),
         Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
     }
 }

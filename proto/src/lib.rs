@@ -77,6 +77,48 @@ pub enum Op {
         /// PCI address the engine was started for.
         pci: String,
     },
+    /// `mount(2)` (the target directory is created first).
+    Mount {
+        /// Filesystem type, e.g. `pkernfs`.
+        fstype: String,
+        /// Source, e.g. `none`.
+        source: String,
+        /// Mount point.
+        target: String,
+    },
+    /// `umount(2)`.
+    Umount {
+        /// Mount point.
+        target: String,
+    },
+    /// Create or overwrite `path` with `size` bytes of [`pattern::fill`]`(seed)`;
+    /// answered with [`Reply::Digest`] of what was written.
+    FillFile {
+        /// Absolute path.
+        path: String,
+        /// Bytes.
+        size: u64,
+        /// Pattern seed.
+        seed: u64,
+    },
+    /// Size and [`pattern::Fnv1a64`] of a file; answered with [`Reply::Digest`].
+    HashFile {
+        /// Absolute path.
+        path: String,
+    },
+    /// Size `path` to `size`, `mmap` it `MAP_SHARED` and keep rewriting it
+    /// through the mapping (like guest RAM) for `until_ms`; the last pass
+    /// writes [`pattern::fill`]`(seed)`. Answered with [`Reply::MmapWritten`].
+    MmapWrite {
+        /// Absolute path.
+        path: String,
+        /// Bytes mapped (the file is sized to this).
+        size: u64,
+        /// Pattern seed of the final pass.
+        seed: u64,
+        /// How long to keep writing.
+        until_ms: u64,
+    },
 }
 
 /// Which device and how to drive it.
@@ -251,6 +293,86 @@ pub enum Reply {
     DmaStarted(DmaLayout),
     /// Answer to [`Op::DmaStatus`] and [`Op::DmaStop`].
     DmaStatus(DmaStatus),
+    /// Answer to [`Op::FillFile`] and [`Op::HashFile`].
+    Digest(FileDigest),
+    /// Answer to [`Op::MmapWrite`].
+    MmapWritten {
+        /// The file after the last pass (read back through the mapping).
+        digest: FileDigest,
+        /// Full passes written through the mapping.
+        passes: u64,
+    },
+}
+
+/// A file's size and content hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// Bytes.
+    pub size: u64,
+    /// [`pattern::Fnv1a64`] of the contents.
+    pub fnv1a64: u64,
+}
+
+/// Deterministic file contents and their hash, shared by the agent (which
+/// writes and hashes files) and the harness (which computes what to expect).
+pub mod pattern {
+    /// Fills `buf`, the bytes at file offset `offset`, with the pattern of
+    /// `seed`: byte `o` is byte `o % 8` (little endian) of `splitmix64(seed ^ o / 8)`.
+    pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let o = offset.wrapping_add(i as u64);
+            *b = (splitmix64(seed ^ (o / 8)) >> (8 * (o % 8))) as u8;
+        }
+    }
+
+    /// [`super::FileDigest`] of a file of `size` bytes of [`fill`]`(seed)`.
+    pub fn digest(seed: u64, size: u64) -> super::FileDigest {
+        let mut h = Fnv1a64::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut off = 0u64;
+        while off < size {
+            let n = (size - off).min(buf.len() as u64) as usize;
+            fill(seed, off, &mut buf[..n]);
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        super::FileDigest { size, fnv1a64: h.finish() }
+    }
+
+    /// splitmix64: a fast, well-mixed function of a 64-bit input.
+    pub fn splitmix64(x: u64) -> u64 {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// 64-bit FNV-1a over bytes.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Fnv1a64(u64);
+
+    impl Default for Fnv1a64 {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Fnv1a64 {
+        /// The offset basis.
+        pub fn new() -> Self {
+            Self(0xcbf2_9ce4_8422_2325)
+        }
+        /// Hashes more bytes.
+        pub fn update(&mut self, data: &[u8]) {
+            for b in data {
+                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        /// The hash so far.
+        pub fn finish(&self) -> u64 {
+            self.0
+        }
+    }
 }
 
 /// Outcome of [`Op::Exec`].
@@ -324,6 +446,21 @@ mod tests {
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"id":7,"op":"read_file","path":"/proc/cmdline","max_bytes":64}"#);
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn pattern_is_position_independent_and_hashed() {
+        let mut whole = vec![0u8; 100];
+        pattern::fill(7, 0, &mut whole);
+        let mut tail = vec![0u8; 37];
+        pattern::fill(7, 63, &mut tail);
+        assert_eq!(&whole[63..], &tail[..]);
+        let mut h = pattern::Fnv1a64::new();
+        h.update(&whole);
+        assert_eq!(pattern::digest(7, 100), FileDigest { size: 100, fnv1a64: h.finish() });
+        let mut e = pattern::Fnv1a64::new();
+        e.update(b"a");
+        assert_eq!(e.finish(), 0xaf63_dc4c_8601_ec8c); // FNV-1a 64 test vector
     }
 
     #[test]
