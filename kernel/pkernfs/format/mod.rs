@@ -54,11 +54,13 @@ mod extent;
 mod file;
 mod image;
 mod inode;
+mod rename;
 mod sb;
 
 #[cfg(CONFIG_PKERNFS_KUNIT_TEST)]
 mod kunit;
 
+pub use alloc::reseal_allocator;
 pub use check::CheckReport;
 pub use codec::crc32;
 pub use error::FsError;
