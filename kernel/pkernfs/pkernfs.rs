@@ -2,15 +2,30 @@
 
 //! pkernfs: a persistent in-memory filesystem for live update (lulab).
 //!
-//! This is the seed: it registers at boot and announces its version and
-//! on-memory format; the layout helpers it will use are tested in-kernel with
-//! KUnit (`pkernfs_layout`), and on the host by the harness (same file).
+//! At boot it maps the RAM carve-out given on the command line
+//! (`memmap=64M!1G pkernfs=64M@1G`, see `carveout.c`) and registers the
+//! filesystem type; `mount -t pkernfs none /mnt` opens the image on the
+//! carve-out (formatting it only if it is blank, refusing it if corrupted).
+//! The VFS objects live in a thin C shim (`vfs.c`, 7.3 has no Rust
+//! abstraction for writing a filesystem); every operation is forwarded to
+//! `ops.rs`, which runs the on-memory format (`layout::format`, shared with
+//! the harness) under one mutex.
+
+use core::ffi::{c_int, c_void};
 
 use kernel::prelude::*;
 
 // `pub` items: the same file is a public module of the harness (host side).
 #[allow(unreachable_pub)]
 mod layout;
+mod ops;
+
+extern "C" {
+    /// `carveout.c`: the memremapped carve-out, or NULL (reason logged).
+    fn pkernfs_carveout_map(base: *mut u64, size: *mut u64) -> *mut c_void;
+    /// `vfs.c`: `register_filesystem` of the pkernfs type.
+    fn pkernfs_vfs_register() -> c_int;
+}
 
 module! {
     type: Pkernfs,
@@ -27,6 +42,17 @@ struct Pkernfs;
 
 impl kernel::Module for Pkernfs {
     fn init(_module: &'static ThisModule) -> Result<Self> {
+        let (mut phys, mut len) = (0u64, 0u64);
+        // SAFETY: both out-pointers are valid locals; called once, after the
+        // command line was parsed.
+        let va = unsafe { pkernfs_carveout_map(&mut phys, &mut len) };
+        ops::init(va.cast(), phys, if va.is_null() { 0 } else { len });
+        // SAFETY: the state `ops` needs is initialised above; the type is
+        // registered once and never unregistered (built in).
+        let err = unsafe { pkernfs_vfs_register() };
+        if err != 0 {
+            return Err(Error::from_errno(err));
+        }
         pr_info!(
             "lulab pkernfs v{} loaded (format {}, block {} KiB)\n",
             VERSION,

@@ -2,7 +2,10 @@
 //! a closed list of steps, with the verdict they expect. Parsing is strict
 //! (`deny_unknown_fields`); errors name the file, line and field.
 
+mod pkernfs;
 pub mod run;
+
+pub use pkernfs::{PkernfsFile, PkernfsMmap, PkernfsSpec};
 
 use std::path::Path;
 
@@ -52,6 +55,8 @@ pub struct Scenario {
     pub rx: Option<RxSpec>,
     /// NVMe reads (absent: none).
     pub nvme: Option<NvmeSpec>,
+    /// pkernfs carve-out and files (absent: no carve-out).
+    pub pkernfs: Option<PkernfsSpec>,
     /// What happens, in order.
     pub steps: Vec<Step>,
 }
@@ -135,6 +140,14 @@ pub enum Step {
         #[serde(default = "default_quiet_ms")]
         quiet_ms: u64,
     },
+    /// Mount pkernfs and write every `[[pkernfs.files]]` with its pattern.
+    PkernfsPrepare,
+    /// Keep rewriting `[pkernfs.mmap]` through a shared mapping for its
+    /// `until_ms` (run it right before `live_update`).
+    PkernfsMmap,
+    /// (Re-)mount pkernfs and check every file from inside (agent: size and
+    /// hash) and from outside (the harness parses the carve-out in the RAM file).
+    PkernfsVerify,
 }
 
 fn default_quiet_ms() -> u64 {
@@ -207,6 +220,16 @@ impl Scenario {
                     "rx.frames: {} frames do not fit a ring of {} without refill (set rx.refill = true)",
                     rx.frames, rx.ring_size
                 ));
+            }
+        }
+        let needs_pk = self.steps.iter().any(|s| matches!(s, Step::PkernfsPrepare | Step::PkernfsMmap | Step::PkernfsVerify));
+        if needs_pk && self.pkernfs.is_none() {
+            return Err("steps: `pkernfs_*` steps need a [pkernfs] table".into());
+        }
+        if let Some(pk) = &self.pkernfs {
+            pk.validate(&self.host)?;
+            if self.steps.contains(&Step::PkernfsMmap) && pk.mmap.is_none() {
+                return Err("steps: `pkernfs_mmap` needs a [pkernfs.mmap] table".into());
             }
         }
         for s in &self.steps {

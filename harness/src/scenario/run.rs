@@ -24,6 +24,7 @@ use crate::traffic::inject::{InjectConfig, Injector, SentLog};
 use crate::update::KexecTarget;
 
 mod judge;
+mod pkernfs;
 
 /// How often the harness scans the RX ring from the RAM file.
 const SCAN_EVERY: Duration = Duration::from_millis(50);
@@ -61,6 +62,7 @@ struct Runner<'a> {
     live_updates: u32,
     staged: bool,
     start: Instant,
+    pk: pkernfs::PkRun,
 }
 
 /// The RX side: layout, the background scanner and the injector.
@@ -81,6 +83,10 @@ impl<'a> Runner<'a> {
         let mut params = set.machine(&host_dir)?;
         params.memory_mib = sc.host.memory_mib;
         params.iommu.enabled = sc.host.iommu;
+        if let Some(pk) = &sc.pkernfs {
+            // Also what every kexec gets: the carve-out must be repeated.
+            params.cmdline.extend(pk.cmdline());
+        }
         for e in crate::oracle::trace_events() {
             if !params.trace_events.contains(&e) {
                 params.trace_events.push(e);
@@ -107,6 +113,7 @@ impl<'a> Runner<'a> {
             live_updates: 0,
             staged: false,
             start: Instant::now(),
+            pk: pkernfs::PkRun::default(),
         })
     }
 
@@ -159,6 +166,9 @@ impl<'a> Runner<'a> {
                 Ok(())
             }
             Step::Settle { quiet_ms } => self.settle(Duration::from_millis(*quiet_ms)),
+            Step::PkernfsPrepare => self.pk_prepare(),
+            Step::PkernfsMmap => self.pk_mmap(),
+            Step::PkernfsVerify => self.pk_verify(),
         }
     }
 
@@ -284,5 +294,8 @@ fn step_name(s: &Step) -> &'static str {
         Step::StageUpdate => "stage_update",
         Step::LiveUpdate => "live_update",
         Step::Settle { .. } => "settle",
+        Step::PkernfsPrepare => "pkernfs_prepare",
+        Step::PkernfsMmap => "pkernfs_mmap",
+        Step::PkernfsVerify => "pkernfs_verify",
     }
 }

@@ -30,6 +30,8 @@ impl Runner<'_> {
         let memory = self.judge_memory(&mut reasons)?;
         let iommu = self.judge_iommu(&trace, &mut reasons)?;
         let kunit = self.judge_kunit(&mut reasons);
+        reasons.extend(self.pk.findings.iter().cloned());
+        self.pk.write(&self.out)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
         if let Some(host) = self.host.take() {
             host.shutdown().context("shutting the host down")?;

@@ -1,0 +1,185 @@
+//! System tier for pkernfs: our kernel with a `memmap=64M!1G pkernfs=64M@1G`
+//! carve-out; files created, written, renamed and removed through the agent;
+//! a kexec (same command line) and a remount find every file with its size and
+//! contents, checked inside (agent) and outside (the harness parses the
+//! carve-out in the RAM file). The carve-out is verified to be out of the
+//! direct map. A kexec that forgets `memmap=…!…` must refuse the mount.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{system_tier_available, TestRun};
+use lulab::guest_memory::GuestMemory;
+use lulab::host::{Deadlines, Host};
+use lulab::lab::BootSet;
+use lulab::pkernfs::format::{Image, Ino, ROOT_INO};
+use lulab::update::KexecTarget;
+use lulab_proto::pattern;
+use lulab_proto::{FileDigest, Op, Reply};
+
+const MNT: &str = "/mnt/pkernfs";
+const BASE: u64 = 1 << 30;
+const SIZE: u64 = 64 << 20;
+const CARVE: [&str; 2] = ["memmap=64M!1G", "pkernfs=64M@1G"];
+const T: Duration = Duration::from_secs(180);
+
+fn kernel_available() -> Option<BootSet> {
+    if !system_tier_available() {
+        return None;
+    }
+    match BootSet::lulab() {
+        Ok(set) => Some(set),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            println!("SKIP: cannot build our kernel here: {e:#}");
+            None
+        }
+        Err(e) => panic!("building our kernel on CI: {e:#}"),
+    }
+}
+
+fn boot(set: &BootSet, run: &TestRun) -> (Host, KexecTarget, u64) {
+    let mut params = set.machine(run.dir()).unwrap();
+    params.memory_mib = 2048;
+    params.cmdline.extend(CARVE.iter().map(|s| s.to_string()));
+    let host = Host::boot(&params, run.dir(), Deadlines::default()).expect("our kernel boots with the carve-out");
+    let target = KexecTarget { kernel: set.kernel.bzimage.clone(), initrd: set.initramfs.path.clone(), cmdline: params.cmdline.clone() };
+    (host, target, params.memory_mib << 20)
+}
+
+fn call(host: &mut Host, op: Op) -> Reply {
+    let what = format!("{op:?}");
+    host.agent.call(op, T).unwrap_or_else(|e| panic!("{what}: {e:#}"))
+}
+
+fn sh(host: &mut Host, script: &str) -> String {
+    let r = host.agent.exec(&["sh", "-c", script], Duration::from_secs(60)).unwrap();
+    assert_eq!(r.status, Some(0), "sh -c {script:?}: {r:?}");
+    r.stdout
+}
+
+fn mount(host: &mut Host) -> Result<Reply, lulab::agent::AgentError> {
+    host.agent.call(Op::Mount { fstype: "pkernfs".into(), source: "none".into(), target: MNT.into() }, T)
+}
+
+fn digest(host: &mut Host, name: &str) -> FileDigest {
+    match call(host, Op::HashFile { path: format!("{MNT}/{name}") }) {
+        Reply::Digest(d) => d,
+        other => panic!("hash_file {name}: {other:?}"),
+    }
+}
+
+fn fill(host: &mut Host, name: &str, size: u64, seed: u64) {
+    let r = call(host, Op::FillFile { path: format!("{MNT}/{name}"), size, seed });
+    assert_eq!(r, Reply::Digest(pattern::digest(seed, size)), "fill_file {name}");
+}
+
+/// The carve-out is not System RAM (so not in the direct map: x86 maps only
+/// memblock memory) and is claimed by pkernfs, as the kernel itself checked.
+fn assert_out_of_direct_map(host: &mut Host) {
+    let iomem = sh(host, "cat /proc/iomem");
+    let lines: Vec<&str> = iomem.lines().filter(|l| l.trim_start().starts_with("40000000-43ffffff")).collect();
+    assert!(lines.iter().any(|l| l.contains("pkernfs")), "/proc/iomem: {iomem}");
+    assert!(lines.iter().any(|l| l.contains("Persistent Memory (legacy)")), "/proc/iomem: {iomem}");
+    assert!(!lines.iter().any(|l| l.contains("System RAM")), "/proc/iomem: {iomem}");
+    let dmesg = sh(host, "dmesg");
+    assert!(dmesg.contains("pkernfs: carve-out [mem 0x40000000-0x43ffffff] 64 MiB: not System RAM, not in the direct map"), "{dmesg}");
+}
+
+/// Size and hash of `name` parsed from the RAM file with the kernel's own format code.
+fn outside(ram: &GuestMemory, name: &str) -> FileDigest {
+    let mut bytes = vec![0u8; SIZE as usize];
+    ram.read(BASE, &mut bytes).unwrap();
+    let img = Image::open(&mut bytes).unwrap_or_else(|e| panic!("outside: image refused: {}", e.describe()));
+    let mut ino: Ino = ROOT_INO;
+    for part in name.split('/') {
+        ino = img.lookup(ino, part.as_bytes()).unwrap_or_else(|e| panic!("outside: {name}: {}", e.describe()));
+    }
+    let size = img.stat(ino).unwrap().size;
+    let mut data = vec![0u8; size as usize];
+    assert_eq!(img.read(ino, 0, &mut data).unwrap(), size as usize);
+    let mut h = pattern::Fnv1a64::new();
+    h.update(&data);
+    FileDigest { size, fnv1a64: h.finish() }
+}
+
+#[test]
+fn pkernfs_files_survive_kexec_with_sizes_and_contents() {
+    let Some(set) = kernel_available() else { return };
+    let run = TestRun::new("pkernfs-kexec");
+    let (mut host, target, ram_size) = boot(&set, &run);
+    assert_out_of_direct_map(&mut host);
+    mount(&mut host).expect("first mount formats the blank carve-out");
+
+    // create / mkdir / write / read / rename / unlink / rmdir / truncate.
+    sh(&mut host, &format!("mkdir {MNT}/d {MNT}/gone && rmdir {MNT}/gone && echo hello > {MNT}/d/small"));
+    fill(&mut host, "big", (9 << 20) + 123, 1);
+    fill(&mut host, "tmp", 5000, 2);
+    sh(&mut host, &format!("mv {MNT}/tmp {MNT}/d/renamed && rm {MNT}/d/small && touch {MNT}/empty"));
+    fill(&mut host, "cut", 3 << 20, 4);
+    sh(&mut host, &format!("truncate -s 1000000 {MNT}/cut"));
+    match call(&mut host, Op::MmapWrite { path: format!("{MNT}/ram"), size: 4 << 20, seed: 3, until_ms: 500 }) {
+        Reply::MmapWritten { digest, passes } => {
+            assert_eq!(digest, pattern::digest(3, 4 << 20));
+            assert!(passes >= 1);
+        }
+        other => panic!("mmap_write: {other:?}"),
+    }
+    let mut cut = vec![0u8; 1_000_000];
+    pattern::fill(4, 0, &mut cut);
+    let mut h = pattern::Fnv1a64::new();
+    h.update(&cut);
+    let want = [
+        ("big", pattern::digest(1, (9 << 20) + 123)),
+        ("d/renamed", pattern::digest(2, 5000)),
+        ("ram", pattern::digest(3, 4 << 20)),
+        ("cut", FileDigest { size: 1_000_000, fnv1a64: h.finish() }),
+        ("empty", pattern::digest(0, 0)),
+    ];
+    for (name, d) in &want {
+        assert_eq!(digest(&mut host, name), *d, "{name} before kexec");
+    }
+    let listing = sh(&mut host, &format!("cd {MNT} && ls -R"));
+
+    let ram = GuestMemory::open(&host.paths.ram(), ram_size).unwrap();
+    for (name, d) in &want {
+        assert_eq!(outside(&ram, name), *d, "{name} outside, before kexec");
+    }
+
+    host.stage_update(&target).unwrap();
+    host.jump(Deadlines::default()).expect("kexec into the same kernel and command line");
+    assert_out_of_direct_map(&mut host);
+    mount(&mut host).expect("remount after kexec");
+    let dmesg = sh(&mut host, "dmesg");
+    assert!(dmesg.contains("pkernfs: mounted the existing image"), "{dmesg}");
+    for (name, d) in &want {
+        assert_eq!(digest(&mut host, name), *d, "{name} after kexec");
+        assert_eq!(outside(&ram, name), *d, "{name} outside, after kexec");
+    }
+    assert_eq!(sh(&mut host, &format!("cd {MNT} && ls -R")), listing, "the tree after kexec");
+    let st = sh(&mut host, &format!("stat -c '%s %F' {MNT}/big {MNT}/d/renamed"));
+    assert_eq!(st, format!("{} regular file\n5000 regular file\n", (9 << 20) + 123));
+    host.shutdown().unwrap();
+}
+
+#[test]
+fn kexec_that_forgets_memmap_refuses_the_mount() {
+    let Some(set) = kernel_available() else { return };
+    let run = TestRun::new("pkernfs-forget-memmap");
+    let (mut host, mut target, _) = boot(&set, &run);
+    mount(&mut host).unwrap();
+    fill(&mut host, "f", 1 << 20, 9);
+
+    // `kexec -s` does not carry the e820 entry: without `memmap=` the next
+    // kernel sees the carve-out as System RAM and may already have used it.
+    target.cmdline.retain(|w| !w.starts_with("memmap="));
+    host.stage_update(&target).unwrap();
+    host.jump(Deadlines::default()).expect("the forgetful kernel still boots");
+    let iomem = sh(&mut host, "cat /proc/iomem");
+    assert!(!iomem.contains("pkernfs") && !iomem.contains("Persistent Memory"), "{iomem}");
+    let err = mount(&mut host).expect_err("pkernfs must not use RAM the kernel owns");
+    let dmesg = sh(&mut host, "dmesg");
+    assert!(dmesg.contains("is System RAM (memmap=64M!0x40000000 missing from the command line?): refusing to use it"), "{dmesg}");
+    println!("mount without memmap=: {err:#}");
+    host.shutdown().unwrap();
+}

@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pkernfs VFS shim: the thin C layer 7.3 needs because it has no Rust
+ * abstraction for writing a filesystem. It owns the VFS objects and keeps
+ * them in sync with the image; every decision and every byte of metadata is
+ * the Rust side's (ops.rs, under its global mutex). Inodes carry no private
+ * state: i_ino is the format's inode number and the inode's fields are
+ * refreshed from pkernfs_rs_stat() after each operation that changes them.
+ *
+ * File data is never in the page cache: read/write copy straight between
+ * the user buffer and the carve-out, and mmap maps the carve-out's pages
+ * (VM_PFNMAP, shared only; they have no struct page).
+ */
+#include <linux/fs.h>
+#include <linux/fs_context.h>
+#include <linux/mm.h>
+#include <linux/namei.h>
+#include <linux/pagemap.h>
+#include <linux/slab.h>
+#include <linux/timekeeping.h>
+
+#include "vfs.h"
+
+#define PKERNFS_MAGIC 0x706b6673 /* "pkfs" */
+
+static const struct inode_operations pk_dir_iops, pk_file_iops;
+static const struct file_operations pk_dir_fops, pk_file_fops;
+
+static u64 pk_now(void)
+{
+	return ktime_get_real_ns();
+}
+
+static void pk_apply(struct inode *inode, const struct pkernfs_stat *st)
+{
+	struct timespec64 ts = ns_to_timespec64(st->mtime_ns);
+	umode_t type = st->kind == PKERNFS_DIR ? S_IFDIR : S_IFREG;
+
+	inode->i_mode = type | (st->mode & 07777);
+	set_nlink(inode, st->nlink);
+	i_size_write(inode, st->size);
+	inode->i_blocks = DIV_ROUND_UP(st->size, 512);
+	inode_set_mtime_to_ts(inode, ts);
+	inode_set_ctime_to_ts(inode, ts);
+	inode_set_atime_to_ts(inode, ts);
+}
+
+/* Re-reads the inode from the image; an inode that is gone loses its links. */
+static void pk_refresh(struct inode *inode)
+{
+	struct pkernfs_stat st;
+
+	if (!inode)
+		return;
+	if (pkernfs_rs_stat(inode->i_ino, &st) == 0)
+		pk_apply(inode, &st);
+	else
+		clear_nlink(inode);
+}
+
+static struct inode *pk_iget(struct super_block *sb, u32 ino)
+{
+	struct pkernfs_stat st;
+	struct inode *inode;
+	int err;
+
+	inode = iget_locked(sb, ino);
+	if (!inode)
+		return ERR_PTR(-ENOMEM);
+	if (!(inode_state_read_once(inode) & I_NEW))
+		return inode;
+	err = pkernfs_rs_stat(ino, &st);
+	if (err) {
+		iget_failed(inode);
+		return ERR_PTR(err);
+	}
+	pk_apply(inode, &st);
+	if (S_ISDIR(inode->i_mode)) {
+		inode->i_op = &pk_dir_iops;
+		inode->i_fop = &pk_dir_fops;
+	} else {
+		inode->i_op = &pk_file_iops;
+		inode->i_fop = &pk_file_fops;
+	}
+	unlock_new_inode(inode);
+	return inode;
+}
+
+static struct dentry *pk_lookup(struct inode *dir, struct dentry *dentry, unsigned int flags)
+{
+	struct inode *inode = NULL;
+	u32 ino;
+	int err;
+
+	err = pkernfs_rs_lookup(dir->i_ino, dentry->d_name.name, dentry->d_name.len, &ino);
+	if (err && err != -ENOENT)
+		return ERR_PTR(err);
+	if (!err)
+		inode = pk_iget(dir->i_sb, ino);
+	return d_splice_alias(inode, dentry);
+}
+
+static int pk_new(struct inode *dir, struct dentry *dentry, u8 kind, umode_t mode)
+{
+	struct inode *inode;
+	u32 ino;
+	int err;
+
+	err = pkernfs_rs_create(dir->i_ino, dentry->d_name.name, dentry->d_name.len, kind,
+				mode & 07777, pk_now(), &ino);
+	if (err)
+		return err;
+	inode = pk_iget(dir->i_sb, ino);
+	if (IS_ERR(inode))
+		return PTR_ERR(inode);
+	d_instantiate(dentry, inode);
+	pk_refresh(dir);
+	return 0;
+}
+
+static int pk_create(struct mnt_idmap *idmap, struct inode *dir, struct dentry *dentry, umode_t mode)
+{
+	return pk_new(dir, dentry, PKERNFS_FILE, mode);
+}
+
+static struct dentry *pk_mkdir(struct mnt_idmap *idmap, struct inode *dir, struct dentry *dentry,
+			       umode_t mode)
+{
+	return ERR_PTR(pk_new(dir, dentry, PKERNFS_DIR, mode));
+}
+
+static int pk_unlink(struct inode *dir, struct dentry *dentry)
+{
+	struct inode *inode = d_inode(dentry);
+	int err;
+
+	/* Its pages are mapped (VM_PFNMAP): freeing them would be a use-after-free. */
+	if (inode->i_nlink <= 1 && mapping_mapped(inode->i_mapping))
+		return -EBUSY;
+	err = pkernfs_rs_unlink(dir->i_ino, dentry->d_name.name, dentry->d_name.len);
+	if (err)
+		return err;
+	pk_refresh(inode);
+	pk_refresh(dir);
+	return 0;
+}
+
+static int pk_rmdir(struct inode *dir, struct dentry *dentry)
+{
+	int err = pkernfs_rs_rmdir(dir->i_ino, dentry->d_name.name, dentry->d_name.len);
+
+	if (err)
+		return err;
+	clear_nlink(d_inode(dentry));
+	pk_refresh(dir);
+	return 0;
+}
+
+static int pk_rename(struct mnt_idmap *idmap, struct inode *odir, struct dentry *odentry,
+		     struct inode *ndir, struct dentry *ndentry, unsigned int flags)
+{
+	struct inode *victim = d_inode(ndentry);
+	int err;
+
+	if (flags & ~RENAME_NOREPLACE)
+		return -EINVAL;
+	if (victim && !S_ISDIR(victim->i_mode) && victim->i_nlink <= 1 &&
+	    mapping_mapped(victim->i_mapping))
+		return -EBUSY;
+	err = pkernfs_rs_rename(odir->i_ino, odentry->d_name.name, odentry->d_name.len, ndir->i_ino,
+				ndentry->d_name.name, ndentry->d_name.len);
+	if (err)
+		return err;
+	pk_refresh(victim);
+	pk_refresh(odir);
+	pk_refresh(ndir);
+	pk_refresh(d_inode(odentry));
+	return 0;
+}
+
+static int pk_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)
+{
+	struct inode *inode = d_inode(dentry);
+	int err = setattr_prepare(idmap, dentry, attr);
+
+	if (err)
+		return err;
+	if (attr->ia_valid & ATTR_SIZE) {
+		if (attr->ia_size < i_size_read(inode) && mapping_mapped(inode->i_mapping))
+			return -EBUSY;
+		err = pkernfs_rs_set_size(inode->i_ino, attr->ia_size, pk_now());
+		if (err)
+			return err;
+		pk_refresh(inode);
+		attr->ia_valid &= ~ATTR_SIZE;
+	}
+	/* Owner and in-memory times; the format persists mode bits at create. */
+	setattr_copy(idmap, inode, attr);
+	return 0;
+}
+
+static int pk_iterate(struct file *file, struct dir_context *ctx)
+{
+	struct inode *dir = file_inode(file);
+	u8 name[NAME_MAX + 1];
+	size_t len;
+	u64 pos;
+	u32 ino;
+	u8 kind;
+	int ret;
+
+	if (!dir_emit_dots(file, ctx))
+		return 0;
+	for (;;) {
+		pos = ctx->pos - 2;
+		ret = pkernfs_rs_readdir(dir->i_ino, &pos, &ino, &kind, name, &len);
+		if (ret <= 0)
+			return ret;
+		if (!dir_emit(ctx, name, len, ino, kind == PKERNFS_DIR ? DT_DIR : DT_REG))
+			return 0;
+		ctx->pos = pos + 2;
+	}
+}
+
+static ssize_t pk_read(struct file *file, char __user *buf, size_t len, loff_t *ppos)
+{
+	ssize_t n;
+
+	if (*ppos < 0)
+		return -EINVAL;
+	n = pkernfs_rs_read(file_inode(file)->i_ino, *ppos, buf, len);
+	if (n > 0)
+		*ppos += n;
+	return n;
+}
+
+static ssize_t pk_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	struct inode *inode = file_inode(file);
+	loff_t pos = (file->f_flags & O_APPEND) ? i_size_read(inode) : *ppos;
+	ssize_t n;
+
+	if (pos < 0)
+		return -EINVAL;
+	inode_lock(inode);
+	n = pkernfs_rs_write(inode->i_ino, pos, buf, len, pk_now());
+	if (n > 0)
+		*ppos = pos + n;
+	pk_refresh(inode);
+	inode_unlock(inode);
+	return n;
+}
+
+static int pk_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct inode *inode = file_inode(file);
+	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
+	unsigned long addr = vma->vm_start;
+	u64 phys, len;
+	int err;
+
+	/* Private mappings would need copy-on-write of pages without struct page. */
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	if (off + (vma->vm_end - vma->vm_start) > round_up(i_size_read(inode), PAGE_SIZE))
+		return -ENXIO;
+	while (addr < vma->vm_end) {
+		err = pkernfs_rs_map(inode->i_ino, off, &phys, &len);
+		if (err)
+			return err;
+		if (!PAGE_ALIGNED(phys) || !len)
+			return -EIO;
+		len = min_t(u64, round_up(len, PAGE_SIZE), vma->vm_end - addr);
+		err = remap_pfn_range(vma, addr, PHYS_PFN(phys), len, vma->vm_page_prot);
+		if (err)
+			return err;
+		addr += len;
+		off += len;
+	}
+	return 0;
+}
+
+static const struct inode_operations pk_dir_iops = {
+	.lookup = pk_lookup,
+	.create = pk_create,
+	.mkdir = pk_mkdir,
+	.unlink = pk_unlink,
+	.rmdir = pk_rmdir,
+	.rename = pk_rename,
+	.setattr = pk_setattr,
+};
+
+static const struct inode_operations pk_file_iops = {
+	.setattr = pk_setattr,
+};
+
+static const struct file_operations pk_dir_fops = {
+	.llseek = generic_file_llseek,
+	.read = generic_read_dir,
+	.iterate_shared = pk_iterate,
+	.fsync = noop_fsync,
+};
+
+static const struct file_operations pk_file_fops = {
+	.llseek = generic_file_llseek,
+	.read = pk_read,
+	.write = pk_write,
+	.mmap = pk_mmap,
+	.fsync = noop_fsync,
+};
+
+static const struct super_operations pk_sops = {
+	.statfs = simple_statfs,
+};
+
+static int pk_fill_super(struct super_block *sb, struct fs_context *fc)
+{
+	struct inode *root;
+	int err;
+
+	err = pkernfs_rs_mount(pk_now());
+	if (err)
+		return err;
+	sb->s_maxbytes = MAX_LFS_FILESIZE;
+	sb->s_blocksize = PAGE_SIZE;
+	sb->s_blocksize_bits = PAGE_SHIFT;
+	sb->s_magic = PKERNFS_MAGIC;
+	sb->s_op = &pk_sops;
+	sb->s_time_gran = 1;
+	root = pk_iget(sb, PKERNFS_ROOT_INO);
+	if (IS_ERR(root))
+		return PTR_ERR(root);
+	sb->s_root = d_make_root(root);
+	return sb->s_root ? 0 : -ENOMEM;
+}
+
+static int pk_get_tree(struct fs_context *fc)
+{
+	/* One carve-out, one image: every mount shares one super_block. */
+	return get_tree_single(fc, pk_fill_super);
+}
+
+static const struct fs_context_operations pk_context_ops = {
+	.get_tree = pk_get_tree,
+};
+
+static int pk_init_fs_context(struct fs_context *fc)
+{
+	fc->ops = &pk_context_ops;
+	return 0;
+}
+
+static struct file_system_type pk_fs_type = {
+	.owner = THIS_MODULE,
+	.name = "pkernfs",
+	.init_fs_context = pk_init_fs_context,
+	.kill_sb = kill_anon_super,
+};
+
+int pkernfs_vfs_register(void)
+{
+	return register_filesystem(&pk_fs_type);
+}
