@@ -183,3 +183,21 @@ fn kexec_that_forgets_memmap_refuses_the_mount() {
     println!("mount without memmap=: {err:#}");
     host.shutdown().unwrap();
 }
+
+#[test]
+fn pkernfs_kexec_scenario_is_intact_after_three_updates() {
+    if kernel_available().is_none() {
+        return;
+    }
+    let path = lulab::workspace_root().join("scenarios/pkernfs-kexec.toml");
+    let scenario = lulab::scenario::Scenario::load(&path).unwrap();
+    let run = TestRun::new("pkernfs-kexec-scenario");
+    let r = lulab::scenario::run::run("pkernfs-kexec", &scenario, run.dir()).unwrap();
+    assert!(r.as_expected, "{:#?}", r.reasons);
+    assert_eq!(r.live_updates, 3);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir().join("pkernfs.json")).unwrap()).unwrap();
+    let checks = json["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 8, "inside + outside after 0..=3 updates: {checks:?}");
+    assert!(json["mmap_passes"].as_u64().unwrap() >= 3, "{json}");
+}
