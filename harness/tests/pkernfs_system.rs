@@ -201,3 +201,31 @@ fn pkernfs_kexec_scenario_is_intact_after_three_updates() {
     assert_eq!(checks.len(), 8, "inside + outside after 0..=3 updates: {checks:?}");
     assert!(json["mmap_passes"].as_u64().unwrap() >= 3, "{json}");
 }
+
+#[test]
+fn corrupted_superblock_is_refused_and_left_untouched() {
+    let Some(set) = kernel_available() else { return };
+    let run = TestRun::new("pkernfs-corrupt-sb");
+    let (mut host, target, ram_size) = boot(&set, &run);
+    mount(&mut host).unwrap();
+    fill(&mut host, "f", 1 << 20, 5);
+    host.stage_update(&target).unwrap();
+
+    // Flip one checksummed superblock byte from outside, then kexec.
+    let mut ram = GuestMemory::open(&host.paths.ram(), ram_size).unwrap();
+    let mut b = [0u8; 1];
+    ram.read(BASE + 16, &mut b).unwrap();
+    ram.write(BASE + 16, &[b[0] ^ 0x40]).unwrap();
+    host.jump(Deadlines::default()).unwrap();
+    let mut before = vec![0u8; SIZE as usize];
+    ram.read(BASE, &mut before).unwrap();
+
+    let err = mount(&mut host).expect_err("a corrupted image must be refused");
+    assert!(format!("{err:#}").contains("Structure needs cleaning"), "{err:#}");
+    let dmesg = sh(&mut host, "dmesg");
+    assert!(dmesg.contains("pkernfs: refusing the image at 0x40000000: superblock"), "{dmesg}");
+    let mut after = vec![0u8; SIZE as usize];
+    ram.read(BASE, &mut after).unwrap();
+    assert!(before == after, "the refused carve-out was written to");
+    host.shutdown().unwrap();
+}
