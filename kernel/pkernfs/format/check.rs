@@ -113,7 +113,7 @@ impl Image<'_> {
             return Err(bad);
         }
         let size_ok = match i.kind {
-            Kind::Dir => i.size == i.data_blocks * BLOCK_SIZE && i.nlink >= 2 && i.flags == 0,
+            Kind::Dir => Some(i.size) == i.data_blocks.checked_mul(BLOCK_SIZE) && i.nlink >= 2 && i.flags == 0,
             _ => i.size.div_ceil(BLOCK_SIZE) == i.data_blocks && i.nlink == 1,
         };
         let chained = i.ext_count > INLINE_EXTENTS;

@@ -14,7 +14,7 @@ const HDR: usize = 32;
 
 /// Extents held by chain block `k` of an inode with `count` extents.
 fn in_block(count: u32, k: u32) -> u32 {
-    let first = INLINE_EXTENTS + k * EXTENTS_PER_BLOCK;
+    let first = k.saturating_mul(EXTENTS_PER_BLOCK).saturating_add(INLINE_EXTENTS);
     count.saturating_sub(first).min(EXTENTS_PER_BLOCK)
 }
 
@@ -64,12 +64,12 @@ impl Image<'_> {
             for j in 0..in_block(inode.ext_count, k) {
                 let o = HDR + 16 * j as usize;
                 let e = Ext { start: get64(b, o), len: get32(b, o + 8) };
-                if !f(INLINE_EXTENTS + k * EXTENTS_PER_BLOCK + j, e)? {
+                if !f(k.saturating_mul(EXTENTS_PER_BLOCK).saturating_add(INLINE_EXTENTS + j), e)? {
                     return Ok(());
                 }
             }
             blk = next;
-            k += 1;
+            k = k.saturating_add(1);
         }
         Ok(())
     }
@@ -82,7 +82,7 @@ impl Image<'_> {
             let next = self.ext_block(ino, inode, blk, k)?;
             f(blk);
             blk = next;
-            k += 1;
+            k = k.saturating_add(1);
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! corruption, model-based property tests, and fuzzing of `open`.
 
 mod fuzz;
+mod host;
 mod model;
 mod unit;
 

@@ -182,3 +182,16 @@ fn no_space_is_clean() {
     img.set_size(ino, 100 << 10, 2).unwrap();
     img.check().unwrap();
 }
+
+#[test]
+fn checksummed_nonsense_in_an_inode_is_refused_without_overflow() {
+    // A directory claiming 2^63 data blocks, with a valid checksum.
+    let mut v = fresh(8);
+    let g = Geometry::for_len(v.len()).unwrap();
+    let o = (g.itable_start * BLOCK_SIZE) as usize; // inode 1: the root
+    v[o + 48..o + 56].copy_from_slice(&(1u64 << 63).to_le_bytes());
+    v[o + 8..o + 12].fill(0);
+    let crc = crc32(&v[o..o + INODE_SIZE as usize]);
+    v[o + 8..o + 12].copy_from_slice(&crc.to_le_bytes());
+    refused(v, FsError::InodeTable { ino: ROOT_INO });
+}

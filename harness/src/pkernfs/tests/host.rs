@@ -1,0 +1,39 @@
+//! The host-side reader on a real RAM file: snapshot, diff, corruption.
+
+use lulab_proto::PhysRange;
+
+use super::super::format::{FsError, Image, Kind, ROOT_INO};
+use super::super::host::{corrupt_carveout, CorruptTarget, PkernfsError, PkernfsSnapshot};
+use crate::guest_memory::GuestMemory;
+
+#[test]
+fn snapshot_diff_and_corruption_through_the_ram_file() {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    f.as_file().set_len(32 << 20).unwrap();
+    let mut mem = GuestMemory::open(f.path(), 32 << 20).unwrap();
+    let range = PhysRange { gpa: 16 << 20, len: 8 << 20 };
+    let mut v = vec![0u8; 8 << 20];
+    let ino = {
+        let mut img = Image::format(&mut v, 1).unwrap();
+        let ino = img.create(ROOT_INO, b"guest-ram", Kind::File, 0o600, 1).unwrap();
+        img.write(ino, 0, &[7u8; 3 * 4096], 1).unwrap();
+        ino
+    };
+    mem.write(range.gpa, &v).unwrap();
+    let before = PkernfsSnapshot::read(&mem, range).unwrap();
+    let ram = before.file("/guest-ram").unwrap();
+    assert_eq!((ram.size, ram.page_hashes.len()), (3 * 4096, 3));
+    assert!(before.file("/iommu").is_some());
+
+    let (at, _) = Image::open(&mut v).unwrap().map(ino, 4096).unwrap().unwrap();
+    mem.write(range.gpa + at, &[8]).unwrap();
+    let after = PkernfsSnapshot::read(&mem, range).unwrap();
+    assert_eq!(after.diff(&before), ["/guest-ram: 1 pages changed (first page 1)"]);
+
+    let c = corrupt_carveout(&mut mem, range, CorruptTarget::Inode(ino)).unwrap();
+    assert_eq!(c.expected, FsError::InodeChecksum { ino });
+    match PkernfsSnapshot::read(&mem, range) {
+        Err(PkernfsError::Format { err, .. }) => assert_eq!(err, c.expected),
+        other => panic!("{other:?}"),
+    }
+}
