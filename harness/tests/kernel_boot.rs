@@ -75,21 +75,3 @@ fn kernel_boot_scenario_is_intact_with_kunit_counts() {
     assert!(r.versions.kernel.contains("7.3"), "{}", r.versions.kernel);
 }
 
-#[test]
-fn dma_through_iommufd_on_our_kernel_is_intact() {
-    if kernel_available().is_none() {
-        return;
-    }
-    let path = lulab::workspace_root().join("scenarios/lulab-baseline-rx.toml");
-    let scenario = lulab::scenario::Scenario::load(&path).unwrap();
-    let run = TestRun::new("lulab-baseline-rx");
-    let r = lulab::scenario::run::run("lulab-baseline-rx", &scenario, run.dir()).unwrap();
-    assert!(r.as_expected, "{:#?}", r.reasons);
-    assert_eq!((r.dma.delivered, r.dma.lost), (r.dma.sent, 0), "{:?}", r.dma);
-    assert_eq!(r.nvme.blocks_read, 512, "{:?}", r.nvme);
-    for dev in ["0000:00:02.0", "0000:00:03.0"] {
-        let layout: lulab_proto::DmaLayout =
-            serde_json::from_str(&std::fs::read_to_string(run.dir().join(format!("layout-{dev}.json"))).unwrap()).unwrap();
-        assert_eq!(layout.iommu, lulab_proto::IommuApi::Iommufd, "{dev} mapped through iommufd");
-    }
-}

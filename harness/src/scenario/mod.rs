@@ -151,7 +151,7 @@ pub enum Step {
 }
 
 fn default_quiet_ms() -> u64 {
-    3000
+    5000
 }
 
 /// A scenario file that cannot be used.

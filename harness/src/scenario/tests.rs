@@ -26,7 +26,7 @@ fn parses_a_good_scenario() {
     let s = Scenario::parse(GOOD, "good.toml").unwrap();
     assert_eq!(s.expect, Verdict::Intact);
     assert_eq!(s.steps[2], Step::AwaitSent { frames: Some(100) });
-    assert_eq!(s.steps[3], Step::Settle { quiet_ms: 3000 });
+    assert_eq!(s.steps[3], Step::Settle { quiet_ms: 5000 });
     assert_eq!(s.host, HostSpec::default());
 }
 

@@ -1,0 +1,51 @@
+//! System tier: DMA scenarios on our kernel — the iommufd positive control
+//! and the negative control of a kexec with no persistence configured.
+
+mod common;
+
+use common::{system_tier_available, TestRun};
+use lulab::report::Report;
+use lulab::scenario::{Scenario, Verdict};
+
+/// Runs `scenarios/NAME.toml`; `None` (after SKIP) when our kernel cannot be
+/// built here (a failure under CI).
+fn run(name: &str) -> Option<(Report, TestRun)> {
+    if !system_tier_available() {
+        return None;
+    }
+    if let Err(e) = lulab::lab::BootSet::lulab() {
+        if std::env::var_os("CI").is_some() {
+            panic!("building our kernel on CI: {e:#}");
+        }
+        println!("SKIP: cannot build our kernel here: {e:#}");
+        return None;
+    }
+    let scenario = Scenario::load(&lulab::workspace_root().join(format!("scenarios/{name}.toml"))).unwrap();
+    let t = TestRun::new(name);
+    let r = lulab::scenario::run::run(name, &scenario, t.dir()).unwrap();
+    Some((r, t))
+}
+
+#[test]
+fn dma_through_iommufd_on_our_kernel_is_intact() {
+    let Some((r, t)) = run("lulab-baseline-rx") else { return };
+    assert!(r.as_expected, "{:#?}", r.reasons);
+    assert_eq!((r.dma.delivered, r.dma.lost), (r.dma.sent, 0), "{:?}", r.dma);
+    assert_eq!(r.nvme.blocks_read, 512, "{:?}", r.nvme);
+    for dev in ["0000:00:02.0", "0000:00:03.0"] {
+        let layout: lulab_proto::DmaLayout =
+            serde_json::from_str(&std::fs::read_to_string(t.dir().join(format!("layout-{dev}.json"))).unwrap()).unwrap();
+        assert_eq!(layout.iommu, lulab_proto::IommuApi::Iommufd, "{dev} mapped through iommufd");
+    }
+}
+
+#[test]
+fn kexec_of_our_kernel_without_persistence_is_broken() {
+    let Some((r, _t)) = run("lulab-kexec-rx") else { return };
+    assert_eq!(r.outcome, Verdict::Broken);
+    assert!(r.as_expected);
+    assert_eq!(r.live_updates, 1);
+    assert!(r.dma.bus_master_cleared >= 1, "{:?}", r.dma);
+    assert!(r.iommu.translation_disabled >= 1, "{:?}", r.iommu);
+    assert!(r.dma.lost + r.dma.queued_on_host > 0, "{:?}", r.dma);
+}
