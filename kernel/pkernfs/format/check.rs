@@ -96,11 +96,7 @@ impl Image<'_> {
 
     /// An in-use inode already validated by the first pass (no re-checksum).
     fn used(&self, ino: Ino) -> Option<Inode> {
-        let first = slice(self.b, self.g.inode_off(ino), 1).ok()?;
-        if first.first() == Some(&0) {
-            return None;
-        }
-        self.inode_slot(ino).ok().flatten()
+        self.inode_verified(ino)
     }
 
     /// Fields of one inode and its extent list.

@@ -87,6 +87,11 @@ impl Inode {
         if get32(b, CRC_OFF) != crc_skipping(b, CRC_OFF) {
             return Err(FsError::InodeChecksum { ino });
         }
+        Self::parse(b, ino)
+    }
+
+    /// Decodes a slot without verifying its checksum (already verified).
+    fn parse(b: &[u8], ino: Ino) -> Result<Option<Self>, FsError> {
         let code = b.first().copied().unwrap_or(0);
         if code == 0 {
             let clean = b.iter().enumerate().all(|(i, v)| *v == 0 || (CRC_OFF..CRC_OFF + 4).contains(&i));
@@ -132,6 +137,16 @@ impl Image<'_> {
             return Err(FsError::Invalid);
         }
         Inode::decode(slice(self.b, self.g.inode_off(ino), INODE_SIZE)?, ino)
+    }
+
+    /// The slot of `ino` decoded without re-verifying its checksum: for the
+    /// later passes of `check`, after the first pass verified every slot.
+    pub(crate) fn inode_verified(&self, ino: Ino) -> Option<Inode> {
+        let b = slice(self.b, self.g.inode_off(ino), INODE_SIZE).ok()?;
+        if !self.ino_valid(ino) || b.first() == Some(&0) {
+            return None;
+        }
+        Inode::parse(b, ino).ok().flatten()
     }
 
     /// The in-use inode `ino`, or [`FsError::NotFound`].
