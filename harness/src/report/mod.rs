@@ -2,6 +2,9 @@
 //! `report.md`, written into a run's output directory.
 
 mod markdown;
+mod pkernfs;
+
+pub use pkernfs::{CarveoutHash, PkernfsRefusal, PkernfsSection, UntouchedCheck};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,8 +14,9 @@ use serde::Serialize;
 
 use crate::scenario::Verdict;
 
-/// Version of the report.json layout. Bumped only when a field is added.
-pub const SCHEMA: u32 = 1;
+/// Version of the report.json layout. Bumped only when a field is added
+/// (2: `pkernfs`).
+pub const SCHEMA: u32 = 2;
 
 /// One scenario run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -46,6 +50,8 @@ pub struct Report {
     /// In-kernel KUnit results parsed from the console's KTAP (null when the
     /// kernel printed none, e.g. the stock kernel).
     pub kunit: Option<crate::ktap::Counts>,
+    /// pkernfs evidence (schema 2; null when the scenario has no `[pkernfs]`).
+    pub pkernfs: Option<PkernfsSection>,
     /// Milestones in milliseconds (names are stable; the set grows).
     pub timings_ms: BTreeMap<String, u64>,
     /// Where the run's host files are.

@@ -25,6 +25,7 @@ fn sample() -> Report {
         memory: MemorySection { pages_checked: 1030, unexpected_changes: 3, dma_pages_changed: 40, first_unexpected: vec!["0x3e000000".into()] },
         live_updates: 1,
         kunit: None,
+        pkernfs: None,
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
         run_dir: "/work/reports/x".into(),
     }

@@ -5,7 +5,7 @@
 mod pkernfs;
 pub mod run;
 
-pub use pkernfs::{PkernfsFile, PkernfsMmap, PkernfsSpec};
+pub use pkernfs::{CorruptWhat, PkernfsFile, PkernfsMmap, PkernfsSpec};
 
 use std::path::Path;
 
@@ -31,7 +31,7 @@ impl std::fmt::Display for Verdict {
 }
 
 /// Which kernel the host runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KernelChoice {
     /// Debian's stock kernel.
@@ -127,12 +127,17 @@ pub enum Step {
         /// How many; absent means all of `[rx].frames`.
         frames: Option<u64>,
     },
-    /// Copy the next kernel + initramfs into the host and `kexec_file_load`
-    /// them, so that the following `live_update` is only the jump.
+    /// Copy the next kernel + initramfs (`[host].kernel`'s) into the host and
+    /// `kexec_file_load` them, so that the following `live_update` is only the jump.
     StageUpdate,
-    /// Kexec the host into the same kernel and initramfs (staged first if no
-    /// `stage_update` preceded it).
-    LiveUpdate,
+    /// Kexec the host into `kernel` (default: `[host].kernel`, the kernel
+    /// `boot` started) with that kernel's initramfs and the same command line,
+    /// carve-out words included. Staged first unless a `stage_update` staged
+    /// the same kernel.
+    LiveUpdate {
+        /// `"stock"` or `"lulab"`; absent: `[host].kernel`.
+        kernel: Option<KernelChoice>,
+    },
     /// Wait until every written frame is delivered, or nothing new arrives
     /// for `quiet_ms` (deadline-based).
     Settle {
@@ -148,6 +153,31 @@ pub enum Step {
     /// (Re-)mount pkernfs and check every file from inside (agent: size and
     /// hash) and from outside (the harness parses the carve-out in the RAM file).
     PkernfsVerify,
+    /// Unmount, then break one structure of the carve-out in the RAM file
+    /// (bytes saved for `pkernfs_restore`); the format code on the host must
+    /// refuse the result. Hashes the whole carve-out afterwards.
+    PkernfsCorrupt {
+        /// The structure to break.
+        what: CorruptWhat,
+        /// `what = "inode"`: the file whose inode breaks (a `[[pkernfs.files]]`
+        /// name); absent: the root directory's inode.
+        file: Option<String>,
+    },
+    /// Mount must fail with EUCLEAN, the kernel's refusal line must name
+    /// `structure` (its words before the first `:`, e.g. `superblock`,
+    /// `inode table`, `allocator`) and the carve-out must hash as it did right
+    /// after `pkernfs_corrupt`. An expected refusal is not a finding.
+    PkernfsExpectRefused {
+        /// The structure the kernel must name.
+        structure: String,
+    },
+    /// Put back the bytes `pkernfs_corrupt` changed; the carve-out must then
+    /// hash as it did before the corruption (a following `pkernfs_verify`
+    /// shows the image was refused, not destroyed).
+    PkernfsRestore,
+    /// From outside: the carve-out hashes as it did at the last live update's
+    /// jump; from inside: no `/proc/iomem` line over the carve-out is System RAM.
+    PkernfsUntouched,
 }
 
 fn default_quiet_ms() -> u64 {
@@ -222,12 +252,13 @@ impl Scenario {
                 ));
             }
         }
-        let needs_pk = self.steps.iter().any(|s| matches!(s, Step::PkernfsPrepare | Step::PkernfsMmap | Step::PkernfsVerify));
+        let needs_pk = self.steps.iter().any(Step::is_pkernfs);
         if needs_pk && self.pkernfs.is_none() {
             return Err("steps: `pkernfs_*` steps need a [pkernfs] table".into());
         }
         if let Some(pk) = &self.pkernfs {
             pk.validate(&self.host)?;
+            pk.validate_steps(&self.steps)?;
             if self.steps.contains(&Step::PkernfsMmap) && pk.mmap.is_none() {
                 return Err("steps: `pkernfs_mmap` needs a [pkernfs.mmap] table".into());
             }
@@ -244,7 +275,36 @@ impl Scenario {
 
     /// Number of live updates the steps perform.
     pub fn live_updates(&self) -> usize {
-        self.steps.iter().filter(|s| **s == Step::LiveUpdate).count()
+        self.steps.iter().filter(|s| matches!(s, Step::LiveUpdate { .. })).count()
+    }
+
+    /// Every kernel the run boots or kexecs into, `[host].kernel` first.
+    pub fn kernels(&self) -> Vec<KernelChoice> {
+        let mut ks = vec![self.host.kernel];
+        for s in &self.steps {
+            if let Step::LiveUpdate { kernel: Some(k) } = s {
+                if !ks.contains(k) {
+                    ks.push(*k);
+                }
+            }
+        }
+        ks
+    }
+}
+
+impl Step {
+    /// A `pkernfs_*` step (needs a `[pkernfs]` table).
+    pub fn is_pkernfs(&self) -> bool {
+        matches!(
+            self,
+            Step::PkernfsPrepare
+                | Step::PkernfsMmap
+                | Step::PkernfsVerify
+                | Step::PkernfsCorrupt { .. }
+                | Step::PkernfsExpectRefused { .. }
+                | Step::PkernfsRestore
+                | Step::PkernfsUntouched
+        )
     }
 }
 

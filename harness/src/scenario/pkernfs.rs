@@ -3,7 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::HostSpec;
+use super::{HostSpec, Step};
+
+/// `pkernfs_corrupt`'s `what`: the structure broken in the RAM file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorruptWhat {
+    /// A superblock byte (checksum mismatch).
+    Superblock,
+    /// A byte of one inode (inode checksum mismatch).
+    Inode,
+    /// A bitmap bit of the allocator (bitmap checksum mismatch).
+    Allocator,
+}
 
 /// `[pkernfs]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +124,50 @@ impl PkernfsSpec {
         }
         Ok(())
     }
+
+    /// The corruption steps in order: every `pkernfs_corrupt` is restored
+    /// before the next one, refusals and restores follow a corruption, and an
+    /// inode corruption names a file this table writes.
+    pub(super) fn validate_steps(&self, steps: &[Step]) -> Result<(), String> {
+        let (mut corrupted, mut updated) = (false, false);
+        for s in steps {
+            match s {
+                Step::LiveUpdate { .. } => updated = true,
+                Step::PkernfsCorrupt { what, file } => {
+                    if corrupted {
+                        return Err("steps: `pkernfs_corrupt` twice without `pkernfs_restore` in between".into());
+                    }
+                    corrupted = true;
+                    match (what, file) {
+                        (CorruptWhat::Inode, Some(f)) if !self.files.iter().any(|x| &x.name == f) && self.mmap.as_ref().is_none_or(|m| &m.name != f) => {
+                            return Err(format!("steps: pkernfs_corrupt file = {f:?} is not in [[pkernfs.files]] or [pkernfs.mmap]"));
+                        }
+                        (CorruptWhat::Superblock | CorruptWhat::Allocator, Some(_)) => {
+                            return Err("steps: pkernfs_corrupt `file` only goes with what = \"inode\"".into());
+                        }
+                        _ => {}
+                    }
+                }
+                Step::PkernfsExpectRefused { structure } => {
+                    if !corrupted {
+                        return Err("steps: `pkernfs_expect_refused` needs a `pkernfs_corrupt` before it".into());
+                    }
+                    if structure.trim().is_empty() {
+                        return Err("steps: pkernfs_expect_refused structure is empty".into());
+                    }
+                }
+                Step::PkernfsRestore if !corrupted => {
+                    return Err("steps: `pkernfs_restore` needs a `pkernfs_corrupt` before it".into());
+                }
+                Step::PkernfsRestore => corrupted = false,
+                Step::PkernfsUntouched if !updated => {
+                    return Err("steps: `pkernfs_untouched` compares with a live update's jump: put a `live_update` first".into());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +220,47 @@ do = "pkernfs_verify"
         assert!(e.contains("[pkernfs]"), "{e}");
         let e = Scenario::parse(&format!("{base}[pkernfs]\nbase_mib = 1024\n"), "t.toml").unwrap_err().to_string();
         assert!(e.contains("host.memory_mib"), "{e}");
+    }
+
+    const PK: &str = "description = \"d\"\nexpect = \"intact\"\n[host]\nkernel = \"lulab\"\nmemory_mib = 2048\niommu = true\n[pkernfs]\n[[pkernfs.files]]\nname = \"big\"\nsize = 4096\nseed = 1\n[[steps]]\ndo = \"boot\"\n";
+
+    fn steps(extra: &str) -> Result<Scenario, String> {
+        Scenario::parse(&format!("{PK}{extra}"), "t.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn corruption_steps_parse_in_order() {
+        use super::super::{KernelChoice, Step};
+        use super::CorruptWhat;
+        let s = steps(
+            "[[steps]]\ndo = \"pkernfs_corrupt\"\nwhat = \"inode\"\nfile = \"big\"\n[[steps]]\ndo = \"live_update\"\n\
+             [[steps]]\ndo = \"pkernfs_expect_refused\"\nstructure = \"inode table\"\n[[steps]]\ndo = \"pkernfs_restore\"\n\
+             [[steps]]\ndo = \"live_update\"\nkernel = \"stock\"\n[[steps]]\ndo = \"pkernfs_untouched\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.steps[1], Step::PkernfsCorrupt { what: CorruptWhat::Inode, file: Some("big".into()) });
+        assert_eq!(s.steps[2], Step::LiveUpdate { kernel: None });
+        assert_eq!(s.steps[5], Step::LiveUpdate { kernel: Some(KernelChoice::Stock) });
+        assert_eq!(s.live_updates(), 2);
+        assert_eq!(s.kernels(), [KernelChoice::Lulab, KernelChoice::Stock]);
+    }
+
+    #[test]
+    fn corruption_steps_out_of_order_are_refused() {
+        let c = "[[steps]]\ndo = \"pkernfs_corrupt\"\nwhat = \"superblock\"\n";
+        let e = steps(&format!("{c}{c}")).unwrap_err();
+        assert!(e.contains("without `pkernfs_restore`"), "{e}");
+        let e = steps("[[steps]]\ndo = \"pkernfs_restore\"\n").unwrap_err();
+        assert!(e.contains("needs a `pkernfs_corrupt`"), "{e}");
+        let e = steps("[[steps]]\ndo = \"pkernfs_expect_refused\"\nstructure = \"superblock\"\n").unwrap_err();
+        assert!(e.contains("needs a `pkernfs_corrupt`"), "{e}");
+        let e = steps("[[steps]]\ndo = \"pkernfs_corrupt\"\nwhat = \"inode\"\nfile = \"nope\"\n").unwrap_err();
+        assert!(e.contains("\"nope\""), "{e}");
+        let e = steps("[[steps]]\ndo = \"pkernfs_corrupt\"\nwhat = \"superblok\"\n").unwrap_err();
+        assert!(e.contains("superblok"), "{e}");
+        let e = steps("[[steps]]\ndo = \"pkernfs_untouched\"\n").unwrap_err();
+        assert!(e.contains("live_update"), "{e}");
+        let e = steps("[[steps]]\ndo = \"live_update\"\nkernel = \"debian\"\n").unwrap_err();
+        assert!(e.contains("debian"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Running a scenario: boot, drive the steps, then let the oracles judge from
 //! outside (RAM file, QEMU trace, console log) and write the report.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, IommuApi, Op, PhysRange, Reply};
 
-use super::{NvmeSpec, RxSpec, Scenario, Step};
+use super::{KernelChoice, NvmeSpec, RxSpec, Scenario, Step};
 use crate::guest_memory::GuestMemory;
 use crate::host::{Deadlines, Host};
 use crate::lab::BootSet;
@@ -25,6 +26,7 @@ use crate::update::KexecTarget;
 
 mod judge;
 mod pkernfs;
+mod pkernfs_corrupt;
 
 /// How often the harness scans the RX ring from the RAM file.
 const SCAN_EVERY: Duration = Duration::from_millis(50);
@@ -35,8 +37,12 @@ const RX_BUF: u32 = 2048;
 /// `out/report.json` and `out/report.md` and returns the report.
 pub fn run(name: &str, scenario: &Scenario, out: &Path) -> Result<Report> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let set = BootSet::for_choice(scenario.host.kernel)?;
-    let mut r = Runner::new(scenario, out, set)?;
+    // Every kernel the steps need, built (or fetched) before the host boots.
+    let mut sets = BTreeMap::new();
+    for k in scenario.kernels() {
+        sets.insert(k, BootSet::for_choice(k)?);
+    }
+    let mut r = Runner::new(scenario, out, sets)?;
     let steps = r.drive();
     let report = r.judge(name, steps.err());
     let report = report.with_context(|| format!("judging the run; host files kept in {}", r.host_dir().display()))?;
@@ -49,7 +55,12 @@ struct Runner<'a> {
     sc: &'a Scenario,
     out: PathBuf,
     run_id: u64,
+    /// The kernel `boot` starts (`[host].kernel`).
     set: BootSet,
+    /// Every kernel a `live_update` may kexec into (the booted one included).
+    sets: BTreeMap<KernelChoice, BootSet>,
+    /// The kernel running now.
+    current: KernelChoice,
     params: MachineParams,
     host: Option<Host>,
     mem: Option<Arc<GuestMemory>>,
@@ -60,7 +71,8 @@ struct Runner<'a> {
     allowed: Vec<PhysRange>,
     timings: Vec<(String, u64)>,
     live_updates: u32,
-    staged: bool,
+    /// The kernel loaded by the last `stage_update`, not yet jumped into.
+    staged: Option<KernelChoice>,
     start: Instant,
     pk: pkernfs::PkRun,
 }
@@ -77,7 +89,8 @@ struct RxRun {
 }
 
 impl<'a> Runner<'a> {
-    fn new(sc: &'a Scenario, out: &Path, set: BootSet) -> Result<Self> {
+    fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>) -> Result<Self> {
+        let set = sets.get(&sc.host.kernel).cloned().context("no BootSet for [host].kernel")?;
         let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let host_dir = out.join("host");
         let mut params = set.machine(&host_dir)?;
@@ -101,6 +114,8 @@ impl<'a> Runner<'a> {
             out: out.into(),
             run_id,
             set,
+            sets,
+            current: sc.host.kernel,
             params,
             host: None,
             mem: None,
@@ -111,7 +126,7 @@ impl<'a> Runner<'a> {
             allowed: Vec::new(),
             timings: Vec::new(),
             live_updates: 0,
-            staged: false,
+            staged: None,
             start: Instant::now(),
             pk: pkernfs::PkRun::default(),
         })
@@ -151,13 +166,18 @@ impl<'a> Runner<'a> {
             Step::StartDma => self.start_dma(),
             Step::Inject => self.inject(),
             Step::AwaitSent { frames } => self.await_sent(*frames),
-            Step::StageUpdate => self.stage_update(),
-            Step::LiveUpdate => {
-                if !self.staged {
-                    self.stage_update()?;
+            Step::StageUpdate => self.stage_update(self.sc.host.kernel),
+            Step::LiveUpdate { kernel } => {
+                let kernel = kernel.unwrap_or(self.sc.host.kernel);
+                if self.staged != Some(kernel) {
+                    self.stage_update(kernel)?;
+                }
+                if self.sc.pkernfs.is_some() {
+                    self.pk_hash_at_jump()?;
                 }
                 let t = self.host()?.jump(Deadlines::default())?;
-                self.staged = false;
+                self.staged = None;
+                self.current = kernel;
                 self.live_updates += 1;
                 let n = self.live_updates;
                 for (k, v) in [("to_banner", t.to_banner_ms), ("to_init", t.to_init_ms), ("to_agent", t.to_agent_ms)] {
@@ -169,20 +189,23 @@ impl<'a> Runner<'a> {
             Step::PkernfsPrepare => self.pk_prepare(),
             Step::PkernfsMmap => self.pk_mmap(),
             Step::PkernfsVerify => self.pk_verify(),
+            Step::PkernfsCorrupt { what, file } => self.pk_corrupt(*what, file.as_deref()),
+            Step::PkernfsExpectRefused { structure } => self.pk_expect_refused(structure),
+            Step::PkernfsRestore => self.pk_restore(),
+            Step::PkernfsUntouched => self.pk_untouched(),
         }
     }
 
-    fn stage_update(&mut self) -> Result<()> {
-        let target = KexecTarget {
-            kernel: self.set.kernel.bzimage.clone(),
-            initrd: self.set.initramfs.path.clone(),
-            cmdline: self.params.cmdline.clone(),
-        };
+    /// Stages `kernel` with its own initramfs and the booted command line
+    /// (which carries the carve-out words when there is a `[pkernfs]`).
+    fn stage_update(&mut self, kernel: KernelChoice) -> Result<()> {
+        let set = self.sets.get(&kernel).with_context(|| format!("no BootSet for kernel {kernel:?}"))?;
+        let target = KexecTarget { kernel: set.kernel.bzimage.clone(), initrd: set.initramfs.path.clone(), cmdline: self.params.cmdline.clone() };
         let (stage_ms, load_ms) = self.host()?.stage_update(&target)?;
         let n = self.live_updates + 1;
         self.timings.push((format!("live_update{n}_stage"), stage_ms));
         self.timings.push((format!("live_update{n}_load"), load_ms));
-        self.staged = true;
+        self.staged = Some(kernel);
         Ok(())
     }
 
@@ -292,10 +315,14 @@ fn step_name(s: &Step) -> &'static str {
         Step::Inject => "inject",
         Step::AwaitSent { .. } => "await_sent",
         Step::StageUpdate => "stage_update",
-        Step::LiveUpdate => "live_update",
+        Step::LiveUpdate { .. } => "live_update",
         Step::Settle { .. } => "settle",
         Step::PkernfsPrepare => "pkernfs_prepare",
         Step::PkernfsMmap => "pkernfs_mmap",
         Step::PkernfsVerify => "pkernfs_verify",
+        Step::PkernfsCorrupt { .. } => "pkernfs_corrupt",
+        Step::PkernfsExpectRefused { .. } => "pkernfs_expect_refused",
+        Step::PkernfsRestore => "pkernfs_restore",
+        Step::PkernfsUntouched => "pkernfs_untouched",
     }
 }

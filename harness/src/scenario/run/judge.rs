@@ -58,6 +58,7 @@ impl Runner<'_> {
             memory,
             live_updates: self.live_updates,
             kunit,
+            pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
         })

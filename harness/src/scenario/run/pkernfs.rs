@@ -12,9 +12,11 @@ use lulab_proto::pattern::{self, Fnv1a64};
 use lulab_proto::{FileDigest, Op, Reply};
 use serde::Serialize;
 
+use super::pkernfs_corrupt::Pending;
 use super::Runner;
 use crate::pkernfs::format::{Image, Ino, ROOT_INO};
-use crate::scenario::PkernfsSpec;
+use crate::report::{CarveoutHash, PkernfsRefusal, PkernfsSection, UntouchedCheck};
+use crate::scenario::{KernelChoice, PkernfsSpec};
 
 /// What the pkernfs steps expect and found.
 #[derive(Debug, Default, Serialize)]
@@ -27,30 +29,82 @@ pub(super) struct PkRun {
     checks: Vec<String>,
     /// Damage found; each becomes a reason of the verdict.
     pub(super) findings: Vec<String>,
+    /// Whole-carve-out hashes from the RAM file, in the order taken.
+    pub(super) carveout_hashes: Vec<CarveoutHash>,
+    /// One per `pkernfs_corrupt`.
+    pub(super) refusals: Vec<PkernfsRefusal>,
+    /// One per `pkernfs_untouched`.
+    untouched: Vec<UntouchedCheck>,
+    /// The corruption `pkernfs_restore` will undo.
+    #[serde(skip)]
+    pub(super) pending: Option<Pending>,
+    /// The carve-out's hash right before the last jump.
+    #[serde(skip)]
+    last_jump: Option<String>,
 }
 
 impl PkRun {
     /// Writes `pkernfs.json` into the run directory.
     pub(super) fn write(&self, out: &Path) -> Result<()> {
-        if self.expected.is_empty() && self.findings.is_empty() {
+        if self.expected.is_empty() && self.findings.is_empty() && self.carveout_hashes.is_empty() {
             return Ok(());
         }
         std::fs::write(out.join("pkernfs.json"), serde_json::to_string_pretty(self)?).context("writing pkernfs.json")
     }
+
+    /// The `pkernfs` section of report.json.
+    pub(super) fn section(&self) -> PkernfsSection {
+        PkernfsSection {
+            files: self.expected.len() as u64,
+            checks: self.checks.clone(),
+            carveout_hashes: self.carveout_hashes.clone(),
+            refusals: self.refusals.clone(),
+            untouched: self.untouched.clone(),
+        }
+    }
+}
+
+/// `lulab` or `stock`, as in scenario files.
+pub(super) fn kernel_name(k: KernelChoice) -> &'static str {
+    match k {
+        KernelChoice::Lulab => "lulab",
+        KernelChoice::Stock => "stock",
+    }
+}
+
+/// xxh3-128 of `bytes` as 32 hex digits.
+pub(super) fn hash_hex(bytes: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+}
+
+/// `/proc/iomem` lines (trimmed) whose range overlaps `[base, base + size)`.
+pub(super) fn iomem_over(iomem: &str, base: u64, size: u64) -> Vec<String> {
+    iomem
+        .lines()
+        .filter(|l| {
+            let range = l.split(" : ").next().unwrap_or("").trim();
+            let Some((a, b)) = range.split_once('-') else { return false };
+            match (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                (Ok(a), Ok(b)) => a < base + size && b >= base,
+                _ => false,
+            }
+        })
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 const FILE_OP: Duration = Duration::from_secs(180);
 
 impl Runner<'_> {
-    fn pk_spec(&self) -> Result<PkernfsSpec> {
+    pub(super) fn pk_spec(&self) -> Result<PkernfsSpec> {
         self.sc.pkernfs.clone().context("no [pkernfs] table")
     }
 
-    fn pk_call(&mut self, op: Op, timeout: Duration) -> Result<Reply> {
+    pub(super) fn pk_call(&mut self, op: Op, timeout: Duration) -> Result<Reply> {
         Ok(self.host()?.agent.call(op, timeout)?)
     }
 
-    fn pk_mount(&mut self, pk: &PkernfsSpec) -> Result<()> {
+    pub(super) fn pk_mount(&mut self, pk: &PkernfsSpec) -> Result<()> {
         let _ = self.pk_call(Op::Umount { target: pk.mount.clone() }, Duration::from_secs(10));
         let op = Op::Mount { fstype: "pkernfs".into(), source: "none".into(), target: pk.mount.clone() };
         self.pk_call(op, Duration::from_secs(30)).map(|_| ())
@@ -99,7 +153,12 @@ impl Runner<'_> {
     pub(super) fn pk_verify(&mut self) -> Result<()> {
         let pk = self.pk_spec()?;
         let n = self.live_updates;
-        if let Err(e) = self.pk_mount(&pk) {
+        let mounted = self.pk_mount(&pk);
+        // The first mount after a `pkernfs_restore` shows the refused image was not destroyed.
+        if let Some(r) = self.pk.refusals.last_mut().filter(|r| r.restored && r.remounted.is_none()) {
+            r.remounted = Some(mounted.is_ok());
+        }
+        if let Err(e) = mounted {
             self.pk.findings.push(format!("pkernfs: mount refused after {n} live update(s): {e:#}"));
             return Ok(());
         }
@@ -116,14 +175,67 @@ impl Runner<'_> {
             }
         }
         self.pk.checks.push(format!("inside after {n} live update(s): {} files", self.pk.expected.len()));
-        self.pk_verify_outside(&pk, n)
+        self.pk_verify_outside(n)
+    }
+
+    /// The whole carve-out, copied out of the RAM file.
+    pub(super) fn pk_carveout(&self) -> Result<Vec<u8>> {
+        let pk = self.pk_spec()?;
+        let mem = self.mem.as_ref().context("no guest memory")?;
+        let mut bytes = vec![0u8; pk.size() as usize];
+        mem.read(pk.base(), &mut bytes).context("reading the carve-out from the RAM file")?;
+        Ok(bytes)
+    }
+
+    /// Records the hash of `bytes` (the carve-out) taken `at`.
+    pub(super) fn pk_record_hash(&mut self, at: &str, bytes: &[u8]) -> String {
+        let h = hash_hex(bytes);
+        let kernel = kernel_name(self.current).into();
+        self.pk.carveout_hashes.push(CarveoutHash { at: at.into(), live_updates: self.live_updates, kernel, xxh3_128: h.clone() });
+        h
+    }
+
+    /// Hashes the carve-out from the RAM file and records it.
+    pub(super) fn pk_hash(&mut self, at: &str) -> Result<String> {
+        let bytes = self.pk_carveout()?;
+        Ok(self.pk_record_hash(at, &bytes))
+    }
+
+    /// Right before a live update's jump: what `pkernfs_untouched` compares with.
+    pub(super) fn pk_hash_at_jump(&mut self) -> Result<()> {
+        self.pk.last_jump = Some(self.pk_hash("jump")?);
+        Ok(())
+    }
+
+    /// `pkernfs_untouched`: the carve-out is as it was at the jump (outside),
+    /// and the running kernel did not take it as System RAM (inside).
+    pub(super) fn pk_untouched(&mut self) -> Result<()> {
+        let pk = self.pk_spec()?;
+        let (n, kernel) = (self.live_updates, kernel_name(self.current));
+        let now = self.pk_hash("untouched")?;
+        let jump = self.pk.last_jump.clone().context("`pkernfs_untouched` before any live update")?;
+        let identical = now == jump;
+        if !identical {
+            self.pk.findings.push(format!(
+                "pkernfs: after {n} update(s) ({kernel} kernel) the carve-out changed since the jump (xxh3-128 {jump} -> {now})"
+            ));
+        }
+        let r = self.host()?.agent.exec(&["cat", "/proc/iomem"], Duration::from_secs(10))?;
+        let iomem = iomem_over(&r.stdout, pk.base(), pk.size());
+        let system_ram = iomem.iter().any(|l| l.contains("System RAM"));
+        if iomem.is_empty() {
+            self.pk.findings.push(format!("pkernfs: after {n} update(s) ({kernel} kernel) no /proc/iomem line covers the carve-out"));
+        }
+        if system_ram {
+            self.pk.findings.push(format!("pkernfs: after {n} update(s) the {kernel} kernel took the carve-out as System RAM: {iomem:?}"));
+        }
+        self.pk.untouched.push(UntouchedCheck { live_updates: n, kernel: kernel.into(), identical, iomem, system_ram });
+        Ok(())
     }
 
     /// Parses the carve-out from the RAM file with the kernel's format code.
-    fn pk_verify_outside(&mut self, pk: &PkernfsSpec, n: u32) -> Result<()> {
-        let mem = self.mem.clone().context("no guest memory")?;
-        let mut bytes = vec![0u8; pk.size() as usize];
-        mem.read(pk.base(), &mut bytes).context("reading the carve-out from the RAM file")?;
+    fn pk_verify_outside(&mut self, n: u32) -> Result<()> {
+        let mut bytes = self.pk_carveout()?;
         let img = match Image::open(&mut bytes) {
             Ok(img) => img,
             Err(e) => {
@@ -143,12 +255,18 @@ impl Runner<'_> {
     }
 }
 
-/// Size and hash of `name` (a `/`-separated path) in a parsed image.
-fn outside_digest(img: &Image<'_>, name: &str) -> Result<FileDigest, String> {
+/// The inode of `name` (a `/`-separated path) in a parsed image.
+pub(super) fn lookup_path(img: &Image<'_>, name: &str) -> Result<Ino, String> {
     let mut ino: Ino = ROOT_INO;
     for part in name.split('/').filter(|p| !p.is_empty()) {
         ino = img.lookup(ino, part.as_bytes()).map_err(|e| format!("lookup {part}: {}", e.describe()))?;
     }
+    Ok(ino)
+}
+
+/// Size and hash of `name` (a `/`-separated path) in a parsed image.
+fn outside_digest(img: &Image<'_>, name: &str) -> Result<FileDigest, String> {
+    let ino = lookup_path(img, name)?;
     let size = img.stat(ino).map_err(|e| format!("stat: {}", e.describe()))?.size;
     let mut h = Fnv1a64::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -163,4 +281,18 @@ fn outside_digest(img: &Image<'_>, name: &str) -> Result<FileDigest, String> {
         off += got as u64;
     }
     Ok(FileDigest { size, fnv1a64: h.finish() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::iomem_over;
+
+    #[test]
+    fn iomem_lines_over_the_carve_out() {
+        let iomem = "00100000-3fffffff : System RAM\n40000000-43ffffff : Persistent Memory (legacy)\n  40000000-43ffffff : pkernfs\n44000000-7ffdffff : System RAM\n";
+        assert_eq!(iomem_over(iomem, 1 << 30, 64 << 20), ["40000000-43ffffff : Persistent Memory (legacy)", "40000000-43ffffff : pkernfs"]);
+        let taken = "00100000-7ffdffff : System RAM\n";
+        assert_eq!(iomem_over(taken, 1 << 30, 64 << 20), ["00100000-7ffdffff : System RAM"]);
+        assert!(iomem_over("00000000-00000000 : System RAM\n", 1 << 30, 64 << 20).is_empty(), "unprivileged reads show zeros");
+    }
 }
