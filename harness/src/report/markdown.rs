@@ -43,6 +43,9 @@ pub fn render(r: &Report) -> String {
     if let Some(k) = &r.kunit {
         let _ = writeln!(s, "## KUnit (KTAP from the console)\n\n| passed | failed | skipped |\n|---|---|---|\n| {} | {} | {} |\n", k.passed, k.failed, k.skipped);
     }
+    if let Some(p) = &r.pkernfs {
+        pkernfs(&mut s, p);
+    }
     let _ = writeln!(s, "## Timings (ms)\n\n| milestone | ms |\n|---|---|");
     for (k, v) in &r.timings_ms {
         let _ = writeln!(s, "| {k} | {v} |");
@@ -50,4 +53,24 @@ pub fn render(r: &Report) -> String {
     let v = &r.versions;
     let _ = writeln!(s, "\nQEMU {} · kernel {} · lulab {} · run directory `{}`", v.qemu, v.kernel, v.lulab, r.run_dir);
     s
+}
+
+fn pkernfs(s: &mut String, p: &super::PkernfsSection) {
+    let _ = writeln!(s, "## pkernfs\n\n{} files; {} checks, {} carve-out hashes (pkernfs.json)\n", p.files, p.checks.len(), p.carveout_hashes.len());
+    if !p.refusals.is_empty() {
+        let _ = writeln!(s, "| corrupted | kernel named | errno | untouched | restored, remounted |\n|---|---|---|---|---|");
+        for f in &p.refusals {
+            let named = f.named_structure.as_deref().unwrap_or("—");
+            let errno = f.errno.as_deref().unwrap_or("— (mounted)");
+            let _ = writeln!(s, "| {} | {named} | {errno} | {} | {} / {:?} |", f.corrupted, f.untouched, f.restored, f.remounted);
+        }
+        s.push('\n');
+    }
+    if !p.untouched.is_empty() {
+        let _ = writeln!(s, "| after updates | kernel | carve-out identical | System RAM |\n|---|---|---|---|");
+        for u in &p.untouched {
+            let _ = writeln!(s, "| {} | {} | {} | {} |", u.live_updates, u.kernel, u.identical, u.system_ram);
+        }
+        s.push('\n');
+    }
 }

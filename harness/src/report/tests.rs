@@ -67,3 +67,28 @@ fn stable_field_names_are_present() {
         }
     }
 }
+
+#[test]
+fn pkernfs_section_serialises_and_renders() {
+    let mut r = sample();
+    r.pkernfs = Some(PkernfsSection {
+        files: 2,
+        refusals: vec![PkernfsRefusal {
+            corrupted: "superblock".into(),
+            named_structure: Some("superblock".into()),
+            errno: Some("EUCLEAN".into()),
+            untouched: true,
+            restored: true,
+            remounted: Some(true),
+            ..Default::default()
+        }],
+        untouched: vec![UntouchedCheck { live_updates: 1, kernel: "stock".into(), identical: true, iomem: vec![], system_ram: false }],
+        ..Default::default()
+    });
+    let v = serde_json::to_value(&r).unwrap();
+    assert_eq!(v["pkernfs"]["refusals"][0]["errno"], "EUCLEAN");
+    assert_eq!(v["pkernfs"]["untouched"][0]["kernel"], "stock");
+    let md = r.markdown();
+    assert!(md.contains("| superblock | superblock | EUCLEAN | true | true / Some(true) |"), "{md}");
+    assert!(md.contains("| 1 | stock | true | false |"), "{md}");
+}
