@@ -5,31 +5,17 @@
 
 mod common;
 
-use common::{system_tier_available, TestRun};
+use common::{our_kernel, TestRun};
 use lulab::host::{Deadlines, Host};
 use lulab::ktap::Ktap;
-use lulab::lab::BootSet;
 use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
 
 /// True when this machine can build our kernel (toolchain via apt, source via
 /// the private apt configuration); prints SKIP otherwise (fails under CI).
-fn kernel_available() -> Option<BootSet> {
-    if !system_tier_available() {
-        return None;
-    }
-    match BootSet::lulab() {
-        Ok(set) => Some(set),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            println!("SKIP: cannot build our kernel here: {e:#}");
-            None
-        }
-        Err(e) => panic!("building our kernel on CI: {e:#}"),
-    }
-}
 
 #[test]
 fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
-    let Some(set) = kernel_available() else { return };
+    let Some(set) = our_kernel() else { return };
     let run = TestRun::new("kernel-boot");
     let params = set.machine(run.dir()).unwrap();
     let mut host = Host::boot(&params, run.dir(), Deadlines::default()).expect("our kernel boots");
@@ -59,7 +45,7 @@ fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
 
 #[test]
 fn kernel_boot_scenario_is_intact_with_kunit_counts() {
-    if kernel_available().is_none() {
+    if our_kernel().is_none() {
         return;
     }
     let path = lulab::workspace_root().join("scenarios/kernel-boot.toml");

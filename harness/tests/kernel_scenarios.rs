@@ -3,27 +3,14 @@
 
 mod common;
 
-use common::{system_tier_available, TestRun};
+use common::{our_kernel, run_scenario, TestRun};
 use lulab::report::Report;
-use lulab::scenario::{Scenario, Verdict};
+use lulab::scenario::Verdict;
 
-/// Runs `scenarios/NAME.toml`; `None` (after SKIP) when our kernel cannot be
-/// built here (a failure under CI).
+/// Runs `scenarios/NAME.toml` on our kernel; `None` after SKIP.
 fn run(name: &str) -> Option<(Report, TestRun)> {
-    if !system_tier_available() {
-        return None;
-    }
-    if let Err(e) = lulab::lab::BootSet::lulab() {
-        if std::env::var_os("CI").is_some() {
-            panic!("building our kernel on CI: {e:#}");
-        }
-        println!("SKIP: cannot build our kernel here: {e:#}");
-        return None;
-    }
-    let scenario = Scenario::load(&lulab::workspace_root().join(format!("scenarios/{name}.toml"))).unwrap();
-    let t = TestRun::new(name);
-    let r = lulab::scenario::run::run(name, &scenario, t.dir()).unwrap();
-    Some((r, t))
+    our_kernel()?;
+    Some(run_scenario(name))
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{system_tier_available, TestRun};
+use common::{our_kernel, TestRun};
 use lulab::guest_memory::GuestMemory;
 use lulab::host::{Deadlines, Host};
 use lulab::lab::BootSet;
@@ -24,19 +24,6 @@ const SIZE: u64 = 64 << 20;
 const CARVE: [&str; 2] = ["memmap=64M!1G", "pkernfs=64M@1G"];
 const T: Duration = Duration::from_secs(180);
 
-fn kernel_available() -> Option<BootSet> {
-    if !system_tier_available() {
-        return None;
-    }
-    match BootSet::lulab() {
-        Ok(set) => Some(set),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            println!("SKIP: cannot build our kernel here: {e:#}");
-            None
-        }
-        Err(e) => panic!("building our kernel on CI: {e:#}"),
-    }
-}
 
 fn boot(set: &BootSet, run: &TestRun) -> (Host, KexecTarget, u64) {
     let mut params = set.machine(run.dir()).unwrap();
@@ -105,7 +92,7 @@ fn outside(ram: &GuestMemory, name: &str) -> FileDigest {
 
 #[test]
 fn pkernfs_files_survive_kexec_with_sizes_and_contents() {
-    let Some(set) = kernel_available() else { return };
+    let Some(set) = our_kernel() else { return };
     let run = TestRun::new("pkernfs-kexec");
     let (mut host, target, ram_size) = boot(&set, &run);
     assert_out_of_direct_map(&mut host);
@@ -164,7 +151,7 @@ fn pkernfs_files_survive_kexec_with_sizes_and_contents() {
 
 #[test]
 fn kexec_that_forgets_memmap_refuses_the_mount() {
-    let Some(set) = kernel_available() else { return };
+    let Some(set) = our_kernel() else { return };
     let run = TestRun::new("pkernfs-forget-memmap");
     let (mut host, mut target, _) = boot(&set, &run);
     mount(&mut host).unwrap();
@@ -186,7 +173,7 @@ fn kexec_that_forgets_memmap_refuses_the_mount() {
 
 #[test]
 fn pkernfs_kexec_scenario_is_intact_after_three_updates() {
-    if kernel_available().is_none() {
+    if our_kernel().is_none() {
         return;
     }
     let path = lulab::workspace_root().join("scenarios/pkernfs-kexec.toml");
@@ -204,7 +191,7 @@ fn pkernfs_kexec_scenario_is_intact_after_three_updates() {
 
 #[test]
 fn corrupted_superblock_is_refused_and_left_untouched() {
-    let Some(set) = kernel_available() else { return };
+    let Some(set) = our_kernel() else { return };
     let run = TestRun::new("pkernfs-corrupt-sb");
     let (mut host, target, ram_size) = boot(&set, &run);
     mount(&mut host).unwrap();

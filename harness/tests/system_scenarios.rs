@@ -4,28 +4,15 @@
 
 mod common;
 
-use common::{system_tier_available, TestRun};
-use lulab::report::Report;
-use lulab::scenario::{Scenario, Verdict};
-
-fn run(name: &str) -> (Report, TestRun) {
-    let path = lulab::workspace_root().join("scenarios").join(format!("{name}.toml"));
-    let scenario = Scenario::load(&path).unwrap();
-    let t = TestRun::new(name);
-    let report = lulab::scenario::run::run(name, &scenario, t.dir()).unwrap();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.dir().join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["outcome"], report.outcome.to_string(), "report.json matches");
-    assert!(t.dir().join("report.md").exists());
-    (report, t)
-}
+use common::{run_scenario, system_tier_available};
+use lulab::scenario::Verdict;
 
 #[test]
 fn baseline_rx_is_intact() {
     if !system_tier_available() {
         return;
     }
-    let (r, _t) = run("baseline-rx");
+    let (r, _t) = run_scenario("baseline-rx");
     assert_eq!(r.outcome, Verdict::Intact, "reasons: {:#?}", r.reasons);
     assert!(r.as_expected);
     assert_eq!(r.dma.sent, 600);
@@ -44,7 +31,7 @@ fn stock_kexec_rx_is_broken_and_says_why() {
     if !system_tier_available() {
         return;
     }
-    let (r, _t) = run("stock-kexec-rx");
+    let (r, _t) = run_scenario("stock-kexec-rx");
     assert_eq!(r.outcome, Verdict::Broken);
     assert!(r.as_expected);
     assert_eq!(r.live_updates, 1);
@@ -64,7 +51,7 @@ fn iommu_fault_rx_is_broken_with_counted_faults() {
     if !system_tier_available() {
         return;
     }
-    let (r, _t) = run("iommu-fault-rx");
+    let (r, _t) = run_scenario("iommu-fault-rx");
     assert_eq!(r.outcome, Verdict::Broken);
     assert!(r.as_expected);
     // 256 descriptors, the last 64 on an unmapped IOVA: exactly the 192 mapped

@@ -19,6 +19,37 @@ pub fn system_tier_available() -> bool {
     }
 }
 
+/// Our kernel with the host initramfs, built or taken from the cache; `None`
+/// (after `SKIP: reason`) when this machine cannot run the system tier or build
+/// the kernel. Under CI a missing prerequisite is a failure.
+pub fn our_kernel() -> Option<lulab::lab::BootSet> {
+    if !system_tier_available() {
+        return None;
+    }
+    match lulab::lab::BootSet::lulab() {
+        Ok(set) => Some(set),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            println!("SKIP: cannot build our kernel here: {e:#}");
+            None
+        }
+        Err(e) => panic!("building our kernel on CI: {e:#}"),
+    }
+}
+
+/// Runs `scenarios/NAME.toml` with its output in a [`TestRun`]; checks that
+/// report.json and report.md were written and agree with the returned report.
+pub fn run_scenario(name: &str) -> (lulab::report::Report, TestRun) {
+    let path = lulab::workspace_root().join("scenarios").join(format!("{name}.toml"));
+    let scenario = lulab::scenario::Scenario::load(&path).unwrap();
+    let t = TestRun::new(name);
+    let report = lulab::scenario::run::run(name, &scenario, t.dir()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.dir().join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["outcome"], report.outcome.to_string(), "report.json matches");
+    assert!(t.dir().join("report.md").exists());
+    (report, t)
+}
+
 /// A run directory for one test, removed when the test passes and kept (with
 /// its path printed) when it fails.
 pub struct TestRun {
