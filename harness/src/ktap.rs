@@ -54,12 +54,15 @@ pub struct Ktap {
 }
 
 /// Removes printk prefixes such as `[    1.234567] ` or `[    1.2][    T1] `.
+/// A serial console under heavy TCG load sometimes repeats a character, so a
+/// doubled bracket (`[[    1.2]] ok 1 …`) is tolerated too.
 pub fn strip_prefix(line: &str) -> &str {
     let mut s = line.trim_end_matches(['\r', '\n']);
     while let Some(rest) = s.strip_prefix('[') {
+        let rest = rest.trim_start_matches('[');
         match rest.find(']') {
             Some(end) if rest[..end].trim().chars().all(|c| c.is_ascii_alphanumeric() || c == '.') => {
-                s = &rest[end + 1..];
+                s = rest[end + 1..].trim_start_matches(']');
                 s = s.strip_prefix(' ').unwrap_or(s);
             }
             _ => break,
@@ -242,5 +245,12 @@ mod tests {
         assert_eq!(strip_prefix("[    1.234567]     ok 1 x"), "    ok 1 x");
         assert_eq!(strip_prefix("[    1.2][    T1] ok 1 x"), "ok 1 x");
         assert_eq!(strip_prefix("[not a stamp] ok"), "[not a stamp] ok");
+    }
+
+    #[test]
+    fn doubled_console_brackets_are_tolerated() {
+        assert_eq!(strip_prefix("[    1.2]] ok 2 pkernfs_format"), "ok 2 pkernfs_format");
+        assert_eq!(strip_prefix("[[    1.2] ok 2 x"), "ok 2 x");
+        assert_eq!(strip_prefix("[    1.2] [not a prefix] ok"), "[not a prefix] ok");
     }
 }
