@@ -8,33 +8,24 @@
 
 mod common;
 
-use common::{system_tier_available, TestRun};
+use common::{our_kernel, run_scenario, TestRun};
 use lulab::report::{CarveoutHash, Report};
-use lulab::scenario::{Scenario, Verdict};
-
-fn need(what: &str, r: anyhow::Result<lulab::lab::BootSet>) -> bool {
-    match r {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("{what} on CI: {e:#}"),
-        Err(e) => {
-            println!("SKIP: {what}: {e:#}");
-            false
-        }
-    }
-}
+use lulab::scenario::Verdict;
 
 /// Runs `scenarios/NAME.toml`; `None` (after SKIP) when QEMU, our kernel or
 /// (with `stock`) Debian's kernel is not available here (a failure under CI).
 fn run(name: &str, stock: bool) -> Option<(Report, serde_json::Value, TestRun)> {
-    if !system_tier_available() || !need("cannot build our kernel here", lulab::lab::BootSet::lulab()) {
-        return None;
+    our_kernel()?;
+    if stock {
+        if let Err(e) = lulab::lab::BootSet::stock() {
+            if std::env::var_os("CI").is_some() {
+                panic!("fetching the stock kernel on CI: {e:#}");
+            }
+            println!("SKIP: cannot fetch the stock kernel here: {e:#}");
+            return None;
+        }
     }
-    if stock && !need("cannot fetch the stock kernel here", lulab::lab::BootSet::stock()) {
-        return None;
-    }
-    let scenario = Scenario::load(&lulab::workspace_root().join(format!("scenarios/{name}.toml"))).unwrap();
-    let t = TestRun::new(name);
-    let r = lulab::scenario::run::run(name, &scenario, t.dir()).unwrap();
+    let (r, t) = run_scenario(name);
     let json = serde_json::from_str(&std::fs::read_to_string(t.dir().join("pkernfs.json")).unwrap()).unwrap();
     Some((r, json, t))
 }
