@@ -216,3 +216,71 @@ fn corrupted_superblock_is_refused_and_left_untouched() {
     assert!(before == after, "the refused carve-out was written to");
     host.shutdown().unwrap();
 }
+
+/// pkernfs' mapping counters (`/sys/kernel/debug/pkernfs/`): (2 MiB, 4 KiB)
+/// mappings installed since boot. smaps cannot tell: page walks skip
+/// VM_PFNMAP areas.
+fn mapping_counters(host: &mut Host) -> (u64, u64) {
+    let out = sh(
+        host,
+        "grep -q ' /sys/kernel/debug debugfs' /proc/mounts || mount -t debugfs none /sys/kernel/debug; \
+         cat /sys/kernel/debug/pkernfs/pmd_faults /sys/kernel/debug/pkernfs/pte_faults",
+    );
+    let v: Vec<u64> = out.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    assert_eq!(v.len(), 2, "{out:?}");
+    (v[0], v[1])
+}
+
+fn mmap_write(host: &mut Host, name: &str, size: u64, seed: u64) {
+    match call(host, Op::MmapWrite { path: format!("{MNT}/{name}"), size, seed, until_ms: 300 }) {
+        Reply::MmapWritten { digest, passes } => {
+            assert_eq!(digest, pattern::digest(seed, size), "{name} read back through the mapping");
+            assert!(passes >= 1);
+        }
+        other => panic!("mmap_write {name}: {other:?}"),
+    }
+}
+
+#[test]
+fn shared_mmap_uses_2mib_mappings_and_its_writes_survive_kexec() {
+    let Some(set) = our_kernel() else { return };
+    let run = TestRun::new("pkernfs-mmap-pmd");
+    let (mut host, target, ram_size) = boot(&set, &run);
+    mount(&mut host).unwrap();
+
+    // 8 MiB: four 2 MiB chunks, mapped 2 MiB aligned: four PMDs, no PTE.
+    let (pmd0, pte0) = mapping_counters(&mut host);
+    mmap_write(&mut host, "ram", 8 << 20, 21);
+    let (pmd1, pte1) = mapping_counters(&mut host);
+    println!("8 MiB: {} PMD and {} PTE mappings", pmd1 - pmd0, pte1 - pte0);
+    assert_eq!((pmd1 - pmd0, pte1 - pte0), (4, 0), "8 MiB file: 2 MiB mappings only");
+
+    // 2 MiB + 8 KiB: one PMD for the aligned 2 MiB, 4 KiB pages for the tail.
+    mmap_write(&mut host, "odd", (2 << 20) + 8192, 22);
+    let (pmd2, pte2) = mapping_counters(&mut host);
+    println!("2 MiB + 8 KiB: {} PMD and {} PTE mappings", pmd2 - pmd1, pte2 - pte1);
+    assert_eq!((pmd2 - pmd1, pte2 - pte1), (1, 2), "2 MiB + 8 KiB file: one PMD, two PTEs");
+
+    // What was written through the mappings reads back through read(2) and
+    // from outside, and survives kexec.
+    let want = [("ram", pattern::digest(21, 8 << 20)), ("odd", pattern::digest(22, (2 << 20) + 8192))];
+    let ram = GuestMemory::open(&host.paths.ram(), ram_size).unwrap();
+    for (name, d) in &want {
+        assert_eq!(digest(&mut host, name), *d, "{name} through read()");
+        assert_eq!(outside(&ram, name), *d, "{name} outside");
+    }
+    host.stage_update(&target).unwrap();
+    host.jump(Deadlines::default()).expect("kexec into the same kernel and command line");
+    mount(&mut host).expect("remount after kexec");
+    for (name, d) in &want {
+        assert_eq!(digest(&mut host, name), *d, "{name} after kexec");
+        assert_eq!(outside(&ram, name), *d, "{name} outside, after kexec");
+    }
+    // Mapped again after kexec: still 2 MiB mappings.
+    let (pmd3, _) = mapping_counters(&mut host);
+    mmap_write(&mut host, "ram", 8 << 20, 23);
+    let (pmd4, _) = mapping_counters(&mut host);
+    assert_eq!(pmd4 - pmd3, 4, "8 MiB file after kexec: 2 MiB mappings");
+    assert_eq!(digest(&mut host, "ram"), pattern::digest(23, 8 << 20));
+    host.shutdown().unwrap();
+}

@@ -74,7 +74,7 @@ pub(crate) fn init(base: *mut u8, phys: u64, len: u64) {
     s.phys = phys;
 }
 
-fn errno(e: FsError) -> c_int {
+pub(crate) fn errno(e: FsError) -> c_int {
     -e.errno()
 }
 
@@ -100,10 +100,9 @@ fn ret(r: Result<(), c_int>) -> c_int {
     r.err().unwrap_or(0)
 }
 
-/// Opens the image on first mount, formatting it only if it is blank.
-#[no_mangle]
-pub(crate) extern "C" fn pkernfs_rs_mount(now_ns: u64) -> c_int {
-    let mut s = STATE.lock();
+/// Opens the image on the carve-out if it is not open yet, formatting it
+/// only if it is blank; 0 or a negative errno (the reason logged).
+pub(crate) fn open_locked(s: &mut State, now_ns: u64) -> c_int {
     if s.image.is_some() {
         return 0;
     }
@@ -131,6 +130,34 @@ pub(crate) extern "C" fn pkernfs_rs_mount(now_ns: u64) -> c_int {
             pr_err!("pkernfs: refusing the image at {:#x}: {} (left untouched)\n", s.phys, e.describe());
             errno(e)
         }
+    }
+}
+
+/// Opens the image on first mount, formatting it only if it is blank.
+#[no_mangle]
+pub(crate) extern "C" fn pkernfs_rs_mount(now_ns: u64) -> c_int {
+    open_locked(&mut STATE.lock(), now_ns)
+}
+
+/// Runs `f` on the carve-out's state, under the mutex.
+pub(crate) fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
+    f(&mut STATE.lock())
+}
+
+impl State {
+    /// Kernel virtual address of the carve-out (0: none).
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
+    /// Physical address of the carve-out.
+    pub(crate) fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    /// The open image, if any.
+    pub(crate) fn image(&mut self) -> Option<&mut Image<'static>> {
+        self.image.as_mut()
     }
 }
 

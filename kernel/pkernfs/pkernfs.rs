@@ -17,6 +17,7 @@ use kernel::prelude::*;
 
 // `pub` items: the same file is a public module of the harness (host side).
 #[allow(unreachable_pub)]
+mod iommu;
 mod layout;
 mod ops;
 

@@ -9,26 +9,50 @@
  *
  * File data is never in the page cache: read/write copy straight between
  * the user buffer and the carve-out, and mmap maps the carve-out's pages
- * (VM_PFNMAP, shared only; they have no struct page).
+ * at fault time (VM_PFNMAP, shared only; they have no struct page), 2 MiB
+ * at a time where possible.
  */
+#include <linux/debugfs.h>
 #include <linux/fs.h>
 #include <linux/fs_context.h>
 #include <linux/mm.h>
 #include <linux/namei.h>
 #include <linux/pagemap.h>
+#include <linux/pkernfs.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/timekeeping.h>
+#if IS_ENABLED(CONFIG_PKERNFS_KUNIT_TEST)
+#include <kunit/test.h>
+#include <kunit/test-bug.h>
+#endif
 
 #include "vfs.h"
 
 #define PKERNFS_MAGIC 0x706b6673 /* "pkfs" */
 
-static const struct inode_operations pk_dir_iops, pk_file_iops;
-static const struct file_operations pk_dir_fops, pk_file_fops;
+static const struct inode_operations pk_dir_iops, pk_file_iops, pk_iommu_iops;
+static const struct file_operations pk_dir_fops, pk_file_fops, pk_iommu_fops;
 
 static u64 pk_now(void)
 {
 	return ktime_get_real_ns();
+}
+
+u64 pkernfs_now_ns(void)
+{
+	return pk_now();
+}
+
+/*
+ * IOMMU files (iommu/root-pgtables, iommu/dom-<id>; include/linux/pkernfs.h)
+ * are the IOMMU driver's: shown as read-only regular files (mode & 0444),
+ * readable, never written, truncated or mapped through the VFS; unlink is
+ * refused (EBUSY) because the format pins them.
+ */
+static bool pk_is_iommu(u8 kind)
+{
+	return kind == PKERNFS_IOMMU_ROOT || kind == PKERNFS_IOMMU_DOMAIN;
 }
 
 static void pk_apply(struct inode *inode, const struct pkernfs_stat *st)
@@ -36,7 +60,7 @@ static void pk_apply(struct inode *inode, const struct pkernfs_stat *st)
 	struct timespec64 ts = ns_to_timespec64(st->mtime_ns);
 	umode_t type = st->kind == PKERNFS_DIR ? S_IFDIR : S_IFREG;
 
-	inode->i_mode = type | (st->mode & 07777);
+	inode->i_mode = type | (st->mode & (pk_is_iommu(st->kind) ? 0444 : 07777));
 	set_nlink(inode, st->nlink);
 	i_size_write(inode, st->size);
 	inode->i_blocks = DIV_ROUND_UP(st->size, 512);
@@ -78,6 +102,9 @@ static struct inode *pk_iget(struct super_block *sb, u32 ino)
 	if (S_ISDIR(inode->i_mode)) {
 		inode->i_op = &pk_dir_iops;
 		inode->i_fop = &pk_dir_fops;
+	} else if (pk_is_iommu(st.kind)) {
+		inode->i_op = &pk_iommu_iops;
+		inode->i_fop = &pk_iommu_fops;
 	} else {
 		inode->i_op = &pk_file_iops;
 		inode->i_fop = &pk_file_fops;
@@ -251,35 +278,106 @@ static ssize_t pk_write(struct file *file, const char __user *buf, size_t len, l
 	return n;
 }
 
+/*
+ * Shared mmap: the carve-out's pages (no struct page) are inserted at fault
+ * time, 2 MiB at a time (one PMD) where the 2 MiB-aligned virtual range falls
+ * on a 2 MiB-aligned file offset backed by one contiguous, 2 MiB-aligned
+ * physical extent (the format allocates file data in such chunks, and the
+ * carve-out base must be 2 MiB aligned too), else 4 KiB at a time.
+ * get_unmapped_area aligns mappings of >= 2 MiB so that this can happen.
+ *
+ * Counters (debugfs, /sys/kernel/debug/pkernfs/): pmd_faults and pte_faults,
+ * the mappings installed of each size, so tests can see which was used
+ * (smaps cannot: page walks skip VM_PFNMAP areas).
+ *
+ * Mapped files cannot lose their pages under the mapping: unlink of the last
+ * link, rename over it and shrinking are refused with EBUSY while
+ * mapping_mapped() (every VMA of the file is on its i_mmap tree).
+ */
+static atomic_t pk_pmd_faults, pk_pte_faults;
+
+/* Physical address of the file bytes at off, if `size` of them are contiguous there and aligned to `size`. */
+static bool pk_fault_phys(struct inode *inode, u64 off, unsigned long size, u64 *phys)
+{
+	u64 len;
+
+	return !pkernfs_rs_map(inode->i_ino, off, phys, &len) && len >= size && IS_ALIGNED(*phys, size);
+}
+
+/* File offset of user address addr in vma. */
+static u64 pk_fault_off(struct vm_area_struct *vma, unsigned long addr)
+{
+	return ((u64)vma->vm_pgoff << PAGE_SHIFT) + (addr - vma->vm_start);
+}
+
+static vm_fault_t pk_fault(struct vm_fault *vmf)
+{
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long addr = vmf->address & PAGE_MASK;
+	vm_fault_t ret;
+	u64 phys;
+
+	if (!pk_fault_phys(file_inode(vma->vm_file), pk_fault_off(vma, addr), PAGE_SIZE, &phys))
+		return VM_FAULT_SIGBUS;
+	ret = vmf_insert_pfn(vma, addr, PHYS_PFN(phys));
+	if (ret == VM_FAULT_NOPAGE)
+		atomic_inc(&pk_pte_faults);
+	return ret;
+}
+
+static vm_fault_t pk_huge_fault(struct vm_fault *vmf, unsigned int order)
+{
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	struct vm_area_struct *vma = vmf->vma;
+	unsigned long addr = vmf->address & PMD_MASK;
+	vm_fault_t ret;
+	u64 off, phys;
+
+	if (order != PMD_ORDER || addr < vma->vm_start || addr + PMD_SIZE > vma->vm_end)
+		return VM_FAULT_FALLBACK;
+	off = pk_fault_off(vma, addr);
+	if (!IS_ALIGNED(off, PMD_SIZE))
+		return VM_FAULT_FALLBACK;
+	if (!pk_fault_phys(file_inode(vma->vm_file), off, PMD_SIZE, &phys))
+		return VM_FAULT_FALLBACK;
+	ret = vmf_insert_pfn_pmd(vmf, PHYS_PFN(phys), vmf->flags & FAULT_FLAG_WRITE);
+	if (ret == VM_FAULT_NOPAGE)
+		atomic_inc(&pk_pmd_faults);
+	return ret;
+#else
+	return VM_FAULT_FALLBACK;
+#endif
+}
+
+static const struct vm_operations_struct pk_vm_ops = {
+	.fault = pk_fault,
+	.huge_fault = pk_huge_fault,
+};
+
 static int pk_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct inode *inode = file_inode(file);
 	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
-	unsigned long addr = vma->vm_start;
-	u64 phys, len;
-	int err;
 
 	/* Private mappings would need copy-on-write of pages without struct page. */
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
 	if (off + (vma->vm_end - vma->vm_start) > round_up(i_size_read(inode), PAGE_SIZE))
 		return -ENXIO;
-	while (addr < vma->vm_end) {
-		err = pkernfs_rs_map(inode->i_ino, off, &phys, &len);
-		if (err)
-			return err;
-		if (!PAGE_ALIGNED(phys) || !len)
-			return -EIO;
-		len = min_t(u64, round_up(len, PAGE_SIZE), vma->vm_end - addr);
-		err = remap_pfn_range(vma, addr, PHYS_PFN(phys), len, vma->vm_page_prot);
-		if (err)
-			return err;
-		addr += len;
-		off += len;
-	}
+	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP | VM_HUGEPAGE);
+	vma->vm_ops = &pk_vm_ops;
 	return 0;
 }
 
+static unsigned long pk_get_unmapped_area(struct file *file, unsigned long addr, unsigned long len,
+					  unsigned long pgoff, unsigned long flags)
+{
+#ifdef CONFIG_TRANSPARENT_HUGEPAGE
+	return thp_get_unmapped_area(file, addr, len, pgoff, flags);
+#else
+	return mm_get_unmapped_area(file, addr, len, pgoff, flags);
+#endif
+}
 static const struct inode_operations pk_dir_iops = {
 	.lookup = pk_lookup,
 	.create = pk_create,
@@ -294,6 +392,23 @@ static const struct inode_operations pk_file_iops = {
 	.setattr = pk_setattr,
 };
 
+static int pk_iommu_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iattr *attr)
+{
+	if (attr->ia_valid & (ATTR_SIZE | ATTR_MODE))
+		return -EPERM;
+	return pk_setattr(idmap, dentry, attr);
+}
+
+static const struct inode_operations pk_iommu_iops = {
+	.setattr = pk_iommu_setattr,
+};
+
+static const struct file_operations pk_iommu_fops = {
+	.llseek = generic_file_llseek,
+	.read = pk_read,
+	.fsync = noop_fsync,
+};
+
 static const struct file_operations pk_dir_fops = {
 	.llseek = generic_file_llseek,
 	.read = generic_read_dir,
@@ -306,6 +421,7 @@ static const struct file_operations pk_file_fops = {
 	.read = pk_read,
 	.write = pk_write,
 	.mmap = pk_mmap,
+	.get_unmapped_area = pk_get_unmapped_area,
 	.fsync = noop_fsync,
 };
 
@@ -357,7 +473,22 @@ static struct file_system_type pk_fs_type = {
 	.kill_sb = kill_anon_super,
 };
 
+#if IS_ENABLED(CONFIG_PKERNFS_KUNIT_TEST)
+/* For Rust KUnit tests: 7.3's kernel::kunit has no way to skip a test. */
+void pkernfs_kunit_skip(const char *why)
+{
+	struct kunit *test = kunit_get_current_test();
+
+	if (test)
+		kunit_mark_skipped(test, "%s", why);
+}
+#endif
+
 int pkernfs_vfs_register(void)
 {
+	struct dentry *d = debugfs_create_dir("pkernfs", NULL);
+
+	debugfs_create_atomic_t("pmd_faults", 0444, d, &pk_pmd_faults);
+	debugfs_create_atomic_t("pte_faults", 0444, d, &pk_pte_faults);
 	return register_filesystem(&pk_fs_type);
 }

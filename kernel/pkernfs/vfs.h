@@ -57,6 +57,10 @@ int pkernfs_rs_set_size(u32 ino, u64 size, u64 now_ns);
 /* Physical address and contiguous length of the file's bytes at off. */
 int pkernfs_rs_map(u32 ino, u64 off, u64 *phys, u64 *len);
 
+/* C (vfs.c), called from Rust (iommu.rs): wall-clock ns; KUnit skip. */
+u64 pkernfs_now_ns(void);
+void pkernfs_kunit_skip(const char *why);
+
 /* C (carveout.c, vfs.c), called from Rust's module init. */
 void *pkernfs_carveout_map(u64 *base, u64 *size);
 int pkernfs_vfs_register(void);
