@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{compiler_fence, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lulab_proto::{DmaLayout, IommuApi};
@@ -241,18 +241,6 @@ impl Driver for E1000e {
     }
 }
 
-/// Convenience for the engine.
-pub fn start(
-    pci: &str,
-    ring_size: u32,
-    buf_size: u32,
-    refill: bool,
-    api: IommuApi,
-    unmapped_slots: u32,
-) -> Result<(Arc<dyn Driver>, DmaLayout), String> {
-    let (nic, layout) = E1000e::start(pci, ring_size, buf_size, refill, api, unmapped_slots)?;
-    Ok((Arc::new(nic), layout))
-}
 
 #[cfg(test)]
 mod tests {

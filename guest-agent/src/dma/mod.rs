@@ -72,7 +72,9 @@ impl Engine {
         let (canary, canary_phys) = mem::canary()?;
         let (driver, mut layout) = match cfg {
             DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu, unmapped_slots } => {
-                e1000e::start(pci, *ring_size, *buf_size, *refill, *iommu, *unmapped_slots)?
+                let (nic, layout) =
+                    e1000e::E1000e::start(pci, *ring_size, *buf_size, *refill, *iommu, *unmapped_slots)?;
+                (Arc::new(nic) as Arc<dyn Driver>, layout)
             }
             DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, iommu } => {
                 nvme::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, *iommu)?
