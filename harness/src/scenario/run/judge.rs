@@ -25,11 +25,12 @@ impl Runner<'_> {
             reasons.push(format!("run aborted: {e:#}"));
         }
         let trace = TraceSummary::from_file(&self.host_dir().join("trace.log"), 0)?;
+        let console = std::fs::read_to_string(self.host_dir().join("console.log")).unwrap_or_default();
         let dma = self.judge_rx(&trace, &mut reasons)?;
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
-        let iommu = self.judge_iommu(&trace, &mut reasons)?;
-        let kunit = self.judge_kunit(&mut reasons);
+        let iommu = self.judge_iommu(&trace, &console, &mut reasons)?;
+        let kunit = self.judge_kunit(&console, &mut reasons);
         reasons.extend(self.pk.findings.iter().cloned());
         self.pk.write(&self.out)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
@@ -168,9 +169,8 @@ impl Runner<'_> {
 
     /// KUnit results from the console's KTAP. Every boot of a KUnit kernel
     /// prints them again; all must pass.
-    fn judge_kunit(&self, reasons: &mut Vec<String>) -> Option<crate::ktap::Counts> {
-        let console = std::fs::read_to_string(self.host_dir().join("console.log")).unwrap_or_default();
-        let ktap = crate::ktap::Ktap::parse(&console);
+    fn judge_kunit(&self, console: &str, reasons: &mut Vec<String>) -> Option<crate::ktap::Counts> {
+        let ktap = crate::ktap::Ktap::parse(console);
         let counts = ktap.counts();
         if counts == crate::ktap::Counts::default() && !ktap.complete() {
             return None;
@@ -184,9 +184,8 @@ impl Runner<'_> {
         Some(counts)
     }
 
-    fn judge_iommu(&mut self, trace: &TraceSummary, reasons: &mut Vec<String>) -> Result<IommuSection> {
-        let console = std::fs::read_to_string(self.host_dir().join("console.log")).unwrap_or_default();
-        let r = IommuReport::from_logs(trace, &console);
+    fn judge_iommu(&mut self, trace: &TraceSummary, console: &str, reasons: &mut Vec<String>) -> Result<IommuSection> {
+        let r = IommuReport::from_logs(trace, console);
         if r.faults() > 0 {
             reasons.push(format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults));
         }
