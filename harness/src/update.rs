@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::console::PANIC_MARKERS;
 use crate::host::{Deadlines, Host, INIT_READY};
+use crate::traffic::clock::now_ns;
 
 /// Where the staged kernel and initramfs live inside the host (its rootfs is RAM).
 const STAGE_DIR: &str = "/tmp/lulab-next";
@@ -45,6 +46,22 @@ pub struct UpdateTimings {
     pub to_agent_ms: u64,
 }
 
+/// When each milestone of a jump was seen, on the harness's monotonic clock
+/// ([`now_ns`], the one frames and scanner sightings are stamped with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JumpStamps {
+    /// `kexec_exec` about to be sent to the agent.
+    pub kexec_started_ns: u64,
+    /// The agent's reply to it: its last words before the jump.
+    pub agent_down_ns: Option<u64>,
+    /// The new kernel's banner (`Linux version`) on the console.
+    pub kernel_up_ns: Option<u64>,
+    /// Our /init in the new kernel.
+    pub init_ns: Option<u64>,
+    /// The new agent's first answer.
+    pub agent_up_ns: Option<u64>,
+}
+
 impl Host {
     /// Kexecs the host into `target` and waits for the new agent.
     pub fn live_update(&mut self, target: &KexecTarget, d: Deadlines) -> Result<UpdateTimings> {
@@ -70,11 +87,19 @@ impl Host {
     /// Jumps into the kernel loaded by [`Host::stage_update`] and follows the
     /// console until the new agent answers.
     pub fn jump(&mut self, d: Deadlines) -> Result<UpdateTimings> {
-        let mut t = UpdateTimings::default();
+        let mut s = JumpStamps::default();
+        self.jump_stamped(d, &mut s)?;
+        let ms = |t: Option<u64>| t.map_or(0, |t| t.saturating_sub(s.kexec_started_ns) / 1_000_000);
+        Ok(UpdateTimings { to_banner_ms: ms(s.kernel_up_ns), to_init_ms: ms(s.init_ns), to_agent_ms: ms(s.agent_up_ns), ..Default::default() })
+    }
+
+    /// [`Host::jump`], stamping each milestone into `s` as it is seen, so
+    /// that a jump that fails half-way still tells how far it got.
+    pub fn jump_stamped(&mut self, d: Deadlines, s: &mut JumpStamps) -> Result<()> {
         let jump = Instant::now();
-        let ms = || jump.elapsed().as_millis() as u64;
+        s.kexec_started_ns = now_ns();
         match self.agent.call(Op::KexecExec, Duration::from_secs(10)) {
-            Ok(Reply::Done) => {}
+            Ok(Reply::Done) => s.agent_down_ns = Some(now_ns()),
             Ok(other) => bail!("unexpected reply to kexec_exec: {other:?}"),
             Err(e) => return Err(e).context("asking the agent to kexec"),
         }
@@ -86,18 +111,18 @@ impl Host {
         if found.index > 0 {
             bail!("kernel panicked during kexec\n{}", self.console.tail(20));
         }
-        t.to_banner_ms = ms();
+        s.kernel_up_ns = Some(now_ns());
         needles[0] = INIT_READY;
         let found = self.console.expect(&needles, deadline, || qemu.check_alive()).context("kexec: /init of the new kernel")?;
         if found.index > 0 {
             bail!("the new kernel panicked during boot\n{}", self.console.tail(20));
         }
-        t.to_init_ms = ms();
+        s.init_ns = Some(now_ns());
         self.agent
             .wait_ready(Instant::now() + d.agent, || qemu.check_alive())
             .context("kexec: the new agent did not answer")?;
-        t.to_agent_ms = ms();
-        Ok(t)
+        s.agent_up_ns = Some(now_ns());
+        Ok(())
     }
 
     /// Copies a local file into the host in chunks.

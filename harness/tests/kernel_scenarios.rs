@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{our_kernel, run_scenario, TestRun};
+use common::{assert_one_update_with_the_device_stopped, our_kernel, run_scenario, TestRun};
 use lulab::report::Report;
 use lulab::scenario::Verdict;
 
@@ -35,4 +35,5 @@ fn kexec_of_our_kernel_without_persistence_is_broken() {
     assert!(r.dma.bus_master_cleared >= 1, "{:?}", r.dma);
     assert!(r.iommu.translation_disabled >= 1, "{:?}", r.iommu);
     assert!(r.dma.lost + r.dma.queued_on_host > 0, "{:?}", r.dma);
+    assert_one_update_with_the_device_stopped(&r, "lulab");
 }

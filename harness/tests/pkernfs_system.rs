@@ -182,6 +182,16 @@ fn pkernfs_kexec_scenario_is_intact_after_three_updates() {
     let r = lulab::scenario::run::run("pkernfs-kexec", &scenario, run.dir()).unwrap();
     assert!(r.as_expected, "{:#?}", r.reasons);
     assert_eq!(r.live_updates, 3);
+    // The timeline: three updates, each with its transition; no device, so
+    // every DMA field is null rather than 0.
+    assert_eq!(r.updates.iter().map(|u| u.index).collect::<Vec<_>>(), [1, 2, 3], "{:#?}", r.updates);
+    for u in &r.updates {
+        assert_eq!(u.kernel, "lulab");
+        assert!(u.kexec_transition_ms.is_some() && u.agent_downtime_ms.is_some(), "{u:#?}");
+        assert_eq!((u.last_dma_before, u.first_dma_after, u.dma_while_agent_down), (None, None, None), "{u:#?}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.dir().join("report.json")).unwrap()).unwrap();
+    assert!(report["updates"][2]["kexec_transition_ms"].is_u64(), "{}", report["updates"]);
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.dir().join("pkernfs.json")).unwrap()).unwrap();
     let checks = json["checks"].as_array().unwrap();

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run_scenario, system_tier_available};
+use common::{assert_one_update_with_the_device_stopped, run_scenario, system_tier_available};
 use lulab::scenario::Verdict;
 
 #[test]
@@ -24,6 +24,7 @@ fn baseline_rx_is_intact() {
     assert!(r.memory.pages_checked > 0 && r.memory.unexpected_changes == 0, "{:?}", r.memory);
     assert!(r.memory.dma_pages_changed > 0, "the device wrote into its buffers");
     assert_eq!(r.live_updates, 0);
+    assert!(r.updates.is_empty(), "{:#?}", r.updates);
 }
 
 #[test]
@@ -44,6 +45,7 @@ fn stock_kexec_rx_is_broken_and_says_why() {
     let why = r.reasons.join("\n");
     assert!(why.contains("RX stalled") || why.contains("lost"), "{why}");
     assert!(why.contains("translation switched off"), "{why}");
+    assert_one_update_with_the_device_stopped(&r, "stock");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! - [`nvme`]: every block the agent read checked against the backing file's pattern.
 //! - [`memory`]: per-page hashes; pages that changed outside the device-writable ranges.
 //! - [`iommu`]: VT-d faults and translation on/off from QEMU's trace and the console.
+//! - [`timeline`]: per live update, kexec → new kernel → agent back, and the DMA around it.
 //! - [`trace`]: QEMU's trace log as counts and example lines.
 
 pub mod iommu;
@@ -12,6 +13,7 @@ pub mod ledger;
 pub mod memory;
 pub mod nvme;
 pub mod rx_scan;
+pub mod timeline;
 pub mod trace;
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub fn render(r: &Report) -> String {
     if let Some(p) = &r.pkernfs {
         pkernfs(&mut s, p);
     }
+    super::timeline::render(&mut s, &r.updates, r.dma.sent > 0);
     let _ = writeln!(s, "## Timings (ms)\n\n| milestone | ms |\n|---|---|");
     for (k, v) in &r.timings_ms {
         let _ = writeln!(s, "| {k} | {v} |");

@@ -3,7 +3,9 @@
 
 mod markdown;
 mod pkernfs;
+mod timeline;
 
+pub use crate::oracle::timeline::UpdateTimeline;
 pub use pkernfs::{CarveoutHash, PkernfsRefusal, PkernfsSection, UntouchedCheck};
 
 use std::collections::BTreeMap;
@@ -15,8 +17,8 @@ use serde::Serialize;
 use crate::scenario::Verdict;
 
 /// Version of the report.json layout. Bumped only when a field is added
-/// (2: `pkernfs`).
-pub const SCHEMA: u32 = 2;
+/// (2: `pkernfs`; 3: `updates`).
+pub const SCHEMA: u32 = 3;
 
 /// One scenario run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,6 +49,10 @@ pub struct Report {
     pub memory: MemorySection,
     /// Live updates performed.
     pub live_updates: u32,
+    /// Per live update, in order: kexec → new kernel → agent back, and the
+    /// DMA around it (schema 3; empty without live updates). Times are ms
+    /// since the run started; see [`UpdateTimeline`] for each field.
+    pub updates: Vec<UpdateTimeline>,
     /// In-kernel KUnit results parsed from the console's KTAP (null when the
     /// kernel printed none, e.g. the stock kernel).
     pub kunit: Option<crate::ktap::Counts>,

@@ -24,6 +24,19 @@ fn sample() -> Report {
         iommu: IommuSection { translation_disabled: 1, ..Default::default() },
         memory: MemorySection { pages_checked: 1030, unexpected_changes: 3, dma_pages_changed: 40, first_unexpected: vec!["0x3e000000".into()] },
         live_updates: 1,
+        updates: vec![UpdateTimeline {
+            index: 1,
+            kernel: "stock".into(),
+            kexec_started: 12000,
+            kernel_up: Some(13100),
+            agent_down: Some(12003),
+            agent_up: Some(16400),
+            agent_downtime_ms: Some(4397),
+            last_dma_before: Some(11950),
+            first_dma_after: None,
+            dma_while_agent_down: Some(0),
+            kexec_transition_ms: Some(1100),
+        }],
         kunit: None,
         pkernfs: None,
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
@@ -52,7 +65,7 @@ fn report_md_snapshot() {
 #[test]
 fn stable_field_names_are_present() {
     let v = serde_json::to_value(sample()).unwrap();
-    for k in ["schema", "scenario", "expect", "outcome", "as_expected", "versions", "dma", "nvme", "iommu", "memory", "live_updates", "timings_ms"] {
+    for k in ["schema", "scenario", "expect", "outcome", "as_expected", "versions", "dma", "nvme", "iommu", "memory", "live_updates", "updates", "timings_ms"] {
         assert!(v.get(k).is_some(), "report.json lacks {k}");
     }
     for (sec, keys) in [
@@ -66,6 +79,44 @@ fn stable_field_names_are_present() {
             assert!(v[sec].get(*k).is_some(), "report.json lacks {sec}.{k}");
         }
     }
+    let update = &v["updates"][0];
+    for k in [
+        "index",
+        "kernel",
+        "kexec_started",
+        "kernel_up",
+        "agent_down",
+        "agent_up",
+        "agent_downtime_ms",
+        "last_dma_before",
+        "first_dma_after",
+        "dma_while_agent_down",
+        "kexec_transition_ms",
+    ] {
+        assert!(update.get(k).is_some(), "report.json lacks updates[0].{k}");
+    }
+}
+
+#[test]
+fn timeline_renders_in_event_order_and_says_what_never_happened() {
+    let mut r = sample();
+    let md = r.markdown();
+    assert!(md.contains("### Update 1 → stock"), "{md}");
+    let order: Vec<usize> = ["| last DMA seen before the kexec | 11950 | −50 |", "| kexec requested | 12000 | 0 |", "| agent's last reply | 12003 | +3 |", "| first DMA after the kexec | never | — |"]
+        .iter()
+        .map(|row| md.find(row).unwrap_or_else(|| panic!("{row} missing:\n{md}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{md}");
+    assert!(md.contains("frames DMAed with no agent running: 0"), "{md}");
+    // Without an RX stream there is no DMA to speak of (pkernfs-kexec).
+    r.dma = DmaSection::default();
+    r.updates[0].last_dma_before = None;
+    r.updates[0].dma_while_agent_down = None;
+    let md = r.markdown();
+    assert!(!md.contains("DMA seen") && md.contains("no agent running: no RX stream"), "{md}");
+    // No live update, no section.
+    r.updates.clear();
+    assert!(!r.markdown().contains("## Live updates"));
 }
 
 #[test]

@@ -18,11 +18,13 @@ use crate::lab::BootSet;
 use crate::oracle::memory::{self, PageHashes};
 use crate::oracle::nvme::{nvme_pattern, NvmeLedger};
 use crate::oracle::rx_scan::{RxRing, RxScanner};
+use crate::oracle::timeline::UpdateEvents;
 use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
 use crate::qemu::MachineParams;
 use crate::report::Report;
+use crate::traffic::clock::now_ns;
 use crate::traffic::inject::{InjectConfig, Injector, SentLog};
-use crate::update::KexecTarget;
+use crate::update::{JumpStamps, KexecTarget};
 
 mod judge;
 mod pkernfs;
@@ -71,9 +73,13 @@ struct Runner<'a> {
     allowed: Vec<PhysRange>,
     timings: Vec<(String, u64)>,
     live_updates: u32,
+    /// What the harness saw of each live update, for the timeline.
+    updates: Vec<UpdateEvents>,
     /// The kernel loaded by the last `stage_update`, not yet jumped into.
     staged: Option<KernelChoice>,
     start: Instant,
+    /// `start` on the clock of frames, sightings and [`UpdateEvents`].
+    start_ns: u64,
     pk: pkernfs::PkRun,
 }
 
@@ -126,8 +132,10 @@ impl<'a> Runner<'a> {
             allowed: Vec::new(),
             timings: Vec::new(),
             live_updates: 0,
+            updates: Vec::new(),
             staged: None,
             start: Instant::now(),
+            start_ns: now_ns(),
             pk: pkernfs::PkRun::default(),
         })
     }
@@ -175,13 +183,23 @@ impl<'a> Runner<'a> {
                 if self.sc.pkernfs.is_some() {
                     self.pk_hash_at_jump()?;
                 }
-                let t = self.host()?.jump(Deadlines::default())?;
+                let mut t = JumpStamps::default();
+                let jumped = self.host()?.jump_stamped(Deadlines::default(), &mut t);
+                self.updates.push(UpdateEvents {
+                    kernel: pkernfs::kernel_name(kernel).into(),
+                    kexec_started_ns: t.kexec_started_ns,
+                    agent_down_ns: t.agent_down_ns,
+                    kernel_up_ns: t.kernel_up_ns,
+                    agent_up_ns: t.agent_up_ns,
+                });
+                jumped?;
                 self.staged = None;
                 self.current = kernel;
                 self.live_updates += 1;
                 let n = self.live_updates;
-                for (k, v) in [("to_banner", t.to_banner_ms), ("to_init", t.to_init_ms), ("to_agent", t.to_agent_ms)] {
-                    self.timings.push((format!("live_update{n}_{k}"), v));
+                let ms = |at: Option<u64>| at.unwrap_or(0).saturating_sub(t.kexec_started_ns) / 1_000_000;
+                for (k, v) in [("to_banner", t.kernel_up_ns), ("to_init", t.init_ns), ("to_agent", t.agent_up_ns)] {
+                    self.timings.push((format!("live_update{n}_{k}"), ms(v)));
                 }
                 Ok(())
             }

@@ -100,3 +100,17 @@ pub fn wait_pidfile(dir: &Path, deadline: std::time::Instant) -> Option<i32> {
     }
     None
 }
+
+/// The timeline of a broken control: one update, every milestone seen, frames
+/// before the kexec and none DMAed while no agent ran (the device stopped).
+/// Frames may still land while the old kernel shuts down (`first_dma_after`
+/// is then set), so it is not asserted; nor is any time.
+pub fn assert_one_update_with_the_device_stopped(r: &lulab::report::Report, kernel: &str) {
+    assert_eq!(r.updates.len(), 1, "{:#?}", r.updates);
+    let u = &r.updates[0];
+    assert_eq!((u.index, u.kernel.as_str()), (1, kernel));
+    assert!(u.agent_down.is_some() && u.kernel_up.is_some() && u.agent_up.is_some(), "{u:#?}");
+    assert!(u.kexec_transition_ms.is_some() && u.agent_downtime_ms.is_some(), "{u:#?}");
+    assert!(u.last_dma_before.is_some(), "frames flowed before the kexec: {u:#?}");
+    assert_eq!(u.dma_while_agent_down, Some(0), "{u:#?}");
+}

@@ -11,6 +11,7 @@ use super::Runner;
 use crate::oracle::iommu::IommuReport;
 use crate::oracle::ledger::{DeviceEvidence, Ledger};
 use crate::oracle::memory;
+use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
 use crate::oracle::trace::TraceSummary;
 use crate::qemu::params::NIC_ADDR;
 use crate::report::{DmaSection, IommuSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
@@ -31,6 +32,7 @@ impl Runner<'_> {
         let memory = self.judge_memory(&mut reasons)?;
         let iommu = self.judge_iommu(&trace, &console, &mut reasons)?;
         let kunit = self.judge_kunit(&console, &mut reasons);
+        let updates = self.judge_timeline()?;
         reasons.extend(self.pk.findings.iter().cloned());
         self.pk.write(&self.out)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
@@ -58,6 +60,7 @@ impl Runner<'_> {
             iommu,
             memory,
             live_updates: self.live_updates,
+            updates,
             kunit,
             pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
             timings_ms,
@@ -132,6 +135,19 @@ impl Runner<'_> {
                 max: l.latency.max_us,
             },
         })
+    }
+
+    /// Each live update's timeline; the DMA around it from the RX frames the
+    /// scanner found (after its final scan), when frames were injected.
+    fn judge_timeline(&self) -> Result<Vec<UpdateTimeline>> {
+        let dma = match self.rx.as_ref().filter(|rx| rx.sent.is_some()) {
+            Some(rx) => {
+                let s = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?;
+                Some(Completion::from_sightings(s.sightings()))
+            }
+            None => None,
+        };
+        Ok(timeline(self.start_ns, &self.updates, dma.as_deref()))
     }
 
     fn judge_nvme(&mut self, reasons: &mut Vec<String>) -> Result<NvmeSection> {

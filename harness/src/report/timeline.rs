@@ -1,0 +1,72 @@
+//! report.md: one timeline table per live update, events in the order they
+//! happened, each also relative to the kexec request.
+
+use std::fmt::Write;
+
+use super::UpdateTimeline;
+
+/// Renders the `## Live updates` section (nothing without updates); `rx`
+/// says whether an RX stream ran, i.e. whether DMA was measured at all.
+pub(super) fn render(s: &mut String, updates: &[UpdateTimeline], rx: bool) {
+    if updates.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Live updates\n");
+    let _ = writeln!(
+        s,
+        "Times in ms since the run started, Δ from the kexec request. DMA times are when the RX scanner first saw a \
+         frame in the RAM file: upper bounds, 50 ms resolution (it scans every 50 ms). \"No agent\" counts frames \
+         sent after the new kernel's first line and seen before the new agent answered.\n"
+    );
+    for u in updates {
+        one(s, u, rx);
+    }
+}
+
+fn one(s: &mut String, u: &UpdateTimeline, rx: bool) {
+    let _ = writeln!(s, "### Update {} → {}\n", u.index, u.kernel);
+    let mut rows: Vec<(&str, Option<u64>)> = vec![
+        ("kexec requested", Some(u.kexec_started)),
+        ("agent's last reply", u.agent_down),
+        ("new kernel's first console line", u.kernel_up),
+        ("new agent answers", u.agent_up),
+    ];
+    if rx {
+        rows.push(("last DMA seen before the kexec", u.last_dma_before));
+        rows.push(("first DMA after the kexec", u.first_dma_after));
+    }
+    // In the order they happened; events that never did come last.
+    rows.sort_by_key(|(_, t)| t.map_or((1, 0), |t| (0, t)));
+    let _ = writeln!(s, "| event | at (ms) | Δ kexec (ms) |\n|---|---|---|");
+    for (what, t) in rows {
+        match t {
+            Some(t) => {
+                let _ = writeln!(s, "| {what} | {t} | {} |", delta(t, u.kexec_started));
+            }
+            None => {
+                let _ = writeln!(s, "| {what} | never | — |");
+            }
+        }
+    }
+    let ms = |v: Option<u64>| v.map_or_else(|| "—".to_string(), |v| format!("{v} ms"));
+    let no_agent = match (rx, u.dma_while_agent_down) {
+        (false, _) => "no RX stream".to_string(),
+        (true, None) => "—".to_string(),
+        (true, Some(n)) => n.to_string(),
+    };
+    let _ = writeln!(
+        s,
+        "\nkexec transition {} · agent downtime {} · frames DMAed with no agent running: {no_agent}\n",
+        ms(u.kexec_transition_ms),
+        ms(u.agent_downtime_ms)
+    );
+}
+
+/// `+5`, `−50`, `0`.
+fn delta(t: u64, zero: u64) -> String {
+    match t.cmp(&zero) {
+        std::cmp::Ordering::Equal => "0".into(),
+        std::cmp::Ordering::Greater => format!("+{}", t - zero),
+        std::cmp::Ordering::Less => format!("−{}", zero - t),
+    }
+}
