@@ -30,7 +30,10 @@ impl Agent {
     /// Dispatches one operation.
     pub fn handle(&mut self, op: Op) -> (Result<Reply, String>, After) {
         match op {
-            Op::KexecExec => (Ok(Reply::Done), After::Kexec),
+            Op::KexecExec => match self.hand_over() {
+                Ok(()) => (Ok(Reply::Done), After::Kexec),
+                Err(e) => (Err(e), After::Continue),
+            },
             Op::DmaStart(cfg) => (self.dma_start(&cfg), After::Continue),
             Op::DmaStatus { pci } => {
                 let r = self.dma.get(&pci).map(|e| Reply::DmaStatus(e.status()));
@@ -42,6 +45,20 @@ impl Agent {
             }
             other => (handle(other), After::Continue),
         }
+    }
+
+    /// Before kexec: every persistent engine stops polling and writes its
+    /// hand-over; the devices keep running (the others are left as they are).
+    fn hand_over(&mut self) -> Result<(), String> {
+        for (pci, engine) in &mut self.dma {
+            if let Some(h) = engine.hand_over().map_err(|e| format!("{pci}: hand-over: {e}"))? {
+                crate::port::kmsg(&format!(
+                    "lulab-agent: {pci}: handed over at descriptor {} (RDT {}, {} held), generation {}",
+                    h.next, h.tail, h.held, h.generation
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn dma_start(&mut self, cfg: &lulab_proto::DmaConfig) -> Result<Reply, String> {

@@ -26,11 +26,14 @@
 #include <linux/kernel.h>
 #include <linux/mm.h>
 #include <linux/pfn.h>
+#include <linux/pkernfs.h>
 #include <linux/printk.h>
 
 #include "vfs.h"
 
 static u64 pk_base, pk_size;
+/* The carve-out's mapping once pkernfs_carveout_map() succeeded. */
+static void *pk_va;
 
 static int __init pkernfs_setup(char *arg)
 {
@@ -76,7 +79,27 @@ void *pkernfs_carveout_map(u64 *base, u64 *size)
 	}
 	pr_info("pkernfs: carve-out [mem %#llx-%#llx] %llu MiB: not System RAM, not in the direct map, memremapped WB\n",
 		b, b + s - 1, s >> 20);
+	pk_va = va;
 	*base = b;
 	*size = s;
 	return va;
+}
+
+/*
+ * The IOMMU driver asks these before pkernfs is initialised (adopting the
+ * previous kernel's root table in init_dmars) and after (walking frozen
+ * page tables): the range comes from the command line, the mapping from
+ * pkernfs_carveout_map().
+ */
+bool pkernfs_carveout_contains(phys_addr_t phys, size_t len)
+{
+	return pk_size && len && phys >= pk_base && phys - pk_base < pk_size &&
+	       len <= pk_size - (phys - pk_base);
+}
+
+void *pkernfs_carveout_virt(phys_addr_t phys, size_t len)
+{
+	if (!pk_va || !pkernfs_carveout_contains(phys, len))
+		return NULL;
+	return pk_va + (phys - pk_base);
 }

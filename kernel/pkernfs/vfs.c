@@ -22,6 +22,7 @@
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/timekeeping.h>
+#include <linux/xarray.h>
 #if IS_ENABLED(CONFIG_PKERNFS_KUNIT_TEST)
 #include <kunit/test.h>
 #include <kunit/test-bug.h>
@@ -156,13 +157,79 @@ static struct dentry *pk_mkdir(struct mnt_idmap *idmap, struct inode *dir, struc
 	return ERR_PTR(pk_new(dir, dentry, PKERNFS_DIR, mode));
 }
 
+/*
+ * DMA pins (include/linux/pkernfs.h): inode number -> number of iommufd
+ * mappings of the file's memory. In memory only: a new kernel starts with
+ * none (its frozen IOMMU domain lives in iommu/dom-<id>, pinned itself).
+ */
+static DEFINE_XARRAY(pk_dma_pins);
+
+static bool pk_dma_pinned(struct inode *inode)
+{
+	return xa_load(&pk_dma_pins, inode->i_ino) != NULL;
+}
+
+/* Its pages are mapped by a process or an IOMMU: freeing them would be a use-after-free. */
+static bool pk_in_use(struct inode *inode)
+{
+	return mapping_mapped(inode->i_mapping) || pk_dma_pinned(inode);
+}
+
+bool pkernfs_file_is(struct file *file)
+{
+	return file && file->f_op == &pk_file_fops;
+}
+
+int pkernfs_file_dma_pin(struct file *file, u64 off, u64 len, phys_addr_t *phys)
+{
+	struct inode *inode = file_inode(file);
+	u64 p, contig;
+	void *old;
+	int err;
+
+	if (!pkernfs_file_is(file) || !len)
+		return -EINVAL;
+	err = pkernfs_rs_map(inode->i_ino, off, &p, &contig);
+	if (err)
+		return err;
+	if (contig < len) {
+		pr_warn("pkernfs: inode %llu: [%#llx, +%#llx) is not physically contiguous (%#llx bytes): cannot map it for DMA\n",
+			(u64)inode->i_ino, off, len, contig);
+		return -EINVAL;
+	}
+	xa_lock(&pk_dma_pins);
+	old = xa_load(&pk_dma_pins, inode->i_ino);
+	err = xa_err(__xa_store(&pk_dma_pins, inode->i_ino,
+				xa_mk_value((old ? xa_to_value(old) : 0) + 1), GFP_ATOMIC));
+	xa_unlock(&pk_dma_pins);
+	if (err)
+		return err;
+	*phys = p;
+	return 0;
+}
+
+void pkernfs_file_dma_unpin(struct file *file)
+{
+	struct inode *inode = file_inode(file);
+	unsigned long n;
+	void *old;
+
+	xa_lock(&pk_dma_pins);
+	old = xa_load(&pk_dma_pins, inode->i_ino);
+	n = old ? xa_to_value(old) : 0;
+	if (n > 1)
+		__xa_store(&pk_dma_pins, inode->i_ino, xa_mk_value(n - 1), GFP_ATOMIC);
+	else
+		__xa_erase(&pk_dma_pins, inode->i_ino);
+	xa_unlock(&pk_dma_pins);
+}
+
 static int pk_unlink(struct inode *dir, struct dentry *dentry)
 {
 	struct inode *inode = d_inode(dentry);
 	int err;
 
-	/* Its pages are mapped (VM_PFNMAP): freeing them would be a use-after-free. */
-	if (inode->i_nlink <= 1 && mapping_mapped(inode->i_mapping))
+	if (inode->i_nlink <= 1 && pk_in_use(inode))
 		return -EBUSY;
 	err = pkernfs_rs_unlink(dir->i_ino, dentry->d_name.name, dentry->d_name.len);
 	if (err)
@@ -191,8 +258,7 @@ static int pk_rename(struct mnt_idmap *idmap, struct inode *odir, struct dentry 
 
 	if (flags & ~RENAME_NOREPLACE)
 		return -EINVAL;
-	if (victim && !S_ISDIR(victim->i_mode) && victim->i_nlink <= 1 &&
-	    mapping_mapped(victim->i_mapping))
+	if (victim && !S_ISDIR(victim->i_mode) && victim->i_nlink <= 1 && pk_in_use(victim))
 		return -EBUSY;
 	err = pkernfs_rs_rename(odir->i_ino, odentry->d_name.name, odentry->d_name.len, ndir->i_ino,
 				ndentry->d_name.name, ndentry->d_name.len);
@@ -213,7 +279,7 @@ static int pk_setattr(struct mnt_idmap *idmap, struct dentry *dentry, struct iat
 	if (err)
 		return err;
 	if (attr->ia_valid & ATTR_SIZE) {
-		if (attr->ia_size < i_size_read(inode) && mapping_mapped(inode->i_mapping))
+		if (attr->ia_size < i_size_read(inode) && pk_in_use(inode))
 			return -EBUSY;
 		err = pkernfs_rs_set_size(inode->i_ino, attr->ia_size, pk_now());
 		if (err)

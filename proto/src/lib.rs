@@ -151,6 +151,11 @@ pub enum DmaConfig {
         /// the IOMMU (the IOMMU oracle's negative control). 0 in real runs.
         #[serde(default)]
         unmapped_slots: u32,
+        /// Live update: keep ring, buffers and the agent's canary in a
+        /// pkernfs file and the device's translation across kexec (our
+        /// kernel, iommufd). `None`: anonymous memory, nothing persists.
+        #[serde(default)]
+        persist: Option<PersistSpec>,
     },
     /// NVMe: read each LBA of namespace 1 in `[lba_start, lba_start +
     /// lba_count)` exactly once, `blocks_per_cmd` per Read command, into its
@@ -187,6 +192,51 @@ pub enum IommuApi {
     Type1,
 }
 
+/// Where a persistent DMA engine keeps its memory, and whether it starts
+/// fresh or adopts a device left running by the previous kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistSpec {
+    /// The pkernfs file (e.g. `/mnt/pkernfs/guest-ram-0000:00:02.0`): ring at
+    /// offset 0, buffers after it, then the canary; the agent mounts pkernfs
+    /// at its directory if needed and creates the file on a fresh start.
+    pub file: String,
+    /// Adopt after a live update: read the hand-over state the previous
+    /// agent wrote (`<file>.handover`), map the same file at the same IOVAs,
+    /// attach (the kernel switches from the frozen domain) and go on
+    /// refilling the same ring. `false`: program the device from scratch.
+    pub resume: bool,
+}
+
+/// What an agent leaves in pkernfs (`<file>.handover`, JSON) for the agent
+/// of the next kernel, written after its polling stopped and just before
+/// kexec. Ring positions are descriptor indices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// PCI address of the device.
+    pub pci: String,
+    /// Descriptors in the ring.
+    pub ring_size: u32,
+    /// Bytes per buffer.
+    pub buf_size: u32,
+    /// Refill mode of the engine.
+    pub refill: bool,
+    /// Next descriptor the agent expects the device to complete.
+    pub next: u32,
+    /// The value last written to RDT (first descriptor the device does not own).
+    pub tail: u32,
+    /// Descriptors the agent held (completed, not yet handed back).
+    pub held: u32,
+    /// Completions seen by every agent so far.
+    pub completed: u64,
+    /// Descriptors handed back by every agent so far.
+    pub refilled: u64,
+    /// Hand-overs so far (1 after the first live update).
+    pub generation: u32,
+    /// `CLOCK_REALTIME` ns when polling stopped.
+    pub stopped_ns: u64,
+}
+
 /// A guest-physical range (an offset into the host's RAM file once mapped
 /// through the machine's memory layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,6 +269,32 @@ pub struct DmaLayout {
     /// "unexpected change" check): a 16 KiB canary region, never mapped for
     /// the device, filled with the repeated ASCII pattern `lulab-canary-never-dma-`.
     pub canary: Vec<PhysRange>,
+    /// Set for a persistent engine: its memory is a pkernfs file, and the
+    /// `phys` lists above are empty (the agent cannot see physical
+    /// addresses of pkernfs pages; the harness finds them in the image).
+    #[serde(default)]
+    pub persist: Option<PersistLayout>,
+}
+
+/// Where a persistent engine's regions are in its pkernfs file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistLayout {
+    /// Path inside the guest (under the pkernfs mount).
+    pub file: String,
+    /// Path relative to the pkernfs root (for the host-side parser).
+    pub image_path: String,
+    /// File offset of the ring (`ring.len` bytes).
+    pub ring_offset: u64,
+    /// File offset of the buffers (`buffers.len` bytes).
+    pub buffers_offset: u64,
+    /// File offset and length of the canary (never mapped for the device).
+    pub canary_offset: u64,
+    /// Canary length in bytes.
+    pub canary_len: u64,
+    /// Whether the kernel accepted the device as persistent.
+    pub persistent: bool,
+    /// Hand-over the engine resumed from (`None` on a fresh start).
+    pub resumed_from: Option<Handover>,
 }
 
 /// One IOMMU-mapped region and where it lives in guest-physical memory.

@@ -17,8 +17,9 @@ use std::sync::atomic::{compiler_fence, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lulab_proto::{DmaLayout, IommuApi};
+use lulab_proto::{DmaLayout, Handover, IommuApi};
 
+use super::guest_ram::GuestRam;
 use super::mem::DmaMem;
 use super::vfio::{Bar, Device};
 use super::{Driver, Progress};
@@ -27,13 +28,13 @@ use super::{Driver, Progress};
 pub const HOLD: Duration = Duration::from_millis(250);
 
 /// IOVA of the descriptor ring.
-const RING_IOVA: u64 = 0x1000_0000;
+pub(super) const RING_IOVA: u64 = 0x1000_0000;
 /// IOVA of the receive buffers.
-const BUF_IOVA: u64 = 0x2000_0000;
+pub(super) const BUF_IOVA: u64 = 0x2000_0000;
 /// Fault injection target: never mapped.
 const UNMAPPED_IOVA: u64 = 0x7000_0000;
 /// Bytes per legacy RX descriptor.
-const DESC: u64 = 16;
+pub(super) const DESC: u64 = 16;
 
 /// Register offsets (QEMU hw/net/e1000x_regs.h).
 mod reg {
@@ -64,7 +65,7 @@ const COUNTERS: &[(&str, usize)] =
     &[("MPC", 0x4010), ("RNBC", 0x40a0), ("GPRC", 0x4074), ("GORCL", 0x4088), ("GORCH", 0x408c), ("TPR", 0x40d0)];
 
 /// `RCTL.BSIZE` (with `BSEX` clear) for a buffer size.
-fn bsize_bits(buf_size: u32) -> Result<u32, String> {
+pub(super) fn bsize_bits(buf_size: u32) -> Result<u32, String> {
     Ok(match buf_size {
         2048 => 0,
         1024 => 1 << 16,
@@ -74,16 +75,44 @@ fn bsize_bits(buf_size: u32) -> Result<u32, String> {
     })
 }
 
+/// Where ring and buffers live.
+#[derive(Debug)]
+pub(super) enum RxMem {
+    /// Anonymous agent memory (lost at kexec).
+    Anon {
+        /// The descriptor ring.
+        ring: DmaMem,
+        /// The receive buffers.
+        bufs: DmaMem,
+    },
+    /// A pkernfs file: ring at offset 0 (survives kexec).
+    File(GuestRam),
+}
+
+/// The polling position, kept between polling threads (and agents).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cursor {
+    /// Next descriptor expected to complete.
+    pub next: u32,
+    /// Last value written to RDT.
+    pub tail: u32,
+    /// Descriptors the agent holds (completed, not handed back).
+    pub held: u32,
+}
+
 /// A running e1000e RX engine.
 #[derive(Debug)]
 pub struct E1000e {
-    dev: Device,
-    bar: Bar,
-    ring: DmaMem,
-    _bufs: DmaMem,
-    ring_size: u32,
-    refill: bool,
-    totals: Mutex<BTreeMap<&'static str, u64>>,
+    pub(super) dev: Device,
+    pub(super) bar: Bar,
+    pub(super) mem: RxMem,
+    pub(super) ring_size: u32,
+    pub(super) buf_size: u32,
+    pub(super) refill: bool,
+    pub(super) cursor: Mutex<Cursor>,
+    pub(super) totals: Mutex<BTreeMap<&'static str, u64>>,
+    /// Set for a persistent engine: its pkernfs file and hand-over count.
+    pub(super) persist: Option<(String, u32)>,
 }
 
 impl E1000e {
@@ -109,28 +138,40 @@ impl E1000e {
         let bufs_len = u64::from(ring_size) * u64::from(buf_size);
         let ring = DmaMem::new(&dev.iommu, &format!("e1000e {pci} RX ring"), ring_len, RING_IOVA)?;
         let bufs = DmaMem::new(&dev.iommu, &format!("e1000e {pci} RX buffers"), bufs_len, BUF_IOVA)?;
-        let nic = Self { dev, bar, ring, _bufs: bufs, ring_size, refill, totals: Mutex::new(BTreeMap::new()) };
+        let nic = Self {
+            dev,
+            bar,
+            mem: RxMem::Anon { ring, bufs },
+            ring_size,
+            buf_size,
+            refill,
+            cursor: Mutex::new(Cursor::fresh(ring_size)),
+            totals: Mutex::new(BTreeMap::new()),
+            persist: None,
+        };
         for i in 0..ring_size {
             let base = if i >= ring_size - unmapped_slots { UNMAPPED_IOVA } else { BUF_IOVA };
             nic.write_desc(i, base + u64::from(i) * u64::from(buf_size));
         }
         nic.program(bsize)?;
+        let RxMem::Anon { ring, bufs } = &nic.mem else { unreachable!("built above") };
         let layout = DmaLayout {
             pci: pci.to_string(),
             iommu: nic.dev.api,
-            ring: nic.ring.region(ring_len),
-            buffers: nic._bufs.region(bufs_len),
+            ring: ring.region(ring_len),
+            buffers: bufs.region(bufs_len),
             buf_size,
             buf_count: ring_size,
-            dma_pages: [nic.ring.phys.clone(), nic._bufs.phys.clone()].concat(),
+            dma_pages: [ring.phys.clone(), bufs.phys.clone()].concat(),
             canary: Vec::new(),
+            persist: None,
         };
         Ok((nic, layout))
     }
 
     /// The init sequence measured in NOTES-dma.md; bus master strictly last
     /// (QEMU flushes queued frames into a disabled NIC otherwise).
-    fn program(&self, bsize: u32) -> Result<(), String> {
+    pub(super) fn program(&self, bsize: u32) -> Result<(), String> {
         let b = &self.bar;
         b.write32(reg::IMC, u32::MAX);
         // QEMU's e1000e survives vfio-pci's D3→D0 "reset": always reset it.
@@ -156,11 +197,15 @@ impl E1000e {
     }
 
     fn desc(&self, i: u32) -> *mut u8 {
-        self.ring.mem.at(u64::from(i) * DESC)
+        let off = u64::from(i) * DESC;
+        match &self.mem {
+            RxMem::Anon { ring, .. } => ring.mem.at(off),
+            RxMem::File(ram) => ram.at(super::rx_persist::RING_OFF + off),
+        }
     }
 
     /// Descriptor `i` := {addr, everything else 0}.
-    fn write_desc(&self, i: u32, addr: u64) {
+    pub(super) fn write_desc(&self, i: u32, addr: u64) {
         let d = self.desc(i);
         // SAFETY: `d` is the 16-byte-aligned start of descriptor `i` inside the
         // ring mapping; the device does not own it (not yet handed over / DD set).
@@ -195,13 +240,21 @@ impl E1000e {
     }
 }
 
+impl Cursor {
+    /// A freshly programmed ring: RDT one behind RDH, the slot at RDT held.
+    pub fn fresh(ring_size: u32) -> Self {
+        Self { next: 0, tail: ring_size - 1, held: 1 }
+    }
+}
+
 impl Driver for E1000e {
     fn poll(&self, p: &Progress) {
         let n = self.ring_size;
-        let (mut next, mut tail) = (0u32, n - 1);
-        // Completion time of every descriptor the agent holds, oldest first;
-        // the slot at `tail` (never handed over) counts as held since now.
-        let mut held = std::collections::VecDeque::from([Instant::now()]);
+        let c = *self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut next, mut tail) = (c.next, c.tail);
+        // Completion time of every descriptor the agent holds, oldest first
+        // (held since now when taken over from a previous thread or agent).
+        let mut held = std::collections::VecDeque::from(vec![Instant::now(); c.held as usize]);
         while !p.stopping() {
             let mut idle = true;
             loop {
@@ -229,6 +282,15 @@ impl Driver for E1000e {
                 std::thread::sleep(Duration::from_micros(500));
             }
         }
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Cursor { next, tail, held: held.len() as u32 };
+    }
+
+    fn handover(&self, p: &Progress) -> Result<Option<Handover>, String> {
+        super::rx_persist::hand_over(self, p)
+    }
+
+    fn handover_capable(&self) -> bool {
+        self.persist.is_some()
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

@@ -7,9 +7,11 @@
 //! [`e1000e`] and [`nvme`].
 
 mod e1000e;
+mod guest_ram;
 mod mem;
 mod nvme;
 mod nvme_queue;
+mod rx_persist;
 mod sys;
 mod vfio;
 
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use lulab_proto::{DmaConfig, DmaLayout, DmaStatus};
+use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, Handover};
 
 /// What the engine needs from a device driver.
 pub trait Driver: Send + Sync + std::fmt::Debug {
@@ -27,6 +29,15 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn counters(&self) -> Vec<(String, u64)>;
     /// Stops the device's DMA (called after `poll` returned).
     fn quiesce(&self) -> Result<(), String>;
+    /// After `poll` returned: leaves the device running for the next
+    /// kernel's agent and writes the hand-over (`None`: not persistent).
+    fn handover(&self, _p: &Progress) -> Result<Option<Handover>, String> {
+        Ok(None)
+    }
+    /// Whether [`Driver::handover`] would hand the device over.
+    fn handover_capable(&self) -> bool {
+        false
+    }
 }
 
 /// Counters shared between the polling thread and the request loop.
@@ -62,16 +73,20 @@ pub struct Engine {
     driver: Arc<dyn Driver>,
     progress: Arc<Progress>,
     thread: Option<JoinHandle<()>>,
-    _canary: mem::Mem,
+    /// Anonymous canary (a persistent engine keeps its canary in its file).
+    _canary: Option<mem::Mem>,
     stop_error: Option<String>,
 }
 
 impl Engine {
     /// Takes the device and starts DMA.
     pub fn start(cfg: &DmaConfig) -> Result<(Self, DmaLayout), String> {
-        let (canary, canary_phys) = mem::canary()?;
         let (driver, mut layout) = match cfg {
-            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu, unmapped_slots } => {
+            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, persist: Some(spec), .. } => {
+                let (nic, layout) = rx_persist::start(pci, *ring_size, *buf_size, *refill, spec)?;
+                (Arc::new(nic) as Arc<dyn Driver>, layout)
+            }
+            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu, unmapped_slots, persist: None } => {
                 let (nic, layout) =
                     e1000e::E1000e::start(pci, *ring_size, *buf_size, *refill, *iommu, *unmapped_slots)?;
                 (Arc::new(nic) as Arc<dyn Driver>, layout)
@@ -80,7 +95,13 @@ impl Engine {
                 nvme::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, *iommu)?
             }
         };
-        layout.canary = canary_phys;
+        let canary = if layout.persist.is_some() {
+            None
+        } else {
+            let (canary, canary_phys) = mem::canary()?;
+            layout.canary = canary_phys;
+            Some(canary)
+        };
         crate::port::kmsg(&format!(
             "lulab-agent: DMA {} via {:?}: ring IOVA {:#x} ({} chunks), {} buffers of {} at IOVA {:#x} ({} chunks)",
             layout.pci,
@@ -120,6 +141,24 @@ impl Engine {
             device_counters,
             running: p.running.load(Ordering::Relaxed),
         }
+    }
+
+    /// Stops polling without quiescing the device and writes the hand-over
+    /// for the next kernel's agent (`None` for a non-persistent engine, which
+    /// is left as it is). The engine keeps its fds: the device stays
+    /// attached and bus-mastering through the kexec.
+    pub fn hand_over(&mut self) -> Result<Option<Handover>, String> {
+        if self.thread.is_none() {
+            return Ok(None);
+        }
+        if !self.driver.handover_capable() {
+            return Ok(None);
+        }
+        self.progress.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.driver.handover(&self.progress)
     }
 
     /// Quiesces the device; returns the final counters.

@@ -136,6 +136,7 @@ pub fn start(
         buf_count: plan.slots() as u32,
         dma_pages: [admin.phys.clone(), cq.phys.clone(), bufs.phys.clone()].concat(),
         canary: Vec::new(),
+        persist: None,
     };
     let nvme = Nvme { dev, bar, admin, _cq: cq, _bufs: bufs, io: Mutex::new(io), plan, prp_off };
     Ok((Arc::new(nvme), layout))

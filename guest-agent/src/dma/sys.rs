@@ -57,6 +57,17 @@ pub const VFIO_REGION_INFO_FLAG_MMAP: u32 = 1 << 2;
 pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
 /// `IOMMU_IOAS_MAP_WRITEABLE`.
 pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
+/// `IOMMU_IOAS_MAP_FILE` (`IOMMUFD_CMD_IOAS_MAP_FILE = 0x8f`): memfds
+/// upstream, pkernfs files on our kernel.
+pub const IOMMU_IOAS_MAP_FILE: u64 = io(0x8f);
+/// `IOMMU_OPTION` (`IOMMUFD_CMD_OPTION = 0x87`).
+pub const IOMMU_OPTION: u64 = io(0x87);
+/// `IOMMU_OPTION_PERSISTENT` (lulab kernel only): object = device id.
+pub const IOMMU_OPTION_PERSISTENT: u32 = 2;
+/// `IOMMU_OPTION_OP_SET`.
+pub const IOMMU_OPTION_OP_SET: u16 = 0;
+/// `IOMMU_OPTION_OP_GET`.
+pub const IOMMU_OPTION_OP_GET: u16 = 1;
 /// `IOMMU_IOAS_MAP_READABLE`.
 pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
 
@@ -141,6 +152,31 @@ pub struct IommuIoasMap {
     pub iova: u64,
 }
 
+/// `struct iommu_ioas_map_file`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct IommuIoasMapFile {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub fd: i32,
+    pub start: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+
+/// `struct iommu_option`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct IommuOption {
+    pub size: u32,
+    pub option_id: u32,
+    pub op: u16,
+    pub reserved: u16,
+    pub object_id: u32,
+    pub val64: u64,
+}
+
 /// `size_of::<T>()` as the `u32` the uAPI's `argsz`/`size` fields want.
 pub const fn argsz<T>() -> u32 {
     std::mem::size_of::<T>() as u32
@@ -161,6 +197,10 @@ mod tests {
         assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
         assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
         assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
+        assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
+        assert_eq!(IOMMU_OPTION, 0x3b87);
+        assert_eq!(std::mem::size_of::<IommuIoasMapFile>(), 40);
+        assert_eq!(std::mem::size_of::<IommuOption>(), 24);
     }
 
     #[test]

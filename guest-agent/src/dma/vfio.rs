@@ -136,6 +136,8 @@ pub enum Iommu {
         iommufd: File,
         /// The IOAS id.
         ioas: u32,
+        /// The device's id in the iommufd (from `VFIO_DEVICE_BIND_IOMMUFD`).
+        devid: u32,
     },
 }
 
@@ -155,7 +157,7 @@ impl Iommu {
                 };
                 ioctl_ptr(container, sys::VFIO_IOMMU_MAP_DMA, &mut m, &format!("VFIO_IOMMU_MAP_DMA {what}"))?;
             }
-            Iommu::Iommufd { iommufd, ioas } => {
+            Iommu::Iommufd { iommufd, ioas, .. } => {
                 let mut m = sys::IommuIoasMap {
                     size: sys::argsz::<sys::IommuIoasMap>(),
                     flags: sys::IOMMU_IOAS_MAP_FIXED_IOVA | sys::IOMMU_IOAS_MAP_READABLE | sys::IOMMU_IOAS_MAP_WRITEABLE,
@@ -169,6 +171,48 @@ impl Iommu {
             }
         }
         Ok(())
+    }
+
+    /// Maps `len` bytes of `file` from offset `start` to `iova`, readable and
+    /// writable (`IOMMU_IOAS_MAP_FILE`; iommufd only). On our kernel a pkernfs
+    /// file is mapped by physical address and pinned (EBUSY on unlink/truncate).
+    pub fn map_file(&self, file: &File, start: u64, len: u64, iova: u64) -> Result<(), String> {
+        let Iommu::Iommufd { iommufd, ioas, .. } = self else {
+            return Err("mapping a file for DMA needs iommufd (IOMMU_IOAS_MAP_FILE)".into());
+        };
+        let mut m = sys::IommuIoasMapFile {
+            size: sys::argsz::<sys::IommuIoasMapFile>(),
+            flags: sys::IOMMU_IOAS_MAP_FIXED_IOVA | sys::IOMMU_IOAS_MAP_READABLE | sys::IOMMU_IOAS_MAP_WRITEABLE,
+            ioas_id: *ioas,
+            fd: file.as_raw_fd(),
+            start,
+            length: len,
+            iova,
+        };
+        let what = format!("IOMMU_IOAS_MAP_FILE {len:#x} bytes at file offset {start:#x} to IOVA {iova:#x}");
+        ioctl_ptr(iommufd, sys::IOMMU_IOAS_MAP_FILE, &mut m, &what).map(|_| ())
+    }
+
+    /// Marks the device persistent across kexec (`IOMMU_OPTION_PERSISTENT`,
+    /// our kernel only): its domain is frozen into pkernfs at kexec and the
+    /// next kernel adopts it; returns the value read back.
+    pub fn set_persistent(&self, on: bool) -> Result<bool, String> {
+        let Iommu::Iommufd { iommufd, devid, .. } = self else {
+            return Err("persistence across kexec needs iommufd".into());
+        };
+        let mut o = sys::IommuOption {
+            size: sys::argsz::<sys::IommuOption>(),
+            option_id: sys::IOMMU_OPTION_PERSISTENT,
+            op: sys::IOMMU_OPTION_OP_SET,
+            reserved: 0,
+            object_id: *devid,
+            val64: u64::from(on),
+        };
+        let what = format!("IOMMU_OPTION PERSISTENT={} on device {devid} (kernel without lulab persistence?)", u8::from(on));
+        ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &what)?;
+        o.op = sys::IOMMU_OPTION_OP_GET;
+        ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &format!("IOMMU_OPTION GET PERSISTENT on device {devid}"))?;
+        Ok(o.val64 == 1)
     }
 }
 
@@ -189,11 +233,23 @@ pub struct Device {
 impl Device {
     /// Binds `pci` to vfio-pci and opens it through `api` (`Auto` resolved here).
     pub fn open(pci: &str, api: IommuApi) -> Result<Self, String> {
+        Self::open_with(pci, api, &|_| Ok(()))
+    }
+
+    /// [`Device::open`], calling `premap` on the IOMMU context before the
+    /// device is attached to it (iommufd: the IOAS already holds those
+    /// mappings when its domain is created and attached, which is what an
+    /// adopted persistent device needs to switch from its frozen domain).
+    pub fn open_with(pci: &str, api: IommuApi, premap: &dyn Fn(&Iommu) -> Result<(), String>) -> Result<Self, String> {
         bind_vfio_pci(pci)?;
         let api = resolve(api);
         let (fd, iommu) = match api {
-            IommuApi::Iommufd => open_iommufd(pci)?,
-            _ => open_type1(pci)?,
+            IommuApi::Iommufd => open_iommufd(pci, premap)?,
+            _ => {
+                let (fd, iommu) = open_type1(pci)?;
+                premap(&iommu)?;
+                (fd, iommu)
+            }
         };
         let mut dev = Self { pci: pci.to_string(), fd, iommu, api, config_offset: 0 };
         dev.config_offset = dev.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?.offset;
@@ -267,7 +323,7 @@ fn open_type1(pci: &str) -> Result<(File, Iommu), String> {
     Ok((dev, Iommu::Type1 { container, group }))
 }
 
-fn open_iommufd(pci: &str) -> Result<(File, Iommu), String> {
+fn open_iommufd(pci: &str, premap: &dyn Fn(&Iommu) -> Result<(), String>) -> Result<(File, Iommu), String> {
     let iommufd = open_rw(Path::new("/dev/iommu"))?;
     let mut cdev = Err(String::new());
     let _ = wait_for(&format!("{pci}: vfio-dev/vfioN in sysfs"), || {
@@ -287,6 +343,8 @@ fn open_iommufd(pci: &str) -> Result<(File, Iommu), String> {
     let mut alloc = sys::IommuIoasAlloc { size: sys::argsz::<sys::IommuIoasAlloc>(), ..Default::default() };
     ioctl_ptr(&iommufd, sys::IOMMU_IOAS_ALLOC, &mut alloc, "/dev/iommu: IOMMU_IOAS_ALLOC")?;
     let ioas = alloc.out_ioas_id;
+    let iommu = Iommu::Iommufd { iommufd, ioas, devid: bind.out_devid };
+    premap(&iommu)?;
     let mut attach = sys::VfioDeviceAttachIommufdPt {
         argsz: sys::argsz::<sys::VfioDeviceAttachIommufdPt>(),
         flags: 0,
@@ -295,7 +353,7 @@ fn open_iommufd(pci: &str) -> Result<(File, Iommu), String> {
     };
     let what = format!("{c}: VFIO_DEVICE_ATTACH_IOMMUFD_PT ioas {ioas}");
     ioctl_ptr(&dev, sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach, &what)?;
-    Ok((dev, Iommu::Iommufd { iommufd, ioas }))
+    Ok((dev, iommu))
 }
 
 /// A BAR mapped into this process; 32-bit volatile register access.

@@ -47,6 +47,7 @@ impl Image {
             buf_count: RING,
             dma_pages,
             canary: vec![PhysRange { gpa: CANARY, len: 0x4000 }],
+            persist: None,
         };
         Self { _file: file, mem, layout }
     }

@@ -98,6 +98,11 @@ pub struct RxSpec {
     /// frames landing there fault in VT-d (the IOMMU oracle's negative control).
     #[serde(default)]
     pub unmapped_slots: u32,
+    /// Live update: ring, buffers and canary in a pkernfs file, the device
+    /// marked persistent, and after each `live_update` the new agent adopts
+    /// it from the hand-over. Needs `[pkernfs]` and the lulab kernel.
+    #[serde(default)]
+    pub persist: bool,
 }
 
 /// `[nvme]`: blocks the agent reads from the harness-written backing file.
@@ -244,6 +249,12 @@ impl Scenario {
             }
             if rx.rate_fps.is_nan() || rx.rate_fps <= 0.0 {
                 return Err(format!("rx.rate_fps: {} must be > 0", rx.rate_fps));
+            }
+            if rx.persist && self.pkernfs.is_none() {
+                return Err("rx.persist: a persistent RX engine keeps its memory in pkernfs: add a [pkernfs] table".into());
+            }
+            if rx.persist && rx.unmapped_slots != 0 {
+                return Err("rx.unmapped_slots: fault injection is not supported with rx.persist".into());
             }
             if !rx.refill && rx.frames > u64::from(rx.ring_size) {
                 return Err(format!(

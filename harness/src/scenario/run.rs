@@ -27,6 +27,7 @@ use crate::traffic::inject::{InjectConfig, Injector, SentLog};
 use crate::update::{JumpStamps, KexecTarget};
 
 mod judge;
+mod persist;
 mod pkernfs;
 mod pkernfs_corrupt;
 
@@ -201,7 +202,7 @@ impl<'a> Runner<'a> {
                 for (k, v) in [("to_banner", t.kernel_up_ns), ("to_init", t.init_ns), ("to_agent", t.agent_up_ns)] {
                     self.timings.push((format!("live_update{n}_{k}"), ms(v)));
                 }
-                Ok(())
+                self.rx_resume()
             }
             Step::Settle { quiet_ms } => self.settle(Duration::from_millis(*quiet_ms)),
             Step::PkernfsPrepare => self.pk_prepare(),
@@ -237,6 +238,7 @@ impl<'a> Runner<'a> {
                 refill: spec.refill,
                 iommu: IommuApi::Auto,
                 unmapped_slots: spec.unmapped_slots,
+                persist: self.rx_persist_spec(&spec, false),
             };
             let layout = self.dma_start(cfg)?;
             let scanner = Arc::new(Mutex::new(RxScanner::new(RxRing::from_layout(&layout)?, self.run_id)));
@@ -255,10 +257,11 @@ impl<'a> Runner<'a> {
     }
 
     fn dma_start(&mut self, cfg: DmaConfig) -> Result<DmaLayout> {
-        let layout = match self.host()?.agent.call(Op::DmaStart(cfg.clone()), Duration::from_secs(60))? {
+        let mut layout = match self.host()?.agent.call(Op::DmaStart(cfg.clone()), Duration::from_secs(60))? {
             Reply::DmaStarted(l) => l,
             other => bail!("unexpected reply to dma_start: {other:?}"),
         };
+        self.resolve_persistent(&mut layout)?;
         std::fs::write(self.out.join(format!("layout-{}.json", layout.pci)), serde_json::to_string_pretty(&layout)?)?;
         self.watched.extend(layout.dma_pages.iter().chain(&layout.canary).copied());
         self.allowed.extend(layout.dma_pages.iter().copied());

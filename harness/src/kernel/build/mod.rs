@@ -136,12 +136,14 @@ pub fn build(spec: &KernelSpec) -> Result<KernelArtifacts> {
 /// [`build`] under an explicit cache root, returning the entry's details too.
 pub fn build_at(root: &Path, spec: &KernelSpec) -> Result<Built> {
     let start = Instant::now();
-    // One kernel build at a time on this machine (parallel tests, a CLI run
-    // beside them): the toolchain install (apt), the source fetch and the
-    // work tree are shared.
-    let _build = cache::lock(&root.join("kernel").join(".build.lock"))?;
-    let tc = Toolchain::ensure(root)?;
-    let src = source::fetch(root, spec)?;
+    // The toolchain install (apt) and the source fetch are shared by every
+    // build on this machine: one at a time, quick once done. The work tree
+    // is shared too, but only a cache miss needs it, so its lock is taken
+    // inside the entry's build: a cache hit never waits for another build.
+    let (tc, src) = {
+        let _setup = cache::lock(&root.join("kernel").join(".setup.lock"))?;
+        (Toolchain::ensure(root)?, source::fetch(root, spec)?)
+    };
     println!("kernel: [unpack] {} {}", spec.source_package, src.version);
     let mut h = ContentHash::new("kernel-build");
     h.str("name", &spec.name).str("package", &spec.source_package).str("version", &src.version);
@@ -153,7 +155,10 @@ pub fn build_at(root: &Path, spec: &KernelSpec) -> Result<Built> {
     }
     h.tree("kernel", &spec.kernel_dir)?;
     let key = h.finish();
-    let dir = cache::entry_at(root, "kernel", &key, |out| build_into(root, spec, &tc, &src, &key, start, out))?;
+    let dir = cache::entry_at(root, "kernel", &key, |out| {
+        let _tree = cache::lock(&root.join("kernel").join(".build.lock"))?;
+        build_into(root, spec, &tc, &src, &key, start, out)
+    })?;
     let manifest: Manifest = read_json(&dir.join("manifest.json"))?;
     let modules = dir.join("modules");
     let artifacts = KernelArtifacts {
@@ -206,7 +211,7 @@ fn build_into(
     out: &Path,
 ) -> Result<()> {
     let base = work_tree(root, spec, tc, src)?;
-    // Serialised by the build lock taken in `build_at`.
+    // Serialised by the work-tree lock taken in `build_at`.
     let tree = source::tree_in(&base, &spec.source_package)?;
     let mut log = make::Log::create(&base.join("build.log"))?;
     println!("kernel: log: {}", log.path().display());

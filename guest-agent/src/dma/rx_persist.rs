@@ -1,0 +1,205 @@
+//! e1000e RX across a live update: the agent as the VMM.
+//!
+//! Fresh start (old kernel): ring, buffers and a canary live in one pkernfs
+//! file; the file is mapped into the IOAS with `IOMMU_IOAS_MAP_FILE` before
+//! the device is attached; the device is programmed as usual and marked
+//! persistent (`IOMMU_OPTION_PERSISTENT`).
+//!
+//! Hand-over (before kexec): polling stops, the cursor (next descriptor,
+//! RDT, descriptors held) goes to `<file>.handover`; the device is left
+//! running with its bus master on, and the fds stay open.
+//!
+//! Resume (new kernel): same file, same IOVAs mapped into a new IOAS before
+//! attach (the kernel compares them with the frozen domain and switches
+//! atomically), no reset, no re-programming: polling goes on from the
+//! hand-over cursor, and descriptors the device completed while no agent
+//! ran are found complete.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use lulab_proto::{DmaLayout, DmaRegion, Handover, IommuApi, PersistLayout, PersistSpec};
+
+use super::e1000e::{bsize_bits, Cursor, E1000e, RxMem, BUF_IOVA, DESC, RING_IOVA};
+use super::guest_ram::GuestRam;
+use super::mem::PAGE;
+use super::vfio::{Bar, Device, Iommu};
+use super::Progress;
+
+/// File offset of the ring.
+pub const RING_OFF: u64 = 0;
+/// Canary bytes at the end of the file (never mapped for the device).
+const CANARY_LEN: u64 = 4 * PAGE;
+/// The canary pattern (as in anonymous mode).
+const CANARY: &[u8] = b"lulab-canary-never-dma-";
+
+/// Where each region sits in the file.
+#[derive(Debug, Clone, Copy)]
+struct FileLayout {
+    ring_len: u64,
+    bufs_off: u64,
+    bufs_len: u64,
+    canary_off: u64,
+    total: u64,
+}
+
+impl FileLayout {
+    fn new(ring_size: u32, buf_size: u32) -> Self {
+        let ring_len = u64::from(ring_size) * DESC;
+        let bufs_off = ring_len.div_ceil(PAGE) * PAGE;
+        let bufs_len = u64::from(ring_size) * u64::from(buf_size);
+        let canary_off = (bufs_off + bufs_len).div_ceil(PAGE) * PAGE;
+        Self { ring_len, bufs_off, bufs_len, canary_off, total: canary_off + CANARY_LEN }
+    }
+
+    /// Maps ring and buffers (page-rounded) at their IOVAs.
+    fn map(&self, iommu: &Iommu, ram: &GuestRam) -> Result<(), String> {
+        let ring = self.bufs_off - RING_OFF;
+        iommu.map_file(ram.file(), RING_OFF, ring, RING_IOVA).map_err(|e| format!("{}: ring: {e}", ram.path))?;
+        let bufs = self.canary_off - self.bufs_off;
+        iommu.map_file(ram.file(), self.bufs_off, bufs, BUF_IOVA).map_err(|e| format!("{}: buffers: {e}", ram.path))
+    }
+}
+
+fn handover_path(file: &str) -> String {
+    format!("{file}.handover")
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// Starts (or, with `spec.resume`, adopts) a persistent e1000e RX engine.
+pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &PersistSpec) -> Result<(E1000e, DmaLayout), String> {
+    if ring_size < 8 || ring_size & 7 != 0 || ring_size > 4096 {
+        return Err(format!("e1000e {pci}: ring_size {ring_size} must be a multiple of 8 in 8..=4096"));
+    }
+    let bsize = bsize_bits(buf_size)?;
+    let fl = FileLayout::new(ring_size, buf_size);
+    let resumed = if spec.resume { Some(read_handover(&spec.file, pci, ring_size, buf_size)?) } else { None };
+    let ram = GuestRam::open(&spec.file, fl.total, resumed.is_none())?;
+    if resumed.is_none() {
+        ram.fill(fl.canary_off, CANARY_LEN, CANARY);
+    }
+    let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram))?;
+    let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
+    let cursor = match &resumed {
+        Some(h) => Cursor { next: h.next, tail: h.tail, held: h.held },
+        None => Cursor::fresh(ring_size),
+    };
+    let generation = resumed.as_ref().map_or(0, |h| h.generation);
+    let nic = E1000e {
+        dev,
+        bar,
+        mem: RxMem::File(ram),
+        ring_size,
+        buf_size,
+        refill,
+        cursor: Mutex::new(cursor),
+        totals: Mutex::new(BTreeMap::new()),
+        persist: Some((spec.file.clone(), generation)),
+    };
+    if resumed.is_none() {
+        for i in 0..ring_size {
+            nic.write_desc(i, BUF_IOVA + u64::from(i) * u64::from(buf_size));
+        }
+        nic.program(bsize)?;
+    }
+    let persistent = nic.dev.iommu.set_persistent(true)?;
+    if !persistent {
+        return Err(format!("e1000e {pci}: the kernel did not keep the device persistent"));
+    }
+    let image_path = image_path(&spec.file)?;
+    let layout = DmaLayout {
+        pci: pci.to_string(),
+        iommu: nic.dev.api,
+        ring: DmaRegion { iova: RING_IOVA, len: fl.ring_len, phys: Vec::new() },
+        buffers: DmaRegion { iova: BUF_IOVA, len: fl.bufs_len, phys: Vec::new() },
+        buf_size,
+        buf_count: ring_size,
+        dma_pages: Vec::new(),
+        canary: Vec::new(),
+        persist: Some(PersistLayout {
+            file: spec.file.clone(),
+            image_path,
+            ring_offset: RING_OFF,
+            buffers_offset: fl.bufs_off,
+            canary_offset: fl.canary_off,
+            canary_len: CANARY_LEN,
+            persistent,
+            resumed_from: resumed,
+        }),
+    };
+    Ok((nic, layout))
+}
+
+/// The file's path relative to the pkernfs mount (its directory).
+fn image_path(file: &str) -> Result<String, String> {
+    std::path::Path::new(file)
+        .file_name()
+        .map(|n| format!("/{}", n.to_string_lossy()))
+        .ok_or_else(|| format!("{file}: no file name"))
+}
+
+fn read_handover(file: &str, pci: &str, ring_size: u32, buf_size: u32) -> Result<Handover, String> {
+    let path = handover_path(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e} (no hand-over from the previous agent)"))?;
+    let h: Handover = serde_json::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    if h.pci != pci || h.ring_size != ring_size || h.buf_size != buf_size {
+        return Err(format!(
+            "{path}: hand-over is for {} (ring {}, buffers {}), asked for {pci} (ring {ring_size}, buffers {buf_size})",
+            h.pci, h.ring_size, h.buf_size
+        ));
+    }
+    if h.next >= ring_size || h.tail >= ring_size || h.held > ring_size {
+        return Err(format!("{path}: cursor next {} / tail {} outside a ring of {ring_size}", h.next, h.tail));
+    }
+    Ok(h)
+}
+
+/// Writes the hand-over of a stopped persistent engine (`None` if not persistent).
+pub fn hand_over(nic: &E1000e, p: &Progress) -> Result<Option<Handover>, String> {
+    let Some((file, generation)) = &nic.persist else { return Ok(None) };
+    let c = *nic.cursor.lock().unwrap_or_else(|e| e.into_inner());
+    let h = Handover {
+        pci: nic.dev.pci.clone(),
+        ring_size: nic.ring_size,
+        buf_size: nic.buf_size,
+        refill: nic.refill,
+        next: c.next,
+        tail: c.tail,
+        held: c.held,
+        completed: p.completed.load(std::sync::atomic::Ordering::Relaxed),
+        refilled: p.refilled.load(std::sync::atomic::Ordering::Relaxed),
+        generation: generation + 1,
+        stopped_ns: now_ns(),
+    };
+    if let RxMem::File(ram) = &nic.mem {
+        ram.flush();
+    }
+    let path = handover_path(file);
+    let text = serde_json::to_string(&h).map_err(|e| format!("{path}: {e}"))?;
+    std::fs::write(&path, text).map_err(|e| format!("{path}: {e}"))?;
+    Ok(Some(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_layout_is_page_aligned_and_disjoint() {
+        let fl = FileLayout::new(256, 2048);
+        assert_eq!(fl.ring_len, 4096);
+        assert_eq!(fl.bufs_off, 4096);
+        assert_eq!(fl.canary_off, 4096 + 256 * 2048);
+        assert_eq!(fl.total, fl.canary_off + CANARY_LEN);
+        let odd = FileLayout::new(8, 256);
+        assert_eq!((odd.ring_len, odd.bufs_off, odd.canary_off), (128, 4096, 8192));
+    }
+
+    #[test]
+    fn image_path_is_relative_to_the_mount() {
+        assert_eq!(image_path("/mnt/pkernfs/guest-ram").as_deref(), Ok("/guest-ram"));
+    }
+}

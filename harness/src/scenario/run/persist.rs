@@ -1,0 +1,134 @@
+//! Persistent RX engines (`rx.persist`): the harness side of a live update
+//! with the device kept running.
+//!
+//! The agent cannot see physical addresses of pkernfs pages, so the harness
+//! finds them itself: it parses the pkernfs image out of the host's RAM file
+//! and maps the engine's file offsets to guest-physical ranges (outside
+//! evidence, like everything the oracles use). After each `live_update`
+//! the new agent adopts the device from its hand-over; the harness checks
+//! that the adopted layout is the one its scanner and ledgers already watch.
+
+use anyhow::{bail, ensure, Context, Result};
+use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistSpec, PhysRange, Reply};
+
+use super::{RxSpec, Runner, RX_BUF};
+use crate::pkernfs::format::{Image, ROOT_INO};
+use crate::pkernfs::host::read_carveout;
+use crate::qemu::params::NIC_ADDR;
+
+/// File name of the RX engine's guest RAM under the pkernfs mount.
+const RX_FILE: &str = "guest-ram-e1000e";
+
+/// Guest-physical ranges of `[off, off + len)` of the file at `path` in a
+/// pkernfs image whose carve-out starts at `base`.
+pub fn file_ranges(img: &Image<'_>, base: u64, path: &str, off: u64, len: u64) -> Result<Vec<PhysRange>> {
+    let mut ino = ROOT_INO;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = img.lookup(ino, part.as_bytes()).map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?;
+    }
+    let mut out: Vec<PhysRange> = Vec::new();
+    let mut at = off;
+    while at < off + len {
+        let (img_off, run) = img
+            .map(ino, at)
+            .map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?
+            .with_context(|| format!("pkernfs {path}: offset {at:#x} is not allocated"))?;
+        let take = run.min(off + len - at);
+        let gpa = base + img_off;
+        match out.last_mut() {
+            Some(r) if r.gpa + r.len == gpa => r.len += take,
+            _ => out.push(PhysRange { gpa, len: take }),
+        }
+        at += take;
+    }
+    Ok(out)
+}
+
+impl Runner<'_> {
+    /// The agent's `persist` for the RX engine (`None` unless `rx.persist`).
+    pub(super) fn rx_persist_spec(&self, spec: &RxSpec, resume: bool) -> Option<PersistSpec> {
+        let pk = self.sc.pkernfs.as_ref()?;
+        spec.persist.then(|| PersistSpec { file: pk.path(RX_FILE), resume })
+    }
+
+    /// Fills the physical ranges of a persistent engine's layout from the
+    /// pkernfs image in the RAM file (no-op for anonymous engines).
+    pub(super) fn resolve_persistent(&self, layout: &mut DmaLayout) -> Result<()> {
+        let Some(p) = layout.persist.clone() else { return Ok(()) };
+        let pk = self.sc.pkernfs.as_ref().context("a persistent engine without [pkernfs]")?;
+        let mem = self.mem.as_ref().context("no guest memory")?;
+        let carve = PhysRange { gpa: pk.base(), len: pk.size() };
+        let mut bytes = read_carveout(mem, carve)?;
+        let img = Image::open(&mut bytes).map_err(|e| anyhow::anyhow!("pkernfs image in RAM: {}", e.describe()))?;
+        let page = |n: u64| n.div_ceil(4096) * 4096;
+        let ring = file_ranges(&img, carve.gpa, &p.image_path, p.ring_offset, layout.ring.len)?;
+        let bufs = file_ranges(&img, carve.gpa, &p.image_path, p.buffers_offset, layout.buffers.len)?;
+        let ring_pages = file_ranges(&img, carve.gpa, &p.image_path, p.ring_offset, p.buffers_offset - p.ring_offset)?;
+        let buf_pages = file_ranges(&img, carve.gpa, &p.image_path, p.buffers_offset, page(p.canary_offset - p.buffers_offset))?;
+        layout.canary = file_ranges(&img, carve.gpa, &p.image_path, p.canary_offset, p.canary_len)?;
+        layout.ring.phys = ring;
+        layout.buffers.phys = bufs;
+        layout.dma_pages = [ring_pages, buf_pages].concat();
+        Ok(())
+    }
+
+    /// After a `live_update`: the new agent adopts the persistent RX engine.
+    pub(super) fn rx_resume(&mut self) -> Result<()> {
+        let Some(spec) = self.rx.as_ref().map(|r| r.spec.clone()) else { return Ok(()) };
+        let Some(persist) = self.rx_persist_spec(&spec, true) else { return Ok(()) };
+        let before = std::fs::read_to_string(self.out.join(format!("layout-{NIC_ADDR}.json")))
+            .context("the RX layout written at start_dma")?;
+        let before: DmaLayout = serde_json::from_str(&before)?;
+        let cfg = DmaConfig::E1000eRx {
+            pci: NIC_ADDR.into(),
+            ring_size: spec.ring_size,
+            buf_size: RX_BUF,
+            refill: spec.refill,
+            iommu: IommuApi::Iommufd,
+            unmapped_slots: 0,
+            persist: Some(persist),
+        };
+        let t = std::time::Instant::now();
+        let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60))? {
+            Reply::DmaStarted(l) => l,
+            other => bail!("unexpected reply to the resuming dma_start: {other:?}"),
+        };
+        let n = self.live_updates;
+        self.mark(&format!("live_update{n}_agent_resume"), t);
+        self.resolve_persistent(&mut layout)?;
+        ensure!(
+            layout.ring.phys == before.ring.phys && layout.buffers.phys == before.buffers.phys,
+            "the resumed RX engine's memory moved: ring {:?} / buffers {:?}, was {:?} / {:?}",
+            layout.ring.phys,
+            layout.buffers.phys,
+            before.ring.phys,
+            before.buffers.phys
+        );
+        let resumed = layout.persist.as_ref().and_then(|p| p.resumed_from.clone());
+        ensure!(resumed.is_some(), "the agent did not resume from a hand-over");
+        std::fs::write(self.out.join(format!("layout-{NIC_ADDR}-update{n}.json")), serde_json::to_string_pretty(&layout)?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pkernfs::format::Kind;
+
+    #[test]
+    fn file_offsets_map_to_carveout_addresses() {
+        let mut bytes = vec![0u8; 8 << 20];
+        let mut img = Image::format(&mut bytes, 1).unwrap();
+        let ino = img.create(ROOT_INO, b"guest-ram", Kind::File, 0o600, 1).unwrap();
+        img.set_size(ino, 1 << 20, 1).unwrap();
+        let r = file_ranges(&img, 1 << 30, "/guest-ram", 4096, 8192).unwrap();
+        let total: u64 = r.iter().map(|r| r.len).sum();
+        assert_eq!(total, 8192);
+        assert!(r.iter().all(|r| r.gpa >= 1 << 30 && r.gpa + r.len <= (1 << 30) + (8 << 20)));
+        let (first, _) = img.map(ino, 4096).unwrap().unwrap();
+        assert_eq!(r[0].gpa, (1 << 30) + first);
+        assert!(file_ranges(&img, 1 << 30, "/missing", 0, 4096).is_err());
+        assert!(file_ranges(&img, 1 << 30, "/guest-ram", 2 << 20, 4096).is_err());
+    }
+}
