@@ -76,8 +76,9 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     }
     let bsize = bsize_bits(buf_size)?;
     let fl = FileLayout::new(ring_size, buf_size);
+    // Opening mounts pkernfs if needed, so the hand-over is read after it.
+    let ram = GuestRam::open(&spec.file, fl.total, !spec.resume)?;
     let resumed = if spec.resume { Some(read_handover(&spec.file, pci, ring_size, buf_size)?) } else { None };
-    let ram = GuestRam::open(&spec.file, fl.total, resumed.is_none())?;
     if resumed.is_none() {
         ram.fill(fl.canary_off, CANARY_LEN, CANARY);
     }

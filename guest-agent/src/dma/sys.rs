@@ -60,6 +60,8 @@ pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
 /// `IOMMU_IOAS_MAP_FILE` (`IOMMUFD_CMD_IOAS_MAP_FILE = 0x8f`): memfds
 /// upstream, pkernfs files on our kernel.
 pub const IOMMU_IOAS_MAP_FILE: u64 = io(0x8f);
+/// `IOMMU_HWPT_ALLOC` (`IOMMUFD_CMD_HWPT_ALLOC = 0x89`).
+pub const IOMMU_HWPT_ALLOC: u64 = io(0x89);
 /// `IOMMU_OPTION` (`IOMMUFD_CMD_OPTION = 0x87`).
 pub const IOMMU_OPTION: u64 = io(0x87);
 /// `IOMMU_OPTION_PERSISTENT` (lulab kernel only): object = device id.
@@ -165,6 +167,23 @@ pub struct IommuIoasMapFile {
     pub iova: u64,
 }
 
+/// `struct iommu_hwpt_alloc` (no driver data: `IOMMU_HWPT_DATA_NONE`).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct IommuHwptAlloc {
+    pub size: u32,
+    pub flags: u32,
+    pub dev_id: u32,
+    pub pt_id: u32,
+    pub out_hwpt_id: u32,
+    pub reserved: u32,
+    pub data_type: u32,
+    pub data_len: u32,
+    pub data_uptr: u64,
+    pub fault_id: u32,
+    pub reserved2: u32,
+}
+
 /// `struct iommu_option`.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -199,6 +218,8 @@ mod tests {
         assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
         assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
         assert_eq!(IOMMU_OPTION, 0x3b87);
+        assert_eq!(IOMMU_HWPT_ALLOC, 0x3b89);
+        assert_eq!(std::mem::size_of::<IommuHwptAlloc>(), 48);
         assert_eq!(std::mem::size_of::<IommuIoasMapFile>(), 40);
         assert_eq!(std::mem::size_of::<IommuOption>(), 24);
     }

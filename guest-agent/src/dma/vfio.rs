@@ -345,13 +345,26 @@ fn open_iommufd(pci: &str, premap: &dyn Fn(&Iommu) -> Result<(), String>) -> Res
     let ioas = alloc.out_ioas_id;
     let iommu = Iommu::Iommufd { iommufd, ioas, devid: bind.out_devid };
     premap(&iommu)?;
+    // An explicit HWPT, not the IOAS: iommufd fills it with the IOAS's
+    // mappings before the device is attached to it (an automatic domain is
+    // attached empty first), so an adopted persistent device switches from
+    // its frozen domain straight to identical mappings.
+    let Iommu::Iommufd { iommufd, .. } = &iommu else { unreachable!("built above") };
+    let mut hwpt = sys::IommuHwptAlloc {
+        size: sys::argsz::<sys::IommuHwptAlloc>(),
+        dev_id: bind.out_devid,
+        pt_id: ioas,
+        ..Default::default()
+    };
+    ioctl_ptr(iommufd, sys::IOMMU_HWPT_ALLOC, &mut hwpt, &format!("/dev/iommu: IOMMU_HWPT_ALLOC on ioas {ioas}"))?;
+    let pt = hwpt.out_hwpt_id;
     let mut attach = sys::VfioDeviceAttachIommufdPt {
         argsz: sys::argsz::<sys::VfioDeviceAttachIommufdPt>(),
         flags: 0,
-        pt_id: ioas,
+        pt_id: pt,
         pasid: 0,
     };
-    let what = format!("{c}: VFIO_DEVICE_ATTACH_IOMMUFD_PT ioas {ioas}");
+    let what = format!("{c}: VFIO_DEVICE_ATTACH_IOMMUFD_PT hwpt {pt} (ioas {ioas})");
     ioctl_ptr(&dev, sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach, &what)?;
     Ok((dev, iommu))
 }

@@ -114,7 +114,13 @@ impl TraceSummary {
     /// Times device `dev` (e.g. `00:02.0`) had bus mastering switched from
     /// on to off (a stock kexec's `pci_device_shutdown` does this).
     pub fn bus_master_cleared(&self, dev: &str) -> u64 {
-        let mut on = false;
+        self.bus_master_cleared_from(dev, false)
+    }
+
+    /// [`TraceSummary::bus_master_cleared`] for a log excerpt that starts
+    /// with bus mastering `initially_on` (e.g. cut after the agent enabled it).
+    pub fn bus_master_cleared_from(&self, dev: &str, initially_on: bool) -> u64 {
+        let mut on = initially_on;
         let mut cleared = 0;
         for (_, now) in self.bus_master.iter().filter(|(d, _)| d == dev) {
             if on && !now {
@@ -190,6 +196,9 @@ garbage line
         );
         assert_eq!(s.bus_master_cleared("00:02.0"), 1);
         assert_eq!(s.bus_master_cleared("00:03.0"), 0);
+        let excerpt = TraceSummary::from_text("pci_cfg_write e1000e 00:02.0 @0x4 <- 0x103\n");
+        assert_eq!(excerpt.bus_master_cleared("00:02.0"), 0);
+        assert_eq!(excerpt.bus_master_cleared_from("00:02.0", true), 1, "on when the excerpt starts");
     }
 
     #[test]

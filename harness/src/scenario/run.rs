@@ -82,6 +82,10 @@ struct Runner<'a> {
     /// `start` on the clock of frames, sightings and [`UpdateEvents`].
     start_ns: u64,
     pk: pkernfs::PkRun,
+    /// Size of QEMU's trace log when `start_dma` finished: bus-master
+    /// changes after it are the ones that can interrupt the agent's DMA
+    /// (before it, the host driver's unbind clears bus master by design).
+    dma_trace_offset: u64,
 }
 
 /// The RX side: layout, the background scanner and the injector.
@@ -138,6 +142,7 @@ impl<'a> Runner<'a> {
             start: Instant::now(),
             start_ns: now_ns(),
             pk: pkernfs::PkRun::default(),
+            dma_trace_offset: 0,
         })
     }
 
@@ -253,6 +258,7 @@ impl<'a> Runner<'a> {
             self.nvme = Some((layout, ledger));
         }
         self.before = Some(memory::hash_pages(&mem, &self.watched)?);
+        self.dma_trace_offset = std::fs::metadata(self.host_dir().join("trace.log")).map(|m| m.len()).unwrap_or(0);
         Ok(())
     }
 

@@ -69,6 +69,9 @@ impl Runner<'_> {
     }
 
     fn judge_rx(&mut self, trace: &TraceSummary, reasons: &mut Vec<String>) -> Result<DmaSection> {
+        // Only clears while the agent's DMA ran count: the host driver's
+        // unbind during `start_dma` clears bus master by design.
+        let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
         let Some(rx) = self.rx.as_mut() else { return Ok(DmaSection::default()) };
         if let Some(inj) = rx.injector.take() {
             rx.sent = Some(inj.stop()?);
@@ -106,7 +109,7 @@ impl Runner<'_> {
         if l.corrupted > 0 {
             reasons.push(format!("{} frames corrupted in the agent's buffers", l.corrupted));
         }
-        let bm_cleared = trace.bus_master_cleared(NIC_ADDR.trim_start_matches("0000:"));
+        let bm_cleared = since_dma.bus_master_cleared_from(NIC_ADDR.trim_start_matches("0000:"), true);
         if l.queued_on_host > 0 {
             reasons.push(format!(
                 "RX stalled: {} frames were never taken by the device (QEMU stopped reading its backend){}",
