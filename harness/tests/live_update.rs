@@ -21,6 +21,8 @@ fn rx_through_one_live_update_loses_nothing() {
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
     assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
     assert!(r.memory.pages_checked > 0, "{:?}", r.memory);
+    assert_eq!(r.updates.len(), 1);
+    assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "the device kept DMAing with no agent: {:?}", r.updates[0]);
     // The new agent adopted the device from the hand-over, on the same memory.
     let adopted: lulab_proto::DmaLayout =
         serde_json::from_str(&std::fs::read_to_string(t.dir().join("layout-0000:00:02.0-update1.json")).unwrap())
@@ -33,5 +35,40 @@ fn rx_through_one_live_update_loses_nothing() {
     let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
     for line in ["persistent device(s) frozen", "adopting it", "adopted as persistent", "switched from frozen domain"] {
         assert!(console.contains(line), "console lacks {line:?}");
+    }
+}
+
+#[test]
+fn nvme_reads_in_flight_across_a_live_update_land_in_the_right_buffers() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, t) = run_scenario("live-update-nvme");
+    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    assert_eq!(r.live_updates, 1);
+    assert_eq!((r.nvme.blocks_read, r.nvme.lost, r.nvme.corrupted), (4096, 0, 0), "{:?}", r.nvme);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
+    assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
+    let adopted: lulab_proto::DmaLayout =
+        serde_json::from_str(&std::fs::read_to_string(t.dir().join("layout-0000:00:03.0-update1.json")).unwrap())
+            .unwrap();
+    let h = adopted.persist.and_then(|p| p.resumed_nvme).expect("resumed from an NVMe hand-over");
+    assert!(h.next > h.done, "commands were in flight at the hand-over: {h:?}");
+    assert!(h.next < 4096 / 8, "the reads were not finished before the update: {h:?}");
+}
+
+#[test]
+fn rx_through_twenty_live_updates_in_a_row_stays_intact() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, _t) = run_scenario("live-update-soak");
+    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    assert_eq!(r.live_updates, 20);
+    assert_eq!(r.updates.len(), 20);
+    assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
+    for u in &r.updates {
+        assert!(u.dma_while_agent_down.unwrap_or(0) > 0, "update {}: the device stopped while no agent ran: {u:?}", u.index);
     }
 }

@@ -177,6 +177,10 @@ pub enum DmaConfig {
         queue_depth: u32,
         /// Which kernel interface maps memory for the device.
         iommu: IommuApi,
+        /// Live update: admin area, queues, buffers and canary in a pkernfs
+        /// file, the controller kept enabled across kexec (see `E1000eRx`).
+        #[serde(default)]
+        persist: Option<PersistSpec>,
     },
 }
 
@@ -295,6 +299,52 @@ pub struct PersistLayout {
     pub persistent: bool,
     /// Hand-over the engine resumed from (`None` on a fresh start).
     pub resumed_from: Option<Handover>,
+    /// Every file range mapped for the device (offset, length), in IOVA
+    /// order of the regions; the memory oracle's DMA pages.
+    #[serde(default)]
+    pub mapped: Vec<(u64, u64)>,
+    /// NVMe: the hand-over the engine resumed from.
+    #[serde(default)]
+    pub resumed_nvme: Option<NvmeHandover>,
+}
+
+/// What an NVMe read engine leaves for the next kernel's agent
+/// (`<file>.handover`, JSON): the controller stays enabled with its queues,
+/// commands submitted and not yet reaped complete into pkernfs memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvmeHandover {
+    /// PCI address of the controller.
+    pub pci: String,
+    /// First LBA read.
+    pub lba_start: u64,
+    /// LBAs read in all.
+    pub lba_count: u64,
+    /// LBAs per Read command.
+    pub blocks_per_cmd: u32,
+    /// Bytes per LBA (from Identify).
+    pub lba_size: u32,
+    /// Commands kept in flight.
+    pub queue_depth: u16,
+    /// I/O queue entries.
+    pub qsize: u16,
+    /// Doorbell stride in bytes.
+    pub stride: u32,
+    /// I/O SQ tail (next slot the agent fills).
+    pub sq_tail: u16,
+    /// I/O CQ head (next entry the agent reads) and its phase.
+    pub cq_head: u16,
+    /// Expected phase bit at `cq_head`.
+    pub cq_phase: bool,
+    /// Next slot (command) to submit.
+    pub next: u64,
+    /// Completions reaped so far.
+    pub done: u64,
+    /// Command ids not in flight.
+    pub free: Vec<u16>,
+    /// Hand-overs so far.
+    pub generation: u32,
+    /// `CLOCK_REALTIME` ns when polling stopped.
+    pub stopped_ns: u64,
 }
 
 /// One IOMMU-mapped region and where it lives in guest-physical memory.

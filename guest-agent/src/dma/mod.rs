@@ -10,6 +10,7 @@ mod e1000e;
 mod guest_ram;
 mod mem;
 mod nvme;
+mod nvme_persist;
 mod nvme_queue;
 mod rx_persist;
 mod sys;
@@ -50,6 +51,7 @@ pub struct Progress {
     /// Completions with an error status.
     pub errors: AtomicU64,
     stop: AtomicBool,
+    handover: AtomicBool,
     running: AtomicBool,
 }
 
@@ -57,6 +59,12 @@ impl Progress {
     /// True once the engine was asked to stop.
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// True once the engine was asked to stop for a hand-over: leave
+    /// everything in flight (it completes into persistent memory).
+    pub fn handing_over(&self) -> bool {
+        self.handover.load(Ordering::Relaxed)
     }
 
     /// Counts one completion with an error status.
@@ -91,7 +99,10 @@ impl Engine {
                     e1000e::E1000e::start(pci, *ring_size, *buf_size, *refill, *iommu, *unmapped_slots)?;
                 (Arc::new(nic) as Arc<dyn Driver>, layout)
             }
-            DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, iommu } => {
+            DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, persist: Some(spec), .. } => {
+                nvme_persist::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, spec)?
+            }
+            DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, iommu, persist: None } => {
                 nvme::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, *iommu)?
             }
         };
@@ -154,6 +165,7 @@ impl Engine {
         if !self.driver.handover_capable() {
             return Ok(None);
         }
+        self.progress.handover.store(true, Ordering::Relaxed);
         self.progress.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -10,25 +10,26 @@ use std::time::{Duration, Instant};
 
 use lulab_proto::{DmaLayout, IommuApi};
 
+use super::guest_ram::GuestRam;
 use super::mem::{DmaMem, PAGE};
 use super::nvme_queue::{prps, Command, QueuePair, CQE, SQE};
 use super::vfio::{Bar, Device};
 use super::{Driver, Progress};
 
 /// IOVA of the I/O completion queue (reported as the layout's `ring`).
-const CQ_IOVA: u64 = 0x1000_0000;
+pub(super) const CQ_IOVA: u64 = 0x1000_0000;
 /// IOVA of the data buffers.
-const BUF_IOVA: u64 = 0x2000_0000;
+pub(super) const BUF_IOVA: u64 = 0x2000_0000;
 /// IOVA of the admin area: admin SQ, admin CQ, identify page, I/O SQ, PRP lists.
-const ADMIN_IOVA: u64 = 0x3000_0000;
+pub(super) const ADMIN_IOVA: u64 = 0x3000_0000;
 const ADMIN_Q: u16 = 16;
 /// Offsets inside the admin area.
 const ASQ_OFF: u64 = 0;
 const ACQ_OFF: u64 = PAGE;
 const IDENTIFY_OFF: u64 = 2 * PAGE;
-const IOSQ_OFF: u64 = 3 * PAGE;
+pub(super) const IOSQ_OFF: u64 = 3 * PAGE;
 /// Upper bound on buffer memory (the host has 1 GiB).
-const MAX_BUFFERS: u64 = 256 << 20;
+pub(super) const MAX_BUFFERS: u64 = 256 << 20;
 
 mod reg {
     pub const CAP: usize = 0x00;
@@ -42,19 +43,19 @@ mod reg {
 
 /// The workload, fixed at start.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
-    lba_start: u64,
-    lba_count: u64,
-    blocks_per_cmd: u32,
-    lba_size: u32,
-    queue_depth: u16,
+pub(super) struct Plan {
+    pub lba_start: u64,
+    pub lba_count: u64,
+    pub blocks_per_cmd: u32,
+    pub lba_size: u32,
+    pub queue_depth: u16,
 }
 
 impl Plan {
-    fn buf_size(&self) -> u64 {
+    pub fn buf_size(&self) -> u64 {
         u64::from(self.blocks_per_cmd) * u64::from(self.lba_size)
     }
-    fn slots(&self) -> u64 {
+    pub fn slots(&self) -> u64 {
         self.lba_count.div_ceil(u64::from(self.blocks_per_cmd))
     }
     /// The Read command for slot `i` (the last may be short).
@@ -65,18 +66,135 @@ impl Plan {
     }
 }
 
+/// Where the admin area, the I/O CQ and the buffers live.
+#[derive(Debug)]
+pub(super) enum NvmeMem {
+    /// Anonymous agent memory (lost at kexec).
+    Anon {
+        admin: DmaMem,
+        cq: DmaMem,
+        /// Allocated once Identify gave the LBA size.
+        bufs: Option<DmaMem>,
+    },
+    /// A pkernfs file: admin area at offset 0, then the CQ (survives kexec).
+    File {
+        ram: GuestRam,
+        cq_off: u64,
+    },
+}
+
+impl NvmeMem {
+    /// Byte `off` of the admin area.
+    pub fn admin_at(&self, off: u64) -> *mut u8 {
+        match self {
+            NvmeMem::Anon { admin, .. } => admin.mem.at(off),
+            NvmeMem::File { ram, .. } => ram.at(off),
+        }
+    }
+
+    /// Byte `off` of the I/O completion queue.
+    pub fn cq_at(&self, off: u64) -> *mut u8 {
+        match self {
+            NvmeMem::Anon { cq, .. } => cq.mem.at(off),
+            NvmeMem::File { ram, cq_off } => ram.at(cq_off + off),
+        }
+    }
+}
+
+/// Where polling stands: next slot to submit, completions reaped, free ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct NvmeCursor {
+    pub next: u64,
+    pub done: u64,
+    pub free: Vec<u16>,
+}
+
 /// A running NVMe read engine.
 #[derive(Debug)]
 pub struct Nvme {
-    dev: Device,
-    bar: Bar,
-    admin: DmaMem,
-    _cq: DmaMem,
-    _bufs: DmaMem,
-    io: Mutex<QueuePair>,
-    plan: Plan,
+    pub(super) dev: Device,
+    pub(super) bar: Bar,
+    pub(super) mem: NvmeMem,
+    pub(super) io: Mutex<QueuePair>,
+    pub(super) plan: Plan,
     /// Offset of the per-command PRP list pages in the admin area.
-    prp_off: u64,
+    pub(super) prp_off: u64,
+    pub(super) cursor: Mutex<NvmeCursor>,
+    /// I/O queue entries and doorbell stride (for a hand-over).
+    pub(super) qsize: u16,
+    pub(super) stride: usize,
+    /// Set for a persistent engine: its pkernfs file and hand-over count.
+    pub(super) persist: Option<(String, u32)>,
+}
+
+/// Controller geometry read from CAP before anything is set up.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Geometry {
+    pub qsize: u16,
+    pub stride: usize,
+    pub timeout: Duration,
+}
+
+impl Geometry {
+    pub fn read(bar: &Bar, queue_depth: u32) -> Self {
+        let cap = u64::from(bar.read32(reg::CAP)) | (u64::from(bar.read32(reg::CAP + 4)) << 32);
+        let mqes = (cap & 0xffff) as u32 + 1;
+        Self {
+            qsize: (queue_depth + 1).min(mqes) as u16,
+            stride: 4usize << ((cap >> 32) & 0xf),
+            timeout: Duration::from_millis(500 * ((cap >> 24) & 0xff).max(1)),
+        }
+    }
+}
+
+/// Bytes of the admin area (admin queues, identify page, I/O SQ, one PRP
+/// list page per command) and the offset of the PRP lists in it.
+pub(super) fn admin_len(qsize: u16, queue_depth: u32) -> (u64, u64) {
+    let iosq_len = u64::from(qsize) * SQE;
+    let prp_off = IOSQ_OFF + iosq_len.div_ceil(PAGE) * PAGE;
+    (prp_off + u64::from(queue_depth) * PAGE, prp_off)
+}
+
+/// Checks the request; the error names the device.
+pub(super) fn check_request(pci: &str, blocks_per_cmd: u32, lba_count: u64, queue_depth: u32) -> Result<(), String> {
+    if blocks_per_cmd == 0 || lba_count == 0 || !(1..=1023).contains(&queue_depth) {
+        return Err(format!("nvme {pci}: need blocks_per_cmd ≥ 1, lba_count ≥ 1, queue_depth in 1..=1023"));
+    }
+    Ok(())
+}
+
+/// Enables the controller, identifies namespace 1, checks the plan against
+/// the controller's limits and creates I/O queue pair 1 (CQ at `CQ_IOVA`,
+/// SQ in the admin area); the memory behind both must be mapped already.
+pub(super) fn bring_up(
+    dev: &Device,
+    bar: &Bar,
+    mem: &NvmeMem,
+    g: Geometry,
+    (blocks_per_cmd, lba_start, lba_count): (u32, u64, u64),
+) -> Result<(Plan, QueuePair), String> {
+    let pci = dev.pci.as_str();
+    let mut aq = QueuePair::new(mem.admin_at(ASQ_OFF), mem.admin_at(ACQ_OFF), ADMIN_Q, 0, g.stride);
+    enable(dev, bar, g.timeout)?;
+    let ctx = AdminCtx { bar, pci, timeout: g.timeout };
+    let (lba_size, max_transfer) = identify(&ctx, &mut aq, mem.admin_at(IDENTIFY_OFF))?;
+    let plan = Plan { lba_start, lba_count, blocks_per_cmd, lba_size, queue_depth: (g.qsize - 1) };
+    if plan.buf_size() > max_transfer.min(512 * PAGE) {
+        return Err(format!(
+            "nvme {pci}: {blocks_per_cmd} blocks of {lba_size} bytes per command exceed the controller's limit of {} bytes",
+            max_transfer.min(512 * PAGE)
+        ));
+    }
+    let bufs_len = plan.slots() * plan.buf_size();
+    if bufs_len > MAX_BUFFERS {
+        return Err(format!("nvme {pci}: {bufs_len} bytes of buffers exceed the {MAX_BUFFERS}-byte limit"));
+    }
+    // Create I/O CQ 1 (PC=1, interrupts off), then I/O SQ 1 bound to it.
+    let qs = u32::from(g.qsize - 1) << 16;
+    ctx.admin(&mut aq, Command { opcode: 0x05, prp1: CQ_IOVA, cdw: [qs | 1, 1, 0, 0, 0, 0], ..Default::default() })?;
+    let sq = Command { opcode: 0x01, prp1: ADMIN_IOVA + IOSQ_OFF, cdw: [qs | 1, (1 << 16) | 1, 0, 0, 0, 0], ..Default::default() };
+    ctx.admin(&mut aq, sq)?;
+    Ok((plan, QueuePair::new(mem.admin_at(IOSQ_OFF), mem.cq_at(0), g.qsize, 1, g.stride)))
 }
 
 /// Opens `pci`, initialises the controller and its I/O queues.
@@ -88,45 +206,20 @@ pub fn start(
     queue_depth: u32,
     api: IommuApi,
 ) -> Result<(Arc<dyn Driver>, DmaLayout), String> {
-    if blocks_per_cmd == 0 || lba_count == 0 || !(1..=1023).contains(&queue_depth) {
-        return Err(format!("nvme {pci}: need blocks_per_cmd ≥ 1, lba_count ≥ 1, queue_depth in 1..=1023"));
-    }
+    check_request(pci, blocks_per_cmd, lba_count, queue_depth)?;
     let dev = Device::open(pci, api)?;
     let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
-    let cap = u64::from(bar.read32(reg::CAP)) | (u64::from(bar.read32(reg::CAP + 4)) << 32);
-    let mqes = (cap & 0xffff) as u32 + 1;
-    let qsize = (queue_depth + 1).min(mqes) as u16;
-    let stride = 4usize << ((cap >> 32) & 0xf);
-    let timeout = Duration::from_millis(500 * ((cap >> 24) & 0xff).max(1));
-    let iosq_len = u64::from(qsize) * SQE;
-    let prp_off = IOSQ_OFF + iosq_len.div_ceil(PAGE) * PAGE;
-    let admin_len = prp_off + u64::from(queue_depth) * PAGE;
+    let g = Geometry::read(&bar, queue_depth);
+    let (admin_len, prp_off) = admin_len(g.qsize, queue_depth);
     let admin = DmaMem::new(&dev.iommu, &format!("nvme {pci} admin area"), admin_len, ADMIN_IOVA)?;
-    let cq_len = u64::from(qsize) * CQE;
+    let cq_len = u64::from(g.qsize) * CQE;
     let cq = DmaMem::new(&dev.iommu, &format!("nvme {pci} I/O CQ"), cq_len, CQ_IOVA)?;
-
-    let mut aq = QueuePair::new(admin.mem.at(ASQ_OFF), admin.mem.at(ACQ_OFF), ADMIN_Q, 0, stride);
-    enable(&dev, &bar, timeout)?;
-    let ctx = AdminCtx { bar: &bar, pci, timeout };
-    let (lba_size, max_transfer) = identify(&ctx, &mut aq, &admin)?;
-    let plan = Plan { lba_start, lba_count, blocks_per_cmd, lba_size, queue_depth: (qsize - 1) };
-    if plan.buf_size() > max_transfer.min(512 * PAGE) {
-        return Err(format!(
-            "nvme {pci}: {blocks_per_cmd} blocks of {lba_size} bytes per command exceed the controller's limit of {} bytes",
-            max_transfer.min(512 * PAGE)
-        ));
-    }
+    // Buffers are sized from the LBA size, known after Identify.
+    let mut mem = NvmeMem::Anon { admin, cq, bufs: None };
+    let (plan, io) = bring_up(&dev, &bar, &mem, g, (blocks_per_cmd, lba_start, lba_count))?;
     let bufs_len = plan.slots() * plan.buf_size();
-    if bufs_len > MAX_BUFFERS {
-        return Err(format!("nvme {pci}: {bufs_len} bytes of buffers exceed the {MAX_BUFFERS}-byte limit"));
-    }
-    let bufs = DmaMem::new(&dev.iommu, &format!("nvme {pci} data buffers"), bufs_len, BUF_IOVA)?;
-    // Create I/O CQ 1 (PC=1, interrupts off), then I/O SQ 1 bound to it.
-    let qs = u32::from(qsize - 1) << 16;
-    ctx.admin(&mut aq, Command { opcode: 0x05, prp1: CQ_IOVA, cdw: [qs | 1, 1, 0, 0, 0, 0], ..Default::default() })?;
-    let sq = Command { opcode: 0x01, prp1: ADMIN_IOVA + IOSQ_OFF, cdw: [qs | 1, (1 << 16) | 1, 0, 0, 0, 0], ..Default::default() };
-    ctx.admin(&mut aq, sq)?;
-    let io = QueuePair::new(admin.mem.at(IOSQ_OFF), cq.mem.at(0), qsize, 1, stride);
+    let NvmeMem::Anon { bufs, admin, cq } = &mut mem else { unreachable!("built above") };
+    let bufs = bufs.insert(DmaMem::new(&dev.iommu, &format!("nvme {pci} data buffers"), bufs_len, BUF_IOVA)?);
     let layout = DmaLayout {
         pci: pci.to_string(),
         iommu: dev.api,
@@ -138,7 +231,19 @@ pub fn start(
         canary: Vec::new(),
         persist: None,
     };
-    let nvme = Nvme { dev, bar, admin, _cq: cq, _bufs: bufs, io: Mutex::new(io), plan, prp_off };
+    let free = (0..plan.queue_depth).rev().collect();
+    let nvme = Nvme {
+        dev,
+        bar,
+        mem,
+        io: Mutex::new(io),
+        plan,
+        prp_off,
+        cursor: Mutex::new(NvmeCursor { next: 0, done: 0, free }),
+        qsize: g.qsize,
+        stride: g.stride,
+        persist: None,
+    };
     Ok((Arc::new(nvme), layout))
 }
 
@@ -205,9 +310,8 @@ impl AdminCtx<'_> {
 
 /// Identify Controller (MDTS) and Namespace 1: (LBA size, max bytes per
 /// command). Also checks that namespace 1 exists.
-fn identify(ctx: &AdminCtx<'_>, aq: &mut QueuePair, admin: &DmaMem) -> Result<(u32, u64), String> {
+fn identify(ctx: &AdminCtx<'_>, aq: &mut QueuePair, page: *mut u8) -> Result<(u32, u64), String> {
     let prp1 = ADMIN_IOVA + IDENTIFY_OFF;
-    let page = admin.mem.at(IDENTIFY_OFF);
     ctx.admin(aq, Command { opcode: 0x06, prp1, cdw: [1, 0, 0, 0, 0, 0], ..Default::default() })?;
     // SAFETY: byte 77 (MDTS) of the identify page inside the admin mapping,
     // written by the controller before the completion we just consumed.
@@ -243,7 +347,7 @@ impl Nvme {
                 for (k, p) in rest.iter().enumerate() {
                     // SAFETY: entry k (< 512: buf_size ≤ 512 pages, checked at
                     // start) of command `cid`'s PRP list page in the admin area.
-                    unsafe { self.admin.mem.at(off + 8 * k as u64).cast::<u64>().write_volatile(*p) };
+                    unsafe { self.mem.admin_at(off + 8 * k as u64).cast::<u64>().write_volatile(*p) };
                 }
                 ADMIN_IOVA + off
             }
@@ -257,11 +361,15 @@ impl Driver for Nvme {
     fn poll(&self, p: &Progress) {
         let mut q = self.io.lock().unwrap_or_else(|e| e.into_inner());
         let total = self.plan.slots();
-        let mut free: Vec<u16> = (0..self.plan.queue_depth).rev().collect();
-        let (mut next, mut done) = (0u64, 0u64);
-        // After a stop request: no new commands; drain what is in flight.
+        let c = std::mem::take(&mut *self.cursor.lock().unwrap_or_else(|e| e.into_inner()));
+        let (mut next, mut done, mut free) = (c.next, c.done, c.free);
+        // After a stop request: no new commands; drain what is in flight
+        // (a hand-over leaves it in flight, completing into pkernfs).
         let mut drain_deadline = None;
         while done < next || next < total {
+            if p.handing_over() {
+                break;
+            }
             let stopping = p.stopping();
             if stopping && drain_deadline.is_none() {
                 drain_deadline = Some(Instant::now() + Duration::from_secs(2));
@@ -298,6 +406,15 @@ impl Driver for Nvme {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = NvmeCursor { next, done, free };
+    }
+
+    fn handover(&self, p: &Progress) -> Result<Option<lulab_proto::Handover>, String> {
+        super::nvme_persist::hand_over(self, p).map(|_| None)
+    }
+
+    fn handover_capable(&self) -> bool {
+        self.persist.is_some()
     }
 
     fn counters(&self) -> Vec<(String, u64)> {

@@ -78,6 +78,18 @@ impl QueuePair {
         Self { sq, cq, size, sq_db: 0x1000 + 2 * y * stride, cq_db: 0x1000 + (2 * y + 1) * stride, tail: 0, head: 0, phase: true }
     }
 
+    /// A queue pair taken over mid-stream (after a live update): SQ tail,
+    /// CQ head and the phase expected there, as the previous agent left them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resume(sq: *mut u8, cq: *mut u8, size: u16, qid: u16, stride: usize, tail: u16, head: u16, phase: bool) -> Self {
+        Self { tail, head, phase, ..Self::new(sq, cq, size, qid, stride) }
+    }
+
+    /// (SQ tail, CQ head, expected phase) for a hand-over.
+    pub fn state(&self) -> (u16, u16, bool) {
+        (self.tail, self.head, self.phase)
+    }
+
     /// Copies `cmd` into the next SQ slot; call [`QueuePair::ring`] to submit.
     pub fn push(&mut self, cmd: &Command, cid: u16) {
         let slot = self.sq.wrapping_add(usize::from(self.tail) * SQE as usize).cast::<u32>();

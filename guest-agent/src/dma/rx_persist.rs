@@ -129,6 +129,8 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
             canary_len: CANARY_LEN,
             persistent,
             resumed_from: resumed,
+            mapped: vec![(RING_OFF, fl.bufs_off - RING_OFF), (fl.bufs_off, fl.canary_off - fl.bufs_off)],
+            resumed_nvme: None,
         }),
     };
     Ok((nic, layout))

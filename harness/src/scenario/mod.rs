@@ -111,6 +111,15 @@ pub struct RxSpec {
 pub struct NvmeSpec {
     /// LBAs (512 bytes) read once each.
     pub lba_count: u64,
+    /// Live update: queues and buffers in a pkernfs file, the controller
+    /// kept enabled across kexec and taken over by the next agent. Needs
+    /// `[pkernfs]` and the lulab kernel.
+    #[serde(default)]
+    pub persist: bool,
+    /// QEMU throttles the drive to this many I/Os per second, so commands
+    /// stay in flight (e.g. across a live update). None: unthrottled.
+    #[serde(default)]
+    pub throttle_iops: Option<u32>,
     /// LBAs per read command.
     pub blocks_per_cmd: u32,
     /// Commands in flight.
@@ -253,6 +262,16 @@ impl Scenario {
             if rx.persist && self.pkernfs.is_none() {
                 return Err("rx.persist: a persistent RX engine keeps its memory in pkernfs: add a [pkernfs] table".into());
             }
+            if rx.persist && rx.unmapped_slots != 0 {
+                return Err("rx.unmapped_slots: fault injection is not supported with rx.persist".into());
+            }
+        }
+        if let Some(nv) = &self.nvme {
+            if nv.persist && self.pkernfs.is_none() {
+                return Err("nvme.persist: a persistent NVMe engine keeps its queues in pkernfs: add a [pkernfs] table".into());
+            }
+        }
+        if let Some(rx) = &self.rx {
             if rx.persist && rx.unmapped_slots != 0 {
                 return Err("rx.unmapped_slots: fault injection is not supported with rx.persist".into());
             }

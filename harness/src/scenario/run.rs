@@ -107,6 +107,9 @@ impl<'a> Runner<'a> {
         let mut params = set.machine(&host_dir)?;
         params.memory_mib = sc.host.memory_mib;
         params.iommu.enabled = sc.host.iommu;
+        if let (Some(n), Some(nv)) = (&sc.nvme, params.nvme.as_mut()) {
+            nv.throttle_iops = n.throttle_iops;
+        }
         if let Some(pk) = &sc.pkernfs {
             // Also what every kexec gets: the carve-out must be repeated.
             params.cmdline.extend(pk.cmdline());
@@ -207,7 +210,7 @@ impl<'a> Runner<'a> {
                 for (k, v) in [("to_banner", t.kernel_up_ns), ("to_init", t.init_ns), ("to_agent", t.agent_up_ns)] {
                     self.timings.push((format!("live_update{n}_{k}"), ms(v)));
                 }
-                self.rx_resume()
+                self.dma_resume()
             }
             Step::Settle { quiet_ms } => self.settle(Duration::from_millis(*quiet_ms)),
             Step::PkernfsPrepare => self.pk_prepare(),
@@ -251,8 +254,9 @@ impl<'a> Runner<'a> {
             let thread = spawn_scanner(scanner.clone(), mem.clone(), stop_scan.clone());
             self.rx = Some(RxRun { spec, scanner, stop_scan, scan_thread: Some(thread), injector: None, sent: None, status: None });
         }
-        if let Some(NvmeSpec { lba_count, blocks_per_cmd, queue_depth }) = self.sc.nvme.clone() {
-            let cfg = DmaConfig::NvmeRead { pci: NVME_ADDR.into(), blocks_per_cmd, lba_start: 0, lba_count, queue_depth, iommu: IommuApi::Auto };
+        if let Some(NvmeSpec { lba_count, blocks_per_cmd, queue_depth, .. }) = self.sc.nvme.clone() {
+            let persist = self.sc.nvme.as_ref().and_then(|s| self.nvme_persist_spec(s, false));
+            let cfg = DmaConfig::NvmeRead { pci: NVME_ADDR.into(), blocks_per_cmd, lba_start: 0, lba_count, queue_depth, iommu: IommuApi::Auto, persist };
             let layout = self.dma_start(cfg)?;
             let ledger = NvmeLedger::new(NVME_ADDR, &layout.buffers, 0, lba_count, self.run_id)?;
             self.nvme = Some((layout, ledger));
@@ -303,6 +307,7 @@ impl<'a> Runner<'a> {
     }
 
     fn settle(&mut self, quiet: Duration) -> Result<()> {
+        self.settle_nvme(quiet)?;
         let Some(rx) = &self.rx else { return Ok(()) };
         let deadline = Instant::now() + Duration::from_secs(120);
         let (mut last, mut since) = (0, Instant::now());
@@ -320,6 +325,32 @@ impl<'a> Runner<'a> {
                 return Ok(()); // nothing more is arriving: the oracles will say what is missing
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Runner<'_> {
+    /// Waits until every NVMe block is in its buffer (read from the RAM
+    /// file) or none arrived for `quiet`; the ledger then says what is missing.
+    fn settle_nvme(&mut self, quiet: Duration) -> Result<()> {
+        let (Some((_, ledger)), Some(mem)) = (&self.nvme, &self.mem) else { return Ok(()) };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let (mut last, mut since) = (u64::MAX, Instant::now());
+        loop {
+            let r = ledger.check(mem)?;
+            if r.blocks_read == r.blocks_expected {
+                return Ok(());
+            }
+            if r.blocks_read != last {
+                (last, since) = (r.blocks_read, Instant::now());
+            }
+            if since.elapsed() >= quiet || Instant::now() > deadline {
+                return Ok(());
+            }
+            if let Some(h) = self.host.as_mut() {
+                h.qemu.check_alive()?;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }

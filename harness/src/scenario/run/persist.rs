@@ -11,13 +11,15 @@
 use anyhow::{bail, ensure, Context, Result};
 use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistSpec, PhysRange, Reply};
 
-use super::{RxSpec, Runner, RX_BUF};
+use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
 use crate::pkernfs::format::{Image, ROOT_INO};
 use crate::pkernfs::host::read_carveout;
-use crate::qemu::params::NIC_ADDR;
+use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
 
 /// File name of the RX engine's guest RAM under the pkernfs mount.
 const RX_FILE: &str = "guest-ram-e1000e";
+/// File name of the NVMe engine's guest RAM under the pkernfs mount.
+const NVME_FILE: &str = "guest-ram-nvme";
 
 /// Guest-physical ranges of `[off, off + len)` of the file at `path` in a
 /// pkernfs image whose carve-out starts at `base`.
@@ -51,6 +53,50 @@ impl Runner<'_> {
         spec.persist.then(|| PersistSpec { file: pk.path(RX_FILE), resume })
     }
 
+    /// The agent's `persist` for the NVMe engine (`None` unless `nvme.persist`).
+    pub(super) fn nvme_persist_spec(&self, spec: &NvmeSpec, resume: bool) -> Option<PersistSpec> {
+        let pk = self.sc.pkernfs.as_ref()?;
+        spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume })
+    }
+
+    /// After a `live_update`: the new agent takes over every persistent engine.
+    pub(super) fn dma_resume(&mut self) -> Result<()> {
+        self.rx_resume()?;
+        self.nvme_resume()
+    }
+
+    fn nvme_resume(&mut self) -> Result<()> {
+        let Some(spec) = self.sc.nvme.clone() else { return Ok(()) };
+        let Some(persist) = self.nvme_persist_spec(&spec, true) else { return Ok(()) };
+        let before = self.nvme.as_ref().map(|(l, _)| l.clone()).context("no NVMe layout from start_dma")?;
+        let cfg = DmaConfig::NvmeRead {
+            pci: NVME_ADDR.into(),
+            blocks_per_cmd: spec.blocks_per_cmd,
+            lba_start: 0,
+            lba_count: spec.lba_count,
+            queue_depth: spec.queue_depth,
+            iommu: IommuApi::Iommufd,
+            persist: Some(persist),
+        };
+        let t = std::time::Instant::now();
+        let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60))? {
+            Reply::DmaStarted(l) => l,
+            other => bail!("unexpected reply to the resuming NVMe dma_start: {other:?}"),
+        };
+        let n = self.live_updates;
+        self.mark(&format!("live_update{n}_nvme_resume"), t);
+        self.resolve_persistent(&mut layout)?;
+        ensure!(
+            layout.buffers.phys == before.buffers.phys && layout.ring.phys == before.ring.phys,
+            "the resumed NVMe engine's memory moved: buffers {:?}, was {:?}",
+            layout.buffers.phys,
+            before.buffers.phys
+        );
+        ensure!(layout.persist.as_ref().is_some_and(|p| p.resumed_nvme.is_some()), "the NVMe engine did not resume from a hand-over");
+        std::fs::write(self.out.join(format!("layout-{NVME_ADDR}-update{n}.json")), serde_json::to_string_pretty(&layout)?)?;
+        Ok(())
+    }
+
     /// Fills the physical ranges of a persistent engine's layout from the
     /// pkernfs image in the RAM file (no-op for anonymous engines).
     pub(super) fn resolve_persistent(&self, layout: &mut DmaLayout) -> Result<()> {
@@ -60,20 +106,21 @@ impl Runner<'_> {
         let carve = PhysRange { gpa: pk.base(), len: pk.size() };
         let mut bytes = read_carveout(mem, carve)?;
         let img = Image::open(&mut bytes).map_err(|e| anyhow::anyhow!("pkernfs image in RAM: {}", e.describe()))?;
-        let page = |n: u64| n.div_ceil(4096) * 4096;
         let ring = file_ranges(&img, carve.gpa, &p.image_path, p.ring_offset, layout.ring.len)?;
         let bufs = file_ranges(&img, carve.gpa, &p.image_path, p.buffers_offset, layout.buffers.len)?;
-        let ring_pages = file_ranges(&img, carve.gpa, &p.image_path, p.ring_offset, p.buffers_offset - p.ring_offset)?;
-        let buf_pages = file_ranges(&img, carve.gpa, &p.image_path, p.buffers_offset, page(p.canary_offset - p.buffers_offset))?;
+        let mut pages = Vec::new();
+        for &(off, len) in &p.mapped {
+            pages.extend(file_ranges(&img, carve.gpa, &p.image_path, off, len)?);
+        }
         layout.canary = file_ranges(&img, carve.gpa, &p.image_path, p.canary_offset, p.canary_len)?;
         layout.ring.phys = ring;
         layout.buffers.phys = bufs;
-        layout.dma_pages = [ring_pages, buf_pages].concat();
+        layout.dma_pages = pages;
         Ok(())
     }
 
     /// After a `live_update`: the new agent adopts the persistent RX engine.
-    pub(super) fn rx_resume(&mut self) -> Result<()> {
+    fn rx_resume(&mut self) -> Result<()> {
         let Some(spec) = self.rx.as_ref().map(|r| r.spec.clone()) else { return Ok(()) };
         let Some(persist) = self.rx_persist_spec(&spec, true) else { return Ok(()) };
         let before = std::fs::read_to_string(self.out.join(format!("layout-{NIC_ADDR}.json")))
