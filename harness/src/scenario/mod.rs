@@ -192,6 +192,10 @@ pub enum Step {
     /// From outside: the carve-out hashes as it did at the last live update's
     /// jump; from inside: no `/proc/iomem` line over the carve-out is System RAM.
     PkernfsUntouched,
+    /// Every pkernfs file backing a live DMA mapping (the persistent
+    /// engines' guest RAM) refuses unlink and truncate with EBUSY and keeps
+    /// its size (the use-after-free guard).
+    PkernfsExpectBusy,
 }
 
 fn default_quiet_ms() -> u64 {
@@ -334,6 +338,7 @@ impl Step {
                 | Step::PkernfsExpectRefused { .. }
                 | Step::PkernfsRestore
                 | Step::PkernfsUntouched
+                | Step::PkernfsExpectBusy
         )
     }
 }

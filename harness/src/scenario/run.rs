@@ -220,6 +220,7 @@ impl<'a> Runner<'a> {
             Step::PkernfsExpectRefused { structure } => self.pk_expect_refused(structure),
             Step::PkernfsRestore => self.pk_restore(),
             Step::PkernfsUntouched => self.pk_untouched(),
+            Step::PkernfsExpectBusy => self.pk_expect_busy(),
         }
     }
 
@@ -382,5 +383,6 @@ fn step_name(s: &Step) -> &'static str {
         Step::PkernfsExpectRefused { .. } => "pkernfs_expect_refused",
         Step::PkernfsRestore => "pkernfs_restore",
         Step::PkernfsUntouched => "pkernfs_untouched",
+        Step::PkernfsExpectBusy => "pkernfs_expect_busy",
     }
 }

@@ -59,6 +59,44 @@ impl Runner<'_> {
         spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume })
     }
 
+    /// `pkernfs_expect_busy`: unlink and truncate of every persistent
+    /// engine's file must fail with EBUSY and leave the file as it was.
+    pub(super) fn pk_expect_busy(&mut self) -> Result<()> {
+        let files: Vec<String> = [
+            self.rx.as_ref().and_then(|r| self.rx_persist_spec(&r.spec, false)),
+            self.sc.nvme.as_ref().filter(|_| self.nvme.is_some()).and_then(|n| self.nvme_persist_spec(n, false)),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.file)
+        .collect();
+        ensure!(!files.is_empty(), "pkernfs_expect_busy: no persistent DMA engine is running");
+        for file in files {
+            let size = |r: &mut Self| -> Result<String> { Ok(r.exec(&["stat", "-c", "%s", &file])?.stdout.trim().to_string()) };
+            let before = size(self)?;
+            for (what, argv) in [("unlink", vec!["rm", "-f", file.as_str()]), ("truncate", vec!["truncate", "-s", "0", file.as_str()])] {
+                let r = self.exec(&argv)?;
+                ensure!(
+                    r.status != Some(0) && r.stderr.to_lowercase().contains("busy"),
+                    "{what} of {file}, which backs live DMA mappings, was not refused with EBUSY: exit {:?}, stderr {:?}",
+                    r.status,
+                    r.stderr
+                );
+            }
+            let after = size(self)?;
+            ensure!(before == after && !after.is_empty(), "{file}: size {before} before, {after} after the refused unlink/truncate");
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, argv: &[&str]) -> Result<lulab_proto::ExecResult> {
+        let op = lulab_proto::Op::Exec { argv: argv.iter().map(|s| s.to_string()).collect(), timeout_ms: 10_000 };
+        match self.host()?.agent.call(op, std::time::Duration::from_secs(20))? {
+            Reply::Exec(r) => Ok(r),
+            other => bail!("unexpected reply to exec {argv:?}: {other:?}"),
+        }
+    }
+
     /// After a `live_update`: the new agent takes over every persistent engine.
     pub(super) fn dma_resume(&mut self) -> Result<()> {
         self.rx_resume()?;
