@@ -72,3 +72,40 @@ fn rx_through_twenty_live_updates_in_a_row_stays_intact() {
         assert!(u.dma_while_agent_down.unwrap_or(0) > 0, "update {}: the device stopped while no agent ran: {u:?}", u.index);
     }
 }
+
+#[test]
+fn two_devices_in_separate_persistent_domains_dma_only_into_their_own_pages() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, _t) = run_scenario("live-update-isolation");
+    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    let iso = r.isolation.as_ref().expect("the isolation oracle ran");
+    assert_eq!((iso.foreign, iso.cross_device), (0, 0), "{iso:?}");
+    for dev in ["0000:00:02.0", "0000:00:03.0"] {
+        assert!(iso.translations.get(dev).copied().unwrap_or(0) > 0, "no translations traced for {dev}: {iso:?}");
+    }
+    assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
+    assert_eq!((r.nvme.lost, r.nvme.corrupted, r.nvme.blocks_read), (0, 0, 2048), "{:?}", r.nvme);
+    assert_eq!(r.iommu.faults, 0, "{:?}", r.iommu);
+}
+
+/// Negative control of the kernel's check before the atomic switch: the
+/// resuming agent maps the buffers 2 MiB off, the kernel refuses to switch
+/// and the device stays on its frozen domain (no fault, translation on).
+#[test]
+fn rebuilt_mappings_that_differ_from_the_frozen_ones_are_refused() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, t) = run_scenario("live-update-remap-mismatch");
+    assert_eq!(r.outcome, Verdict::Broken);
+    assert!(r.as_expected, "{:#?}", r.reasons);
+    assert!(r.reasons.iter().any(|s| s.contains("Invalid argument")), "{:#?}", r.reasons);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
+    assert_eq!(r.dma.corrupted, 0, "{:?}", r.dma);
+    assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "still translating through the frozen domain: {:?}", r.updates[0]);
+    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
+    assert!(console.contains("rebuilt mappings differ from the frozen ones"), "the kernel's refusal is logged");
+    assert!(!console.contains("switched from frozen domain"));
+}

@@ -210,6 +210,11 @@ pub struct PersistSpec {
     /// attach (the kernel switches from the frozen domain) and go on
     /// refilling the same ring. `false`: program the device from scratch.
     pub resume: bool,
+    /// Fault injection (0 in real runs): on resume, map the buffers this
+    /// many bytes above their IOVA, so the rebuilt mappings differ from the
+    /// frozen ones and the kernel must refuse to switch.
+    #[serde(default)]
+    pub iova_skew: u64,
 }
 
 /// What an agent leaves in pkernfs (`<file>.handover`, JSON) for the agent

@@ -52,12 +52,13 @@ impl FileLayout {
         Self { ring_len, bufs_off, bufs_len, canary_off, total: canary_off + CANARY_LEN }
     }
 
-    /// Maps ring and buffers (page-rounded) at their IOVAs.
-    fn map(&self, iommu: &Iommu, ram: &GuestRam) -> Result<(), String> {
+    /// Maps ring and buffers (page-rounded) at their IOVAs (buffers `skew`
+    /// bytes higher for fault injection).
+    fn map(&self, iommu: &Iommu, ram: &GuestRam, skew: u64) -> Result<(), String> {
         let ring = self.bufs_off - RING_OFF;
         iommu.map_file(ram.file(), RING_OFF, ring, RING_IOVA).map_err(|e| format!("{}: ring: {e}", ram.path))?;
         let bufs = self.canary_off - self.bufs_off;
-        iommu.map_file(ram.file(), self.bufs_off, bufs, BUF_IOVA).map_err(|e| format!("{}: buffers: {e}", ram.path))
+        iommu.map_file(ram.file(), self.bufs_off, bufs, BUF_IOVA + skew).map_err(|e| format!("{}: buffers: {e}", ram.path))
     }
 }
 
@@ -82,7 +83,11 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     if resumed.is_none() {
         ram.fill(fl.canary_off, CANARY_LEN, CANARY);
     }
-    let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram))?;
+    let skew = if spec.resume { spec.iova_skew } else { 0 };
+    if skew % PAGE != 0 {
+        return Err(format!("e1000e {pci}: iova_skew {skew:#x} is not page aligned"));
+    }
+    let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram, skew))?;
     let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
     let cursor = match &resumed {
         Some(h) => Cursor { next: h.next, tail: h.tail, held: h.held },

@@ -7,8 +7,10 @@
 //! - [`iommu`]: VT-d faults and translation on/off from QEMU's trace and the console.
 //! - [`timeline`]: per live update, kexec → new kernel → agent back, and the DMA around it.
 //! - [`trace`]: QEMU's trace log as counts and example lines.
+//! - [`isolation`]: each device's DMA translated only into its own pages (QEMU's IOTLB trace).
 
 pub mod iommu;
+pub mod isolation;
 pub mod ledger;
 pub mod memory;
 pub mod nvme;

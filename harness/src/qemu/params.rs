@@ -156,7 +156,10 @@ impl MachineParams {
         Self {
             kernel: kernel.into(),
             initrd: initrd.into(),
-            cmdline: ["console=ttyS0", "panic=-1", "intel_iommu=on", "iommu=nopt", "loglevel=6"]
+            // no_timer_check: under TCG on a loaded machine the IO-APIC timer
+            // check can miss its ticks and panic the boot ("timer doesn't
+            // work through Interrupt-remapped IO-APIC").
+            cmdline: ["console=ttyS0", "panic=-1", "intel_iommu=on", "iommu=nopt", "loglevel=6", "no_timer_check"]
                 .map(String::from)
                 .to_vec(),
             memory_mib: 1024,

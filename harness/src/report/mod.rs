@@ -53,6 +53,10 @@ pub struct Report {
     /// DMA around it (schema 3; empty without live updates). Times are ms
     /// since the run started; see [`UpdateTimeline`] for each field.
     pub updates: Vec<UpdateTimeline>,
+    /// Isolation oracle (scenarios with `check_isolation`): where each
+    /// device's DMA was translated to, from QEMU's IOTLB trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::oracle::isolation::IsolationSection>,
     /// In-kernel KUnit results parsed from the console's KTAP (null when the
     /// kernel printed none, e.g. the stock kernel).
     pub kunit: Option<crate::ktap::Counts>,

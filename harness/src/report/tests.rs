@@ -2,6 +2,7 @@ use super::*;
 
 fn sample() -> Report {
     Report {
+        isolation: None,
         schema: SCHEMA,
         scenario: "stock-kexec-rx".into(),
         description: "RX through a stock-kernel kexec (negative control)".into(),

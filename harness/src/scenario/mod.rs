@@ -57,6 +57,10 @@ pub struct Scenario {
     pub nvme: Option<NvmeSpec>,
     /// pkernfs carve-out and files (absent: no carve-out).
     pub pkernfs: Option<PkernfsSpec>,
+    /// Trace every VT-d translation and check that each DMA engine's device
+    /// reached only its own pages (the isolation oracle).
+    #[serde(default)]
+    pub check_isolation: bool,
     /// What happens, in order.
     pub steps: Vec<Step>,
 }
@@ -103,6 +107,11 @@ pub struct RxSpec {
     /// it from the hand-over. Needs `[pkernfs]` and the lulab kernel.
     #[serde(default)]
     pub persist: bool,
+    /// Fault injection for `persist`: the resuming agent maps the buffers
+    /// this many bytes (a multiple of 4096) above their IOVA, so the kernel
+    /// must refuse to switch from the frozen domain. 0 in real runs.
+    #[serde(default)]
+    pub resume_iova_skew: u64,
 }
 
 /// `[nvme]`: blocks the agent reads from the harness-written backing file.
@@ -268,6 +277,9 @@ impl Scenario {
             }
             if rx.persist && rx.unmapped_slots != 0 {
                 return Err("rx.unmapped_slots: fault injection is not supported with rx.persist".into());
+            }
+            if rx.resume_iova_skew % 4096 != 0 || (rx.resume_iova_skew != 0 && !rx.persist) {
+                return Err(format!("rx.resume_iova_skew: {} must be a multiple of 4096, with rx.persist", rx.resume_iova_skew));
             }
         }
         if let Some(nv) = &self.nvme {

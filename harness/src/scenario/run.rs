@@ -114,7 +114,8 @@ impl<'a> Runner<'a> {
             // Also what every kexec gets: the carve-out must be repeated.
             params.cmdline.extend(pk.cmdline());
         }
-        for e in crate::oracle::trace_events() {
+        let extra = if sc.check_isolation { crate::oracle::isolation::ISOLATION_TRACE_EVENTS } else { &[] };
+        for e in crate::oracle::trace_events().into_iter().chain(extra.iter().map(|s| s.to_string())) {
             if !params.trace_events.contains(&e) {
                 params.trace_events.push(e);
             }

@@ -13,7 +13,8 @@ use crate::oracle::ledger::{DeviceEvidence, Ledger};
 use crate::oracle::memory;
 use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
 use crate::oracle::trace::TraceSummary;
-use crate::qemu::params::NIC_ADDR;
+use crate::oracle::isolation::{self, IsolationSection, Owner};
+use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
 use crate::report::{DmaSection, IommuSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
 use crate::scenario::Verdict;
 
@@ -33,6 +34,7 @@ impl Runner<'_> {
         let iommu = self.judge_iommu(&trace, &console, &mut reasons)?;
         let kunit = self.judge_kunit(&console, &mut reasons);
         let updates = self.judge_timeline()?;
+        let isolation = self.judge_isolation(&mut reasons)?;
         reasons.extend(self.pk.findings.iter().cloned());
         self.pk.write(&self.out)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
@@ -61,6 +63,7 @@ impl Runner<'_> {
             memory,
             live_updates: self.live_updates,
             updates,
+            isolation,
             kunit,
             pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
             timings_ms,
@@ -226,5 +229,32 @@ impl Runner<'_> {
             translation_disabled: r.translation_disabled,
             examples,
         })
+    }
+
+    /// The isolation oracle over QEMU's IOTLB trace (scenarios with `check_isolation`).
+    fn judge_isolation(&mut self, reasons: &mut Vec<String>) -> Result<Option<IsolationSection>> {
+        if !self.sc.check_isolation {
+            return Ok(None);
+        }
+        let mut owners = Vec::new();
+        for pci in [NIC_ADDR, NVME_ADDR] {
+            let path = self.out.join(format!("layout-{pci}.json"));
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let layout: lulab_proto::DmaLayout = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+                owners.push(Owner { pci: layout.pci, pages: layout.dma_pages });
+            }
+        }
+        // From the end of `start_dma` on: before, host drivers owned the devices.
+        let s = isolation::check_file(&self.host_dir().join("trace.log"), self.dma_trace_offset, &owners)?;
+        if s.foreign > 0 {
+            reasons.push(format!(
+                "isolation: {} DMA translations outside the device's own pages ({} into another device's), e.g. {:?}",
+                s.foreign, s.cross_device, s.examples
+            ));
+        }
+        if owners.len() > 1 && s.translations.len() < owners.len() {
+            reasons.push(format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), owners.len()));
+        }
+        Ok(Some(s))
     }
 }

@@ -50,13 +50,14 @@ impl Runner<'_> {
     /// The agent's `persist` for the RX engine (`None` unless `rx.persist`).
     pub(super) fn rx_persist_spec(&self, spec: &RxSpec, resume: bool) -> Option<PersistSpec> {
         let pk = self.sc.pkernfs.as_ref()?;
-        spec.persist.then(|| PersistSpec { file: pk.path(RX_FILE), resume })
+        let iova_skew = if resume { spec.resume_iova_skew } else { 0 };
+        spec.persist.then(|| PersistSpec { file: pk.path(RX_FILE), resume, iova_skew })
     }
 
     /// The agent's `persist` for the NVMe engine (`None` unless `nvme.persist`).
     pub(super) fn nvme_persist_spec(&self, spec: &NvmeSpec, resume: bool) -> Option<PersistSpec> {
         let pk = self.sc.pkernfs.as_ref()?;
-        spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume })
+        spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume, iova_skew: 0 })
     }
 
     /// `pkernfs_expect_busy`: unlink and truncate of every persistent
