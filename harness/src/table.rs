@@ -36,7 +36,7 @@ pub fn host_table(info: &KernelInfo, devices: &[PciDevice], t: &BootTimings) -> 
 /// Scenario reports in columns, one row per oracle figure.
 pub fn side_by_side(reports: &[Report]) -> String {
     type Row = (&'static str, fn(&Report) -> String);
-    let rows: [Row; 17] = [
+    let rows: [Row; 19] = [
         ("expected", |r| r.expect.to_string()),
         ("outcome", |r| r.outcome.to_string()),
         ("as expected", |r| if r.as_expected { "yes".into() } else { "NO".into() }),
@@ -48,6 +48,14 @@ pub fn side_by_side(reports: &[Report]) -> String {
         ("  lost", |r| r.dma.lost.to_string()),
         ("  stuck on host side", |r| r.dma.queued_on_host.to_string()),
         ("NIC bus master cleared", |r| r.dma.bus_master_cleared.to_string()),
+        ("frames DMAed, no agent", |r| {
+            let n: Vec<String> = r.updates.iter().map(|u| u.dma_while_agent_down.map_or("-".into(), |n| n.to_string())).collect();
+            if n.is_empty() { "-".into() } else { n.join(",") }
+        }),
+        ("agent downtime (ms)", |r| {
+            let n: Vec<String> = r.updates.iter().map(|u| u.agent_downtime_ms.map_or("-".into(), |n| n.to_string())).collect();
+            if n.is_empty() { "-".into() } else { n.join(",") }
+        }),
         ("NVMe blocks read", |r| r.nvme.blocks_read.to_string()),
         ("  corrupted / lost", |r| format!("{} / {}", r.nvme.corrupted, r.nvme.lost)),
         ("VT-d faults", |r| r.iommu.faults.to_string()),
