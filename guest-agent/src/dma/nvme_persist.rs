@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use lulab_proto::{DmaLayout, DmaRegion, IommuApi, NvmeHandover, PersistLayout, PersistSpec};
 
-use super::guest_ram::GuestRam;
+use super::guest_ram::{handover_path, image_path, GuestRam, CANARY, CANARY_LEN};
 use super::mem::PAGE;
 use super::nvme::{self, admin_len, bring_up, Geometry, Nvme, NvmeCursor, NvmeMem, Plan, ADMIN_IOVA, BUF_IOVA, CQ_IOVA};
 use super::nvme_queue::{QueuePair, CQE};
@@ -24,8 +24,6 @@ use super::{Driver, Progress};
 
 /// Largest LBA size the file reserves buffer space for.
 const MAX_LBA: u64 = 4096;
-const CANARY_LEN: u64 = 4 * PAGE;
-const CANARY: &[u8] = b"lulab-canary-never-dma-";
 
 /// The file: `[admin | CQ | buffers | canary]`, each page-aligned.
 #[derive(Debug, Clone, Copy)]
@@ -71,10 +69,6 @@ impl FileLayout {
         }
         Ok(())
     }
-}
-
-fn handover_path(file: &str) -> String {
-    format!("{file}.handover")
 }
 
 /// Starts (or, with `spec.resume`, takes over) a persistent NVMe read engine.
@@ -156,7 +150,7 @@ pub fn start(
         canary: Vec::new(),
         persist: Some(PersistLayout {
             file: spec.file.clone(),
-            image_path: format!("/{}", std::path::Path::new(&spec.file).file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+            image_path: image_path(&spec.file)?,
             ring_offset: fl.cq_off,
             buffers_offset: fl.bufs_off,
             canary_offset: fl.canary_off,

@@ -21,17 +21,13 @@ use std::sync::Mutex;
 use lulab_proto::{DmaLayout, DmaRegion, Handover, IommuApi, PersistLayout, PersistSpec};
 
 use super::e1000e::{bsize_bits, Cursor, E1000e, RxMem, BUF_IOVA, DESC, RING_IOVA};
-use super::guest_ram::GuestRam;
+use super::guest_ram::{handover_path, image_path, GuestRam, CANARY, CANARY_LEN};
 use super::mem::PAGE;
 use super::vfio::{Bar, Device, Iommu};
 use super::Progress;
 
 /// File offset of the ring.
 pub const RING_OFF: u64 = 0;
-/// Canary bytes at the end of the file (never mapped for the device).
-const CANARY_LEN: u64 = 4 * PAGE;
-/// The canary pattern (as in anonymous mode).
-const CANARY: &[u8] = b"lulab-canary-never-dma-";
 
 /// Where each region sits in the file.
 #[derive(Debug, Clone, Copy)]
@@ -60,10 +56,6 @@ impl FileLayout {
         let bufs = self.canary_off - self.bufs_off;
         iommu.map_file(ram.file(), self.bufs_off, bufs, BUF_IOVA + skew).map_err(|e| format!("{}: buffers: {e}", ram.path))
     }
-}
-
-fn handover_path(file: &str) -> String {
-    format!("{file}.handover")
 }
 
 fn now_ns() -> u64 {
@@ -139,14 +131,6 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
         }),
     };
     Ok((nic, layout))
-}
-
-/// The file's path relative to the pkernfs mount (its directory).
-fn image_path(file: &str) -> Result<String, String> {
-    std::path::Path::new(file)
-        .file_name()
-        .map(|n| format!("/{}", n.to_string_lossy()))
-        .ok_or_else(|| format!("{file}: no file name"))
 }
 
 fn read_handover(file: &str, pci: &str, ring_size: u32, buf_size: u32) -> Result<Handover, String> {

@@ -107,7 +107,6 @@ impl Runner<'_> {
     fn nvme_resume(&mut self) -> Result<()> {
         let Some(spec) = self.sc.nvme.clone() else { return Ok(()) };
         let Some(persist) = self.nvme_persist_spec(&spec, true) else { return Ok(()) };
-        let before = self.nvme.as_ref().map(|(l, _)| l.clone()).context("no NVMe layout from start_dma")?;
         let cfg = DmaConfig::NvmeRead {
             pci: NVME_ADDR.into(),
             blocks_per_cmd: spec.blocks_per_cmd,
@@ -117,23 +116,37 @@ impl Runner<'_> {
             iommu: IommuApi::Iommufd,
             persist: Some(persist),
         };
+        let layout = self.resume_engine(cfg, "nvme_resume")?;
+        ensure!(layout.persist.is_some_and(|p| p.resumed_nvme.is_some()), "the NVMe engine did not resume from a hand-over");
+        Ok(())
+    }
+
+    /// Asks the new agent to take over `cfg`'s engine (timed as
+    /// `live_update<N>_<label>`), checks that it kept the memory of the
+    /// layout written at `start_dma` and records its layout for this update.
+    fn resume_engine(&mut self, cfg: DmaConfig, label: &str) -> Result<DmaLayout> {
+        let pci = cfg.pci().to_string();
+        let path = self.out.join(format!("layout-{pci}.json"));
+        let before = std::fs::read_to_string(&path).with_context(|| format!("{}: the layout written at start_dma", path.display()))?;
+        let before: DmaLayout = serde_json::from_str(&before).with_context(|| path.display().to_string())?;
         let t = std::time::Instant::now();
         let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60))? {
             Reply::DmaStarted(l) => l,
-            other => bail!("unexpected reply to the resuming NVMe dma_start: {other:?}"),
+            other => bail!("unexpected reply to the resuming dma_start for {pci}: {other:?}"),
         };
         let n = self.live_updates;
-        self.mark(&format!("live_update{n}_nvme_resume"), t);
+        self.mark(&format!("live_update{n}_{label}"), t);
         self.resolve_persistent(&mut layout)?;
         ensure!(
-            layout.buffers.phys == before.buffers.phys && layout.ring.phys == before.ring.phys,
-            "the resumed NVMe engine's memory moved: buffers {:?}, was {:?}",
+            layout.ring.phys == before.ring.phys && layout.buffers.phys == before.buffers.phys,
+            "the resumed engine of {pci} moved its memory: ring {:?} / buffers {:?}, was {:?} / {:?}",
+            layout.ring.phys,
             layout.buffers.phys,
+            before.ring.phys,
             before.buffers.phys
         );
-        ensure!(layout.persist.as_ref().is_some_and(|p| p.resumed_nvme.is_some()), "the NVMe engine did not resume from a hand-over");
-        std::fs::write(self.out.join(format!("layout-{NVME_ADDR}-update{n}.json")), serde_json::to_string_pretty(&layout)?)?;
-        Ok(())
+        std::fs::write(self.out.join(format!("layout-{pci}-update{n}.json")), serde_json::to_string_pretty(&layout)?)?;
+        Ok(layout)
     }
 
     /// Fills the physical ranges of a persistent engine's layout from the
@@ -162,9 +175,6 @@ impl Runner<'_> {
     fn rx_resume(&mut self) -> Result<()> {
         let Some(spec) = self.rx.as_ref().map(|r| r.spec.clone()) else { return Ok(()) };
         let Some(persist) = self.rx_persist_spec(&spec, true) else { return Ok(()) };
-        let before = std::fs::read_to_string(self.out.join(format!("layout-{NIC_ADDR}.json")))
-            .context("the RX layout written at start_dma")?;
-        let before: DmaLayout = serde_json::from_str(&before)?;
         let cfg = DmaConfig::E1000eRx {
             pci: NIC_ADDR.into(),
             ring_size: spec.ring_size,
@@ -174,25 +184,8 @@ impl Runner<'_> {
             unmapped_slots: 0,
             persist: Some(persist),
         };
-        let t = std::time::Instant::now();
-        let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60))? {
-            Reply::DmaStarted(l) => l,
-            other => bail!("unexpected reply to the resuming dma_start: {other:?}"),
-        };
-        let n = self.live_updates;
-        self.mark(&format!("live_update{n}_agent_resume"), t);
-        self.resolve_persistent(&mut layout)?;
-        ensure!(
-            layout.ring.phys == before.ring.phys && layout.buffers.phys == before.buffers.phys,
-            "the resumed RX engine's memory moved: ring {:?} / buffers {:?}, was {:?} / {:?}",
-            layout.ring.phys,
-            layout.buffers.phys,
-            before.ring.phys,
-            before.buffers.phys
-        );
-        let resumed = layout.persist.as_ref().and_then(|p| p.resumed_from.clone());
-        ensure!(resumed.is_some(), "the agent did not resume from a hand-over");
-        std::fs::write(self.out.join(format!("layout-{NIC_ADDR}-update{n}.json")), serde_json::to_string_pretty(&layout)?)?;
+        let layout = self.resume_engine(cfg, "agent_resume")?;
+        ensure!(layout.persist.is_some_and(|p| p.resumed_from.is_some()), "the agent did not resume from a hand-over");
         Ok(())
     }
 }
