@@ -41,6 +41,10 @@ fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
     assert!(ktap.complete(), "KTAP incomplete");
     assert!(c.passed >= 4, "KUnit passed {c:?}");
     assert_eq!(c.failed, 0, "KUnit failures: {:?}", ktap.failed());
+    // The C KUnit suite of the VT-d freeze copy (kernel/patches/0003) ran.
+    let persist: Vec<_> = ktap.leaves().into_iter().filter(|(n, _)| n.starts_with("lulab_vtd_persist.")).collect();
+    assert!(!persist.is_empty(), "suite lulab_vtd_persist missing from KTAP");
+    assert!(persist.iter().all(|(_, s)| *s == lulab::ktap::Status::Passed), "{persist:?}");
 }
 
 #[test]
