@@ -335,6 +335,13 @@ pub(crate) extern "C" fn pkernfs_rs_set_size(ino: u32, size: u64, now_ns: u64) -
     ret(with_image(|img| img.set_size(ino, size, now_ns)))
 }
 
+/// Sets or clears `ino`'s persistent pin (the format's `FLAG_PINNED`: unlink,
+/// rename over it and shrinking fail with EBUSY, in this kernel and the next).
+#[no_mangle]
+pub(crate) extern "C" fn pkernfs_rs_set_pinned(ino: u32, pinned: bool) -> c_int {
+    ret(with_image(|img| img.set_pinned(ino, pinned)))
+}
+
 /// Physical address of `ino`'s byte `off` and how many bytes are contiguous there.
 #[no_mangle]
 pub(crate) extern "C" fn pkernfs_rs_map(ino: u32, off: u64, phys: *mut u64, len: *mut u64) -> c_int {

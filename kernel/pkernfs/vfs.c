@@ -159,10 +159,14 @@ static struct dentry *pk_mkdir(struct mnt_idmap *idmap, struct inode *dir, struc
 
 /*
  * DMA pins (include/linux/pkernfs.h): inode number -> number of iommufd
- * mappings of the file's memory. In memory only: a new kernel starts with
- * none (its frozen IOMMU domain lives in iommu/dom-<id>, pinned itself).
+ * mappings of the file's memory, under pk_dma_lock. The first pin also sets
+ * the inode's persistent pin in the image (FLAG_PINNED) and the last unpin
+ * clears it, so a file still mapped at kexec stays pinned in the next
+ * kernel (a frozen IOMMU domain may map it) until an owner maps it again
+ * and lets it go.
  */
 static DEFINE_XARRAY(pk_dma_pins);
+static DEFINE_MUTEX(pk_dma_lock);
 
 static bool pk_dma_pinned(struct inode *inode)
 {
@@ -197,11 +201,16 @@ int pkernfs_file_dma_pin(struct file *file, u64 off, u64 len, phys_addr_t *phys)
 			(u64)inode->i_ino, off, len, contig);
 		return -EINVAL;
 	}
-	xa_lock(&pk_dma_pins);
+	mutex_lock(&pk_dma_lock);
 	old = xa_load(&pk_dma_pins, inode->i_ino);
-	err = xa_err(__xa_store(&pk_dma_pins, inode->i_ino,
-				xa_mk_value((old ? xa_to_value(old) : 0) + 1), GFP_ATOMIC));
-	xa_unlock(&pk_dma_pins);
+	if (!old)
+		err = pkernfs_rs_set_pinned(inode->i_ino, true);
+	if (!err)
+		err = xa_err(xa_store(&pk_dma_pins, inode->i_ino,
+				      xa_mk_value((old ? xa_to_value(old) : 0) + 1), GFP_KERNEL));
+	if (err && !old)
+		pkernfs_rs_set_pinned(inode->i_ino, false);
+	mutex_unlock(&pk_dma_lock);
 	if (err)
 		return err;
 	*phys = p;
@@ -214,14 +223,16 @@ void pkernfs_file_dma_unpin(struct file *file)
 	unsigned long n;
 	void *old;
 
-	xa_lock(&pk_dma_pins);
+	mutex_lock(&pk_dma_lock);
 	old = xa_load(&pk_dma_pins, inode->i_ino);
 	n = old ? xa_to_value(old) : 0;
-	if (n > 1)
-		__xa_store(&pk_dma_pins, inode->i_ino, xa_mk_value(n - 1), GFP_ATOMIC);
-	else
-		__xa_erase(&pk_dma_pins, inode->i_ino);
-	xa_unlock(&pk_dma_pins);
+	if (n > 1) {
+		xa_store(&pk_dma_pins, inode->i_ino, xa_mk_value(n - 1), GFP_KERNEL);
+	} else {
+		xa_erase(&pk_dma_pins, inode->i_ino);
+		pkernfs_rs_set_pinned(inode->i_ino, false);
+	}
+	mutex_unlock(&pk_dma_lock);
 }
 
 static int pk_unlink(struct inode *dir, struct dentry *dentry)

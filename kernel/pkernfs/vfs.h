@@ -56,6 +56,8 @@ ssize_t pkernfs_rs_write(u32 ino, u64 off, const void __user *buf, size_t len,
 int pkernfs_rs_set_size(u32 ino, u64 size, u64 now_ns);
 /* Physical address and contiguous length of the file's bytes at off. */
 int pkernfs_rs_map(u32 ino, u64 off, u64 *phys, u64 *len);
+/* The file's persistent pin (format FLAG_PINNED), kept across kexec. */
+int pkernfs_rs_set_pinned(u32 ino, bool pinned);
 
 /* C (vfs.c), called from Rust (iommu.rs): wall-clock ns; KUnit skip. */
 u64 pkernfs_now_ns(void);

@@ -24,10 +24,7 @@ const NVME_FILE: &str = "guest-ram-nvme";
 /// Guest-physical ranges of `[off, off + len)` of the file at `path` in a
 /// pkernfs image whose carve-out starts at `base`.
 pub fn file_ranges(img: &Image<'_>, base: u64, path: &str, off: u64, len: u64) -> Result<Vec<PhysRange>> {
-    let mut ino = ROOT_INO;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        ino = img.lookup(ino, part.as_bytes()).map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?;
-    }
+    let ino = lookup(img, path)?;
     let mut out: Vec<PhysRange> = Vec::new();
     let mut at = off;
     while at < off + len {
@@ -44,6 +41,15 @@ pub fn file_ranges(img: &Image<'_>, base: u64, path: &str, off: u64, len: u64) -
         at += take;
     }
     Ok(out)
+}
+
+/// The inode at `path` (from the image's root).
+fn lookup(img: &Image<'_>, path: &str) -> Result<crate::pkernfs::format::Ino> {
+    let mut ino = ROOT_INO;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = img.lookup(ino, part.as_bytes()).map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?;
+    }
+    Ok(ino)
 }
 
 impl Runner<'_> {
@@ -129,6 +135,11 @@ impl Runner<'_> {
         let path = self.out.join(format!("layout-{pci}.json"));
         let before = std::fs::read_to_string(&path).with_context(|| format!("{}: the layout written at start_dma", path.display()))?;
         let before: DmaLayout = serde_json::from_str(&before).with_context(|| path.display().to_string())?;
+        // Before any agent maps it again, the file must still be pinned in
+        // the image (a frozen domain maps it): read from the RAM file.
+        if let Some(p) = &before.persist {
+            ensure!(self.image_file_pinned(&p.image_path)?, "pkernfs {} is not pinned after the kexec although a frozen IOMMU domain maps it", p.image_path);
+        }
         let t = std::time::Instant::now();
         let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60))? {
             Reply::DmaStarted(l) => l,
@@ -147,6 +158,17 @@ impl Runner<'_> {
         );
         std::fs::write(self.out.join(format!("layout-{pci}-update{n}.json")), serde_json::to_string_pretty(&layout)?)?;
         Ok(layout)
+    }
+
+    /// Whether the pkernfs file at `path` carries the persistent pin, read
+    /// from the image in the RAM file.
+    fn image_file_pinned(&self, path: &str) -> Result<bool> {
+        let pk = self.sc.pkernfs.as_ref().context("a persistent engine without [pkernfs]")?;
+        let mem = self.mem.as_ref().context("no guest memory")?;
+        let mut bytes = read_carveout(mem, PhysRange { gpa: pk.base(), len: pk.size() })?;
+        let img = Image::open(&mut bytes).map_err(|e| anyhow::anyhow!("pkernfs image in RAM: {}", e.describe()))?;
+        let ino = lookup(&img, path)?;
+        Ok(img.stat(ino).map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?.pinned)
     }
 
     /// Fills the physical ranges of a persistent engine's layout from the
