@@ -215,6 +215,11 @@ pub struct PersistSpec {
     /// frozen ones and the kernel must refuse to switch.
     #[serde(default)]
     pub iova_skew: u64,
+    /// What keeps the memory across kexec (default: pkernfs). With
+    /// [`PersistBacking::LuoMemfd`], `file` is the memfd's name and the LUO
+    /// session's name.
+    #[serde(default)]
+    pub backing: PersistBacking,
 }
 
 /// What an agent leaves in pkernfs (`<file>.handover`, JSON) for the agent
@@ -280,7 +285,8 @@ pub struct DmaLayout {
     pub canary: Vec<PhysRange>,
     /// Set for a persistent engine: its memory is a pkernfs file, and the
     /// `phys` lists above are empty (the agent cannot see physical
-    /// addresses of pkernfs pages; the harness finds them in the image).
+    /// addresses of pkernfs pages; the harness finds them in the image);
+    /// or a LUO memfd, whose `phys` lists the agent fills.
     #[serde(default)]
     pub persist: Option<PersistLayout>,
 }
@@ -311,6 +317,13 @@ pub struct PersistLayout {
     /// NVMe: the hand-over the engine resumed from.
     #[serde(default)]
     pub resumed_nvme: Option<NvmeHandover>,
+    /// What keeps the memory (a memfd's `phys` lists are filled by the agent
+    /// from `/proc/self/pagemap`; `image_path` is then empty).
+    #[serde(default)]
+    pub backing: PersistBacking,
+    /// LUO only, after a live update: what the new agent found.
+    #[serde(default)]
+    pub luo: Option<Box<LuoFindings>>,
 }
 
 /// What an NVMe read engine leaves for the next kernel's agent
@@ -445,6 +458,9 @@ pub struct FileDigest {
 }
 
 pub mod pattern;
+mod persist;
+
+pub use persist::{LuoFindings, PersistBacking};
 
 /// Outcome of [`Op::Exec`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -532,6 +548,17 @@ mod tests {
         let mut e = pattern::Fnv1a64::new();
         e.update(b"a");
         assert_eq!(e.finish(), 0xaf63_dc4c_8601_ec8c); // FNV-1a 64 test vector
+    }
+
+    #[test]
+    fn persist_spec_without_backing_is_pkernfs() {
+        let s: PersistSpec = serde_json::from_str(r#"{"file":"/mnt/pkernfs/x","resume":false}"#).unwrap();
+        assert_eq!(s.backing, PersistBacking::Pkernfs);
+        let l = r#"{"file":"f","image_path":"/f","ring_offset":0,"buffers_offset":4096,"canary_offset":8192,"canary_len":4096,"persistent":true,"resumed_from":null}"#;
+        let l: PersistLayout = serde_json::from_str(l).unwrap();
+        assert_eq!((l.backing, l.luo), (PersistBacking::Pkernfs, None));
+        let m = serde_json::to_string(&PersistSpec { file: "lulab-rx".into(), resume: true, iova_skew: 0, backing: PersistBacking::LuoMemfd }).unwrap();
+        assert!(m.contains(r#""backing":"luo_memfd""#), "{m}");
     }
 
     #[test]

@@ -37,7 +37,7 @@ const UNMAPPED_IOVA: u64 = 0x7000_0000;
 pub(super) const DESC: u64 = 16;
 
 /// Register offsets (QEMU hw/net/e1000x_regs.h).
-mod reg {
+pub(super) mod reg {
     pub const CTRL: usize = 0x0000;
     pub const IMC: usize = 0x00d8;
     pub const RCTL: usize = 0x0100;
@@ -52,7 +52,7 @@ mod reg {
 const CTRL_ASDE: u32 = 1 << 5;
 const CTRL_SLU: u32 = 1 << 6;
 const CTRL_RST: u32 = 1 << 26;
-const RCTL_EN: u32 = 1 << 1;
+pub(super) const RCTL_EN: u32 = 1 << 1;
 const RCTL_SBP: u32 = 1 << 2;
 const RCTL_UPE: u32 = 1 << 3;
 const RCTL_MPE: u32 = 1 << 4;

@@ -3,6 +3,7 @@
 //! is mapped into this process shared (the kernel inserts the carve-out's
 //! pages, 2 MiB at a time where it can) and into the device's IOAS with
 //! `IOMMU_IOAS_MAP_FILE` (by physical address: the pages have no struct page).
+//! A LUO memfd ([`super::rx_luo`]) is mapped the same way ([`GuestRam::map`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -83,8 +84,14 @@ impl GuestRam {
         if size != len {
             return Err(format!("{path}: {size:#x} bytes, expected {len:#x} (not the file the previous agent left?)"));
         }
+        Self::map(file, len, path)
+    }
+
+    /// Maps all `len` bytes of an open file (a pkernfs file or a memfd)
+    /// shared; `path` names it in errors.
+    pub fn map(file: File, len: u64, path: &str) -> Result<Self, String> {
         // SAFETY: a fresh shared mapping of the whole file; pkernfs inserts
-        // the carve-out's pages at fault time.
+        // the carve-out's pages at fault time, shmem its folios.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),

@@ -108,22 +108,28 @@ impl Mem {
     /// adjacent pages coalesced. Call after IOMMU mapping (pinning may
     /// migrate pages, the pin then holds them in place).
     pub fn phys(&self) -> Result<Vec<PhysRange>, String> {
-        let pages = self.len as u64 / PAGE;
-        let f = std::fs::File::open("/proc/self/pagemap").map_err(|e| format!("/proc/self/pagemap: {e}"))?;
-        let mut raw = vec![0u8; pages as usize * 8];
-        f.read_exact_at(&mut raw, self.addr() / PAGE * 8)
-            .map_err(|e| format!("/proc/self/pagemap: reading {} entries for {}: {e}", pages, self.name))?;
-        let mut pfns = Vec::with_capacity(pages as usize);
-        for (i, e) in raw.chunks_exact(8).enumerate() {
-            let e = u64::from_le_bytes(e.try_into().expect("8-byte chunk"));
-            let pfn = e & ((1 << 55) - 1);
-            if e >> 63 == 0 || pfn == 0 {
-                return Err(format!("{}: page {i} not present or PFN hidden (pagemap entry {e:#x}; root needed)", self.name));
-            }
-            pfns.push(pfn);
-        }
-        Ok(coalesce(&pfns))
+        pagemap(self.addr(), self.len as u64, &self.name)
     }
+}
+
+/// Guest-physical chunks backing `[addr, addr + len)` of this process (every
+/// page must be present), in address order, adjacent pages coalesced.
+pub fn pagemap(addr: u64, len: u64, name: &str) -> Result<Vec<PhysRange>, String> {
+    let pages = len / PAGE;
+    let f = std::fs::File::open("/proc/self/pagemap").map_err(|e| format!("/proc/self/pagemap: {e}"))?;
+    let mut raw = vec![0u8; pages as usize * 8];
+    f.read_exact_at(&mut raw, addr / PAGE * 8)
+        .map_err(|e| format!("/proc/self/pagemap: reading {pages} entries for {name}: {e}"))?;
+    let mut pfns = Vec::with_capacity(pages as usize);
+    for (i, e) in raw.chunks_exact(8).enumerate() {
+        let e = u64::from_le_bytes(e.try_into().expect("8-byte chunk"));
+        let pfn = e & ((1 << 55) - 1);
+        if e >> 63 == 0 || pfn == 0 {
+            return Err(format!("{name}: page {i} not present or PFN hidden (pagemap entry {e:#x}; root needed)"));
+        }
+        pfns.push(pfn);
+    }
+    Ok(coalesce(&pfns))
 }
 
 impl Drop for Mem {

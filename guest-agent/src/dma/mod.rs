@@ -8,10 +8,12 @@
 
 mod e1000e;
 mod guest_ram;
+mod luo;
 mod mem;
 mod nvme;
 mod nvme_persist;
 mod nvme_queue;
+mod rx_luo;
 mod rx_persist;
 mod sys;
 mod vfio;
@@ -90,6 +92,12 @@ impl Engine {
     /// Takes the device and starts DMA.
     pub fn start(cfg: &DmaConfig) -> Result<(Self, DmaLayout), String> {
         let (driver, mut layout) = match cfg {
+            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, persist: Some(spec), .. }
+                if spec.backing == lulab_proto::PersistBacking::LuoMemfd =>
+            {
+                let (nic, layout) = rx_luo::start(pci, *ring_size, *buf_size, *refill, spec)?;
+                (Arc::new(nic) as Arc<dyn Driver>, layout)
+            }
             DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, persist: Some(spec), .. } => {
                 let (nic, layout) = rx_persist::start(pci, *ring_size, *buf_size, *refill, spec)?;
                 (Arc::new(nic) as Arc<dyn Driver>, layout)

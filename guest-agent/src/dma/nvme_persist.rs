@@ -159,6 +159,8 @@ pub fn start(
             resumed_from: None,
             mapped: fl.mapped().iter().map(|&(off, len, _)| (off, len)).collect(),
             resumed_nvme: resumed,
+            backing: lulab_proto::PersistBacking::Pkernfs,
+            luo: None,
         }),
     };
     Ok((Arc::new(nvme), layout))

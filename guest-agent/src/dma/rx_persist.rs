@@ -31,16 +31,16 @@ pub const RING_OFF: u64 = 0;
 
 /// Where each region sits in the file.
 #[derive(Debug, Clone, Copy)]
-struct FileLayout {
-    ring_len: u64,
-    bufs_off: u64,
-    bufs_len: u64,
-    canary_off: u64,
-    total: u64,
+pub(super) struct FileLayout {
+    pub ring_len: u64,
+    pub bufs_off: u64,
+    pub bufs_len: u64,
+    pub canary_off: u64,
+    pub total: u64,
 }
 
 impl FileLayout {
-    fn new(ring_size: u32, buf_size: u32) -> Self {
+    pub fn new(ring_size: u32, buf_size: u32) -> Self {
         let ring_len = u64::from(ring_size) * DESC;
         let bufs_off = ring_len.div_ceil(PAGE) * PAGE;
         let bufs_len = u64::from(ring_size) * u64::from(buf_size);
@@ -50,7 +50,7 @@ impl FileLayout {
 
     /// Maps ring and buffers (page-rounded) at their IOVAs (buffers `skew`
     /// bytes higher for fault injection).
-    fn map(&self, iommu: &Iommu, ram: &GuestRam, skew: u64) -> Result<(), String> {
+    pub fn map(&self, iommu: &Iommu, ram: &GuestRam, skew: u64) -> Result<(), String> {
         let ring = self.bufs_off - RING_OFF;
         iommu.map_file(ram.file(), RING_OFF, ring, RING_IOVA).map_err(|e| format!("{}: ring: {e}", ram.path))?;
         let bufs = self.canary_off - self.bufs_off;
@@ -58,7 +58,7 @@ impl FileLayout {
     }
 }
 
-fn now_ns() -> u64 {
+pub(super) fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
@@ -128,6 +128,8 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
             resumed_from: resumed,
             mapped: vec![(RING_OFF, fl.bufs_off - RING_OFF), (fl.bufs_off, fl.canary_off - fl.bufs_off)],
             resumed_nvme: None,
+            backing: lulab_proto::PersistBacking::Pkernfs,
+            luo: None,
         }),
     };
     Ok((nic, layout))

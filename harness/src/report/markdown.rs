@@ -46,6 +46,9 @@ pub fn render(r: &Report) -> String {
     if let Some(p) = &r.pkernfs {
         pkernfs(&mut s, p);
     }
+    if let Some(l) = &r.luo {
+        super::luo::render(&mut s, l);
+    }
     super::timeline::render(&mut s, &r.updates, r.dma.sent > 0);
     let _ = writeln!(s, "## Timings (ms)\n\n| milestone | ms |\n|---|---|");
     for (k, v) in &r.timings_ms {

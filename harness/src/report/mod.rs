@@ -1,11 +1,14 @@
 //! `report.json` (a stable interface: fields are added, never renamed) and
 //! `report.md`, written into a run's output directory.
 
+pub mod compare;
+mod luo;
 mod markdown;
 mod pkernfs;
 mod timeline;
 
 pub use crate::oracle::timeline::UpdateTimeline;
+pub use luo::{LuoSection, LuoUpdate};
 pub use pkernfs::{CarveoutHash, PkernfsRefusal, PkernfsSection, UntouchedCheck};
 
 use std::collections::BTreeMap;
@@ -17,8 +20,8 @@ use serde::Serialize;
 use crate::scenario::Verdict;
 
 /// Version of the report.json layout. Bumped only when a field is added
-/// (2: `pkernfs`; 3: `updates`).
-pub const SCHEMA: u32 = 3;
+/// (2: `pkernfs`; 3: `updates`; 4: `luo`).
+pub const SCHEMA: u32 = 4;
 
 /// One scenario run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,6 +65,9 @@ pub struct Report {
     pub kunit: Option<crate::ktap::Counts>,
     /// pkernfs evidence (schema 2; null when the scenario has no `[pkernfs]`).
     pub pkernfs: Option<PkernfsSection>,
+    /// Upstream LUO evidence (schema 4; null unless the RX engine's memory
+    /// is a LUO-preserved memfd).
+    pub luo: Option<LuoSection>,
     /// Milestones in milliseconds (names are stable; the set grows).
     pub timings_ms: BTreeMap<String, u64>,
     /// Where the run's host files are.

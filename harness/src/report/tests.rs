@@ -40,6 +40,7 @@ fn sample() -> Report {
         }],
         kunit: None,
         pkernfs: None,
+        luo: None,
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
         run_dir: "/work/reports/x".into(),
     }
@@ -143,4 +144,19 @@ fn pkernfs_section_serialises_and_renders() {
     let md = r.markdown();
     assert!(md.contains("| superblock | superblock | EUCLEAN | true | true / Some(true) |"), "{md}");
     assert!(md.contains("| 1 | stock | true | false |"), "{md}");
+}
+
+#[test]
+fn reports_compare_side_by_side() {
+    let ours = sample();
+    let mut upstream = sample();
+    upstream.scenario = "luo-memfd-rx".into();
+    upstream.luo = Some(LuoSection::new(Vec::new()));
+    let t = compare::side_by_side(&[&ours, &upstream]);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "| | stock-kexec-rx | luo-memfd-rx |");
+    assert_eq!(lines[1], "|---|---|---|");
+    assert!(lines.contains(&"| guest RAM kept by | anonymous memory | memfd preserved by LUO |"), "{t}");
+    assert!(lines.contains(&"| LUO: memory survived | — | false |"), "{t}");
+    assert!(lines.iter().skip(2).all(|l| l.matches('|').count() == 4), "{t}");
 }

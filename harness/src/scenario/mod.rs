@@ -2,13 +2,16 @@
 //! a closed list of steps, with the verdict they expect. Parsing is strict
 //! (`deny_unknown_fields`); errors name the file, line and field.
 
+mod luo;
 mod pkernfs;
 pub mod run;
 
+pub use luo::LuoSpec;
 pub use pkernfs::{CorruptWhat, PkernfsFile, PkernfsMmap, PkernfsSpec};
 
 use std::path::Path;
 
+use lulab_proto::PersistBacking;
 use serde::{Deserialize, Serialize};
 
 /// What a scenario expects the oracles to conclude.
@@ -61,6 +64,8 @@ pub struct Scenario {
     /// reached only its own pages (the isolation oracle).
     #[serde(default)]
     pub check_isolation: bool,
+    /// Upstream's LUO switched on (absent: off).
+    pub luo: Option<LuoSpec>,
     /// What happens, in order.
     pub steps: Vec<Step>,
 }
@@ -112,6 +117,11 @@ pub struct RxSpec {
     /// must refuse to switch from the frozen domain. 0 in real runs.
     #[serde(default)]
     pub resume_iova_skew: u64,
+    /// With `persist`: what keeps the memory (`"pkernfs"`, the default, or
+    /// `"luo_memfd"`: a memfd preserved by upstream's LUO, needs `[luo]`;
+    /// the device is not kept running).
+    #[serde(default)]
+    pub backing: PersistBacking,
 }
 
 /// `[nvme]`: blocks the agent reads from the harness-written backing file.
@@ -272,7 +282,10 @@ impl Scenario {
             if rx.rate_fps.is_nan() || rx.rate_fps <= 0.0 {
                 return Err(format!("rx.rate_fps: {} must be > 0", rx.rate_fps));
             }
-            if rx.persist && self.pkernfs.is_none() {
+            if rx.persist && rx.backing == PersistBacking::LuoMemfd && (self.luo.is_none() || self.host.kernel != KernelChoice::Lulab) {
+                return Err("rx.backing: \"luo_memfd\" keeps the memory with upstream's LUO: add a [luo] table and boot kernel = \"lulab\"".into());
+            }
+            if rx.persist && rx.backing == PersistBacking::Pkernfs && self.pkernfs.is_none() {
                 return Err("rx.persist: a persistent RX engine keeps its memory in pkernfs: add a [pkernfs] table".into());
             }
             if rx.persist && rx.unmapped_slots != 0 {

@@ -82,6 +82,8 @@ struct Runner<'a> {
     /// `start` on the clock of frames, sightings and [`UpdateEvents`].
     start_ns: u64,
     pk: pkernfs::PkRun,
+    /// What each resuming agent found of a LUO-preserved engine.
+    luo: Vec<crate::report::LuoUpdate>,
     /// Size of QEMU's trace log when `start_dma` finished: bus-master
     /// changes after it are the ones that can interrupt the agent's DMA
     /// (before it, the host driver's unbind clears bus master by design).
@@ -113,6 +115,9 @@ impl<'a> Runner<'a> {
         if let Some(pk) = &sc.pkernfs {
             // Also what every kexec gets: the carve-out must be repeated.
             params.cmdline.extend(pk.cmdline());
+        }
+        if let Some(luo) = &sc.luo {
+            params.cmdline.extend(luo.cmdline());
         }
         let extra = if sc.check_isolation { crate::oracle::isolation::ISOLATION_TRACE_EVENTS } else { &[] };
         for e in crate::oracle::trace_events().into_iter().chain(extra.iter().map(|s| s.to_string())) {
@@ -146,6 +151,7 @@ impl<'a> Runner<'a> {
             start: Instant::now(),
             start_ns: now_ns(),
             pk: pkernfs::PkRun::default(),
+            luo: Vec::new(),
             dma_trace_offset: 0,
         })
     }

@@ -77,3 +77,14 @@ fn every_scenario_in_the_repository_parses() {
     }
     assert!(n >= 2, "found {n} scenarios in {}", dir.display());
 }
+
+#[test]
+fn a_luo_memfd_engine_needs_luo_and_our_kernel() {
+    let luo = GOOD.replace("frames = 300", "frames = 300\nrefill = true\npersist = true\nbacking = \"luo_memfd\"");
+    let e = Scenario::parse(&luo, "s.toml").unwrap_err().to_string();
+    assert!(e.contains("rx.backing") && e.contains("[luo]"), "{e}");
+    let ok = luo.replace("[rx]", "[host]\nkernel = \"lulab\"\nmemory_mib = 2048\niommu = true\n\n[luo]\n\n[rx]");
+    let s = Scenario::parse(&ok, "s.toml").unwrap();
+    assert_eq!(s.rx.unwrap().backing, lulab_proto::PersistBacking::LuoMemfd);
+    assert_eq!(s.luo.unwrap().cmdline(), ["kho=on", "liveupdate=on"]);
+}

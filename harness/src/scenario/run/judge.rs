@@ -15,7 +15,7 @@ use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
 use crate::oracle::trace::TraceSummary;
 use crate::oracle::isolation::{self, IsolationSection, Owner};
 use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
-use crate::report::{DmaSection, IommuSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
+use crate::report::{DmaSection, IommuSection, LuoSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
 use crate::scenario::Verdict;
 
 impl Runner<'_> {
@@ -36,6 +36,7 @@ impl Runner<'_> {
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut reasons)?;
         reasons.extend(self.pk.findings.iter().cloned());
+        reasons.extend(self.luo.iter().flat_map(|u| u.reasons()));
         self.pk.write(&self.out)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
         if let Some(host) = self.host.take() {
@@ -66,6 +67,7 @@ impl Runner<'_> {
             isolation,
             kunit,
             pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
+            luo: self.sc.luo.as_ref().map(|_| LuoSection::new(self.luo.clone())),
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
         })

@@ -9,17 +9,20 @@
 //! that the adopted layout is the one its scanner and ledgers already watch.
 
 use anyhow::{bail, ensure, Context, Result};
-use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistSpec, PhysRange, Reply};
+use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistBacking, PersistSpec, PhysRange, Reply};
 
 use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
 use crate::pkernfs::format::{Image, ROOT_INO};
 use crate::pkernfs::host::read_carveout;
 use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
+use crate::report::LuoUpdate;
 
 /// File name of the RX engine's guest RAM under the pkernfs mount.
 const RX_FILE: &str = "guest-ram-e1000e";
 /// File name of the NVMe engine's guest RAM under the pkernfs mount.
 const NVME_FILE: &str = "guest-ram-nvme";
+/// With `rx.backing = "luo_memfd"`: the memfd's and the LUO session's name.
+const LUO_SESSION: &str = "lulab-guest-ram-e1000e";
 
 /// Guest-physical ranges of `[off, off + len)` of the file at `path` in a
 /// pkernfs image whose carve-out starts at `base`.
@@ -55,15 +58,18 @@ fn lookup(img: &Image<'_>, path: &str) -> Result<crate::pkernfs::format::Ino> {
 impl Runner<'_> {
     /// The agent's `persist` for the RX engine (`None` unless `rx.persist`).
     pub(super) fn rx_persist_spec(&self, spec: &RxSpec, resume: bool) -> Option<PersistSpec> {
-        let pk = self.sc.pkernfs.as_ref()?;
+        let file = match spec.backing {
+            PersistBacking::Pkernfs => self.sc.pkernfs.as_ref()?.path(RX_FILE),
+            PersistBacking::LuoMemfd => LUO_SESSION.into(),
+        };
         let iova_skew = if resume { spec.resume_iova_skew } else { 0 };
-        spec.persist.then(|| PersistSpec { file: pk.path(RX_FILE), resume, iova_skew })
+        spec.persist.then_some(PersistSpec { file, resume, iova_skew, backing: spec.backing })
     }
 
     /// The agent's `persist` for the NVMe engine (`None` unless `nvme.persist`).
     pub(super) fn nvme_persist_spec(&self, spec: &NvmeSpec, resume: bool) -> Option<PersistSpec> {
         let pk = self.sc.pkernfs.as_ref()?;
-        spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume, iova_skew: 0 })
+        spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume, iova_skew: 0, backing: PersistBacking::Pkernfs })
     }
 
     /// `pkernfs_expect_busy`: unlink and truncate of every persistent
@@ -148,8 +154,15 @@ impl Runner<'_> {
         let n = self.live_updates;
         self.mark(&format!("live_update{n}_{label}"), t);
         self.resolve_persistent(&mut layout)?;
+        let same = layout.ring.phys == before.ring.phys && layout.buffers.phys == before.buffers.phys;
+        let luo = layout.persist.as_ref().filter(|p| p.backing == PersistBacking::LuoMemfd);
+        if let Some(found) = luo.map(|p| p.luo.clone()) {
+            // Upstream's outcome is a finding, not an abort: keep going and let the oracles judge.
+            let found = found.context("the resuming LUO agent reported no findings")?;
+            self.luo.push(LuoUpdate { live_update: n, same_physical_pages: same, found: *found });
+        }
         ensure!(
-            layout.ring.phys == before.ring.phys && layout.buffers.phys == before.buffers.phys,
+            same || luo.is_some(),
             "the resumed engine of {pci} moved its memory: ring {:?} / buffers {:?}, was {:?} / {:?}",
             layout.ring.phys,
             layout.buffers.phys,
@@ -172,9 +185,10 @@ impl Runner<'_> {
     }
 
     /// Fills the physical ranges of a persistent engine's layout from the
-    /// pkernfs image in the RAM file (no-op for anonymous engines).
+    /// pkernfs image in the RAM file (no-op for anonymous engines and LUO
+    /// memfds, whose pages the agent resolves).
     pub(super) fn resolve_persistent(&self, layout: &mut DmaLayout) -> Result<()> {
-        let Some(p) = layout.persist.clone() else { return Ok(()) };
+        let Some(p) = layout.persist.clone().filter(|p| p.backing == PersistBacking::Pkernfs) else { return Ok(()) };
         let pk = self.sc.pkernfs.as_ref().context("a persistent engine without [pkernfs]")?;
         let mem = self.mem.as_ref().context("no guest memory")?;
         let carve = PhysRange { gpa: pk.base(), len: pk.size() };
