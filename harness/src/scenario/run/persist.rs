@@ -143,7 +143,7 @@ impl Runner<'_> {
         let before: DmaLayout = serde_json::from_str(&before).with_context(|| path.display().to_string())?;
         // Before any agent maps it again, the file must still be pinned in
         // the image (a frozen domain maps it): read from the RAM file.
-        if let Some(p) = &before.persist {
+        if let Some(p) = before.persist.as_ref().filter(|p| p.backing == PersistBacking::Pkernfs) {
             ensure!(self.image_file_pinned(&p.image_path)?, "pkernfs {} is not pinned after the kexec although a frozen IOMMU domain maps it", p.image_path);
         }
         let t = std::time::Instant::now();
