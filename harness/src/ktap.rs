@@ -4,10 +4,10 @@
 //! spaces per level, as KUnit prints it). Only leaf tests are counted, so a
 //! suite line (`ok 1 suite`) does not count again what its cases counted.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened to one test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// `ok`.
@@ -19,7 +19,7 @@ pub enum Status {
 }
 
 /// One result line and the results nested under it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestResult {
     /// Name after the test number.
     pub name: String,
@@ -32,7 +32,7 @@ pub struct TestResult {
 }
 
 /// Counts of leaf tests, as reported in `report.json` under `kunit`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Leaf tests that passed.
     pub passed: usize,
@@ -43,7 +43,7 @@ pub struct Counts {
 }
 
 /// Everything parsed out of one console log.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ktap {
     /// Whether a top-level `KTAP version` / `TAP version` line was seen.
     pub seen: bool,

@@ -37,6 +37,13 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print reports side by side (Markdown), e.g. a live update on pkernfs
+    /// against the same run on upstream's LUO.
+    Compare {
+        /// report.json files or run directories holding one.
+        #[arg(required = true, num_args = 2..)]
+        reports: Vec<PathBuf>,
+    },
     /// Image stage on its own: build (or take from cache) the host initramfs.
     Image {
         #[command(subcommand)]
@@ -72,6 +79,11 @@ fn main() -> Result<()> {
         Cmd::Setup => lulab::setup::ensure_host(),
         Cmd::Boot { out } => boot(out),
         Cmd::Demo => demo(),
+        Cmd::Compare { reports } => {
+            let reports = reports.iter().map(|p| lulab::report::Report::read(p)).collect::<Result<Vec<_>>>()?;
+            print!("{}", lulab::report::compare::side_by_side(&reports.iter().collect::<Vec<_>>()));
+            Ok(())
+        }
         Cmd::Run { scenario, out } => {
             let ok = run_scenario(&scenario, out)?.as_expected;
             std::process::exit(if ok { 0 } else { 1 });

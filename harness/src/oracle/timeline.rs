@@ -14,7 +14,7 @@
 //!
 //! [`now_ns`]: crate::traffic::clock::now_ns
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rx_scan::Sightings;
 
@@ -59,7 +59,7 @@ impl Completion {
 /// since the run started (the harness's monotonic clock, the one
 /// `timings_ms.total` is measured on); null when the event never happened
 /// or cannot be measured (no RX stream: every DMA field is null).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpdateTimeline {
     /// 1 for the first live update of the run.
     pub index: u32,

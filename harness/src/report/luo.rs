@@ -8,10 +8,10 @@
 use std::fmt::Write;
 
 use lulab_proto::LuoFindings;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `luo`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LuoSection {
     /// After every live update the memfd came back on the same physical
     /// pages with every held frame and the canary unchanged.
@@ -24,7 +24,7 @@ pub struct LuoSection {
 }
 
 /// One live update of a LUO-backed engine.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LuoUpdate {
     /// 1 for the first live update.
     pub live_update: u32,

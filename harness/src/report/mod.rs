@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scenario::Verdict;
 
@@ -24,7 +24,7 @@ use crate::scenario::Verdict;
 pub const SCHEMA: u32 = 4;
 
 /// One scenario run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// [`SCHEMA`].
     pub schema: u32,
@@ -55,6 +55,7 @@ pub struct Report {
     /// Per live update, in order: kexec → new kernel → agent back, and the
     /// DMA around it (schema 3; empty without live updates). Times are ms
     /// since the run started; see [`UpdateTimeline`] for each field.
+    #[serde(default)]
     pub updates: Vec<UpdateTimeline>,
     /// Isolation oracle (scenarios with `check_isolation`): where each
     /// device's DMA was translated to, from QEMU's IOTLB trace.
@@ -75,7 +76,7 @@ pub struct Report {
 }
 
 /// `versions`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versions {
     /// QEMU, from the QMP greeting.
     pub qemu: String,
@@ -86,7 +87,7 @@ pub struct Versions {
 }
 
 /// `dma`: every injected frame accounted for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmaSection {
     /// Frames written to the NIC's backend.
     pub sent: u64,
@@ -111,7 +112,7 @@ pub struct DmaSection {
 }
 
 /// Latency summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LatencySection {
     /// Samples.
     pub count: u64,
@@ -126,7 +127,7 @@ pub struct LatencySection {
 }
 
 /// `nvme`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NvmeSection {
     /// Blocks found with the right pattern.
     pub blocks_read: u64,
@@ -137,7 +138,7 @@ pub struct NvmeSection {
 }
 
 /// `iommu`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IommuSection {
     /// VT-d faults (QEMU trace + guest DMAR log).
     pub faults: u64,
@@ -152,7 +153,7 @@ pub struct IommuSection {
 }
 
 /// `memory`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemorySection {
     /// Pages hashed before and after.
     pub pages_checked: u64,
@@ -165,6 +166,14 @@ pub struct MemorySection {
 }
 
 impl Report {
+    /// Reads a `report.json` (or a run directory holding one); the error
+    /// names the file and, for bad JSON, the line and column.
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = if path.is_dir() { path.join("report.json") } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not a lulab report.json", file.display()))
+    }
+
     /// Writes `report.json` and `report.md` into `dir`.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)? + "\n";

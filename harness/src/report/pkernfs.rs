@@ -1,10 +1,10 @@
 //! `pkernfs` in report.json: what the pkernfs steps saw, mostly from outside
 //! (the carve-out read from the host's RAM file). Additive like the rest.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `pkernfs` (null when the scenario has no `[pkernfs]` table).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PkernfsSection {
     /// Files the run wrote and checks after every `pkernfs_verify`.
     pub files: u64,
@@ -19,7 +19,7 @@ pub struct PkernfsSection {
 }
 
 /// One hash of the whole carve-out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CarveoutHash {
     /// When: `before corrupting`, `corrupted`, `jump`, `refusal: before mount`,
     /// `refusal: after mount`, `restored`, `untouched`.
@@ -33,7 +33,7 @@ pub struct CarveoutHash {
 }
 
 /// A corruption and the mount that had to refuse it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PkernfsRefusal {
     /// What `pkernfs_corrupt` broke: `superblock`, `inode N (name)`, `allocator`.
     pub corrupted: String,
@@ -64,7 +64,7 @@ pub struct PkernfsRefusal {
 }
 
 /// `pkernfs_untouched`: the carve-out after a live update.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UntouchedCheck {
     /// Live updates done.
     pub live_updates: u32,

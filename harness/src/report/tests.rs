@@ -47,6 +47,20 @@ fn sample() -> Report {
 }
 
 #[test]
+fn report_json_reads_back_as_written() {
+    let dir = std::env::temp_dir().join(format!("lulab-report-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let r = sample();
+    r.write(&dir).unwrap();
+    assert_eq!(Report::read(&dir).unwrap(), r);
+    assert_eq!(Report::read(&dir.join("report.json")).unwrap(), r);
+    std::fs::write(dir.join("report.json"), "{\n  \"schema\": 4,\n  oops\n}").unwrap();
+    let e = format!("{:#}", Report::read(&dir).unwrap_err());
+    assert!(e.contains("report.json") && e.contains("line 3"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn report_json_snapshot() {
     insta::assert_json_snapshot!(sample(), {
         ".timings_ms.*" => "[ms]",
