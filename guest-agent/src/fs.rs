@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use lulab_proto::pattern::{self, Fnv1a64};
-use lulab_proto::{FileDigest, Reply};
+use lulab_proto::{FileDigest, Reply, TreeStat};
 
 const CHUNK: usize = 256 * 1024;
 
@@ -20,16 +20,19 @@ fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-/// `mount(2)`, creating the mount point first.
+/// `mount(2)`, creating the mount point first; the reply says how long the
+/// syscall alone took (`Instant` is `CLOCK_MONOTONIC` on Linux).
 pub fn mount(fstype: &str, source: &str, target: &str) -> Result<Reply, String> {
     std::fs::create_dir_all(target).map_err(|e| format!("{target}: {e}"))?;
     let (f, s, t) = (cstr(fstype)?, cstr(source)?, cstr(target)?);
+    let start = Instant::now();
     // SAFETY: three valid NUL-terminated strings that outlive the call; no data.
     let r = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
+    let elapsed = start.elapsed();
     if r != 0 {
         return Err(os_err(&format!("mount -t {fstype} {source} {target}")));
     }
-    Ok(Reply::Done)
+    Ok(Reply::Mounted { elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX) })
 }
 
 /// `umount(2)`.
@@ -44,20 +47,56 @@ pub fn umount(target: &str) -> Result<Reply, String> {
 
 /// Writes `size` bytes of the pattern of `seed` to `path` (truncating it).
 pub fn fill_file(path: &str, size: u64, seed: u64) -> Result<Reply, String> {
-    let mut f = std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?;
-    let mut buf = vec![0u8; CHUNK];
     let mut hash = Fnv1a64::new();
+    write_pattern(path, size, seed, &mut vec![0u8; CHUNK], |chunk| hash.update(chunk))?;
+    Ok(Reply::Digest(FileDigest { size, fnv1a64: hash.finish() }))
+}
+
+/// Writes `size` bytes of the pattern of `seed` to `path` through `buf`,
+/// showing each chunk written to `seen`; fsyncs.
+fn write_pattern(path: &str, size: u64, seed: u64, buf: &mut [u8], mut seen: impl FnMut(&[u8])) -> Result<(), String> {
+    let mut f = std::fs::File::create(path).map_err(|e| format!("{path}: {e}"))?;
     let mut off = 0u64;
     while off < size {
-        let n = (size - off).min(CHUNK as u64) as usize;
+        let n = (size - off).min(buf.len() as u64) as usize;
         let chunk = buf.get_mut(..n).ok_or("chunk out of range")?;
         pattern::fill(seed, off, chunk);
         f.write_all(chunk).map_err(|e| format!("{path}: write at {off}: {e}"))?;
-        hash.update(chunk);
+        seen(chunk);
         off += n as u64;
     }
-    f.sync_all().map_err(|e| format!("{path}: fsync: {e}"))?;
-    Ok(Reply::Digest(FileDigest { size, fnv1a64: hash.finish() }))
+    f.sync_all().map_err(|e| format!("{path}: fsync: {e}"))
+}
+
+/// Replaces `dir` with `files` pattern files of `size` bytes (see
+/// `Op::FillTree`); nothing is hashed here, the harness checks from outside.
+pub fn fill_tree(dir: &str, files: u64, size: u64, seed: u64) -> Result<Reply, String> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{dir}: removing the previous tree: {e}")),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{dir}: {e}"))?;
+    let mut buf = vec![0u8; CHUNK];
+    for i in 0..files {
+        let path = format!("{}/{}", dir.trim_end_matches('/'), pattern::tree_file_name(i));
+        write_pattern(&path, size, pattern::tree_file_seed(seed, i), &mut buf, |_| {})?;
+    }
+    Ok(Reply::Tree(TreeStat { files, bytes: files.saturating_mul(size) }))
+}
+
+/// Regular files directly in `dir` and their total size.
+pub fn stat_tree(dir: &str) -> Result<Reply, String> {
+    let mut t = TreeStat::default();
+    for e in std::fs::read_dir(dir).map_err(|e| format!("{dir}: {e}"))? {
+        let e = e.map_err(|e| format!("{dir}: {e}"))?;
+        let meta = e.metadata().map_err(|err| format!("{}: stat: {err}", e.path().display()))?;
+        if meta.is_file() {
+            t.files += 1;
+            t.bytes += meta.len();
+        }
+    }
+    Ok(Reply::Tree(t))
 }
 
 /// Size and hash of `path`, read with plain `read(2)`.

@@ -93,6 +93,8 @@ fn handle(op: Op) -> Result<Reply, String> {
         Op::Umount { target } => crate::fs::umount(&target),
         Op::FillFile { path, size, seed } => crate::fs::fill_file(&path, size, seed),
         Op::HashFile { path } => crate::fs::hash_file(&path),
+        Op::FillTree { dir, files, size, seed } => crate::fs::fill_tree(&dir, files, size, seed),
+        Op::StatTree { dir } => crate::fs::stat_tree(&dir),
         Op::MmapWrite { path, size, seed, until_ms } => crate::fs::mmap_write(&path, size, seed, until_ms),
         Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
     }

@@ -70,11 +70,36 @@ fn pkernfs(s: &mut String, p: &super::PkernfsSection) {
         }
         s.push('\n');
     }
+    if !p.mounts.is_empty() {
+        let _ = writeln!(s, "Mount after each live update (`mount(2)` timed in the guest, CLOCK_MONOTONIC):\n");
+        s.push_str(&mount_table(&p.mounts));
+        s.push('\n');
+    }
     if !p.untouched.is_empty() {
         let _ = writeln!(s, "| after updates | kernel | carve-out identical | System RAM |\n|---|---|---|---|");
         for u in &p.untouched {
             let _ = writeln!(s, "| {} | {} | {} | {} |", u.live_updates, u.kernel, u.identical, u.system_ram);
         }
         s.push('\n');
+    }
+}
+
+/// The mount-time table: one row per timed mount (rows of several reports
+/// may be given together, e.g. a carve-out size grid).
+pub fn mount_table(rows: &[super::PkernfsMount]) -> String {
+    let mut s = String::from("| carve-out | files | file data | after updates | mount (µs) | files found |\n|---|---|---|---|---|---|\n");
+    for m in rows {
+        let found = m.files_found.map_or("—".to_string(), |f| f.to_string());
+        let _ = writeln!(s, "| {} MiB | {} | {} | {} | {} | {found} |", m.carveout_mib, m.files, data_size(m.data_bytes), m.live_updates, m.mount_us);
+    }
+    s
+}
+
+/// Bytes as the largest of B, KiB, MiB that keeps one decimal meaningful.
+fn data_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / f64::from(1 << 10)),
+        b => format!("{b} B"),
     }
 }

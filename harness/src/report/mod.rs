@@ -9,7 +9,8 @@ mod timeline;
 
 pub use crate::oracle::timeline::UpdateTimeline;
 pub use luo::{LuoSection, LuoUpdate};
-pub use pkernfs::{CarveoutHash, PkernfsRefusal, PkernfsSection, UntouchedCheck};
+pub use markdown::mount_table;
+pub use pkernfs::{CarveoutHash, PkernfsMount, PkernfsRefusal, PkernfsSection, UntouchedCheck};
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -16,6 +16,31 @@ pub struct PkernfsSection {
     pub refusals: Vec<PkernfsRefusal>,
     /// One per `pkernfs_untouched`: the carve-out seen from both sides.
     pub untouched: Vec<UntouchedCheck>,
+    /// The first successful mount after each live update, timed in the guest
+    /// (schema 3).
+    pub mounts: Vec<PkernfsMount>,
+}
+
+/// The first mount after a live update: the kernel opens the image then,
+/// validating all of it, so this is the cost a live update pays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PkernfsMount {
+    /// Live updates done (the mount follows the last of them).
+    pub live_updates: u32,
+    /// The kernel that mounted (`lulab`).
+    pub kernel: String,
+    /// Carve-out size in MiB.
+    pub carveout_mib: u64,
+    /// Regular files the run had written into the image.
+    pub files: u64,
+    /// Bytes of data in those files.
+    pub data_bytes: u64,
+    /// The `mount(2)` call, measured inside the guest with `CLOCK_MONOTONIC`,
+    /// in microseconds (TCG: compare rows of one machine only).
+    pub mount_us: u64,
+    /// Regular files that `pkernfs_verify` found inside after this mount
+    /// (null when the mount was another step's).
+    pub files_found: Option<u64>,
 }
 
 /// One hash of the whole carve-out.

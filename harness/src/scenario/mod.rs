@@ -7,7 +7,7 @@ mod pkernfs;
 pub mod run;
 
 pub use luo::LuoSpec;
-pub use pkernfs::{CorruptWhat, PkernfsFile, PkernfsMmap, PkernfsSpec};
+pub use pkernfs::{CorruptWhat, PkernfsFile, PkernfsMmap, PkernfsSpec, FILL_DIR};
 
 use std::path::Path;
 
@@ -215,6 +215,18 @@ pub enum Step {
     /// engines' guest RAM) refuses unlink and truncate with EBUSY and keeps
     /// its size (the use-after-free guard).
     PkernfsExpectBusy,
+    /// Mount, then replace the fill tree (`<mount>/fill/`) with `files` files
+    /// of `file_size` bytes of the pattern (file `i`: seed `seed + i`), written
+    /// by one agent call. `pkernfs_verify` then counts them inside and checks
+    /// every byte outside; mounts after a kexec are timed with them in place.
+    PkernfsFill {
+        /// Number of files.
+        files: u64,
+        /// Bytes per file.
+        file_size: u64,
+        /// Pattern seed of the first file.
+        seed: u64,
+    },
 }
 
 fn default_quiet_ms() -> u64 {
@@ -364,6 +376,7 @@ impl Step {
                 | Step::PkernfsRestore
                 | Step::PkernfsUntouched
                 | Step::PkernfsExpectBusy
+                | Step::PkernfsFill { .. }
         )
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{HostSpec, Step};
+use crate::pkernfs::format::{Geometry, BLOCK_SIZE, DIRENT_SIZE};
 
 /// `pkernfs_corrupt`'s `what`: the structure broken in the RAM file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +64,9 @@ pub struct PkernfsMmap {
     pub until_ms: u64,
 }
 
+/// The directory below the mount point that `pkernfs_fill` replaces.
+pub const FILL_DIR: &str = "fill";
+
 fn default_size_mib() -> u64 {
     64
 }
@@ -94,6 +98,11 @@ impl PkernfsSpec {
         self.size_mib << 20
     }
 
+    /// Absolute path of `pkernfs_fill`'s directory.
+    pub fn fill_dir(&self) -> String {
+        self.path(FILL_DIR)
+    }
+
     /// Absolute path of a file below the mount point.
     pub fn path(&self, name: &str) -> String {
         format!("{}/{}", self.mount.trim_end_matches('/'), name.trim_start_matches('/'))
@@ -119,8 +128,50 @@ impl PkernfsSpec {
         if total >= self.size() {
             return Err(format!("pkernfs: files need {total} bytes, more than the {} MiB carve-out", self.size_mib));
         }
-        if self.files.iter().map(|f| &f.name).chain(self.mmap.iter().map(|m| &m.name)).any(|n| n.is_empty()) {
+        if self.names().any(|n| n.is_empty()) {
             return Err("pkernfs.files: empty name".into());
+        }
+        if let Some(n) = self.names().find(|n| n.trim_start_matches('/').split('/').next() == Some(FILL_DIR)) {
+            return Err(format!("pkernfs.files: {n:?} is below {FILL_DIR}/, which `pkernfs_fill` replaces"));
+        }
+        Ok(())
+    }
+
+    /// Names of `[[pkernfs.files]]` and `[pkernfs.mmap]`.
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.files.iter().map(|f| &f.name).chain(self.mmap.iter().map(|m| &m.name))
+    }
+
+    /// `pkernfs_fill` (step number `n`): the tree must fit the carve-out's
+    /// inode table and data area next to the named files (the allocator's
+    /// exact layout aside: one inode per file and directory, whole blocks).
+    fn validate_fill(&self, n: usize, files: u64, file_size: u64) -> Result<(), String> {
+        let at = format!("step {n} (pkernfs_fill)");
+        if files == 0 {
+            return Err(format!("{at}: files = 0; write at least one"));
+        }
+        let g = Geometry::for_len(self.size() as usize)
+            .map_err(|e| format!("pkernfs.size_mib: {} MiB holds no image: {}", self.size_mib, e.describe()))?;
+        let dirs: std::collections::BTreeSet<&str> = self.names().filter_map(|n| n.rsplit_once('/').map(|(d, _)| d)).collect();
+        // Root, the fill directory, the named files and their directories.
+        let inodes = files + 2 + self.names().count() as u64 + dirs.len() as u64;
+        if inodes > u64::from(g.inode_count) {
+            return Err(format!(
+                "{at}: files = {files} need {inodes} inodes with the named files, but a {} MiB carve-out has {} (pkernfs.size_mib)",
+                self.size_mib, g.inode_count
+            ));
+        }
+        let blocks = |bytes: u64| bytes.div_ceil(BLOCK_SIZE);
+        let named: u64 = self.files.iter().map(|f| blocks(f.size)).sum::<u64>() + self.mmap.as_ref().map_or(0, |m| blocks(m.size));
+        let need = files.saturating_mul(blocks(file_size)).saturating_add(named).saturating_add(blocks(files * DIRENT_SIZE));
+        let have = g.total_blocks - g.data_start;
+        if need > have {
+            return Err(format!(
+                "{at}: files = {files} of file_size = {file_size} need {} MiB of blocks, but a {} MiB carve-out has {} MiB for data (pkernfs.size_mib)",
+                need * BLOCK_SIZE >> 20,
+                self.size_mib,
+                have * BLOCK_SIZE >> 20
+            ));
         }
         Ok(())
     }
@@ -130,8 +181,9 @@ impl PkernfsSpec {
     /// inode corruption names a file this table writes.
     pub(super) fn validate_steps(&self, steps: &[Step]) -> Result<(), String> {
         let (mut corrupted, mut updated) = (false, false);
-        for s in steps {
+        for (i, s) in steps.iter().enumerate() {
             match s {
+                Step::PkernfsFill { files, file_size, .. } => self.validate_fill(i + 1, *files, *file_size)?,
                 Step::LiveUpdate { .. } => updated = true,
                 Step::PkernfsCorrupt { what, file } => {
                     if corrupted {

@@ -30,6 +30,7 @@ mod judge;
 mod persist;
 mod pkernfs;
 mod pkernfs_corrupt;
+mod pkernfs_fill;
 
 /// How often the harness scans the RX ring from the RAM file.
 const SCAN_EVERY: Duration = Duration::from_millis(50);
@@ -228,6 +229,7 @@ impl<'a> Runner<'a> {
             Step::PkernfsRestore => self.pk_restore(),
             Step::PkernfsUntouched => self.pk_untouched(),
             Step::PkernfsExpectBusy => self.pk_expect_busy(),
+            Step::PkernfsFill { files, file_size, seed } => self.pk_fill(*files, *file_size, *seed),
         }
     }
 
@@ -391,5 +393,6 @@ fn step_name(s: &Step) -> &'static str {
         Step::PkernfsRestore => "pkernfs_restore",
         Step::PkernfsUntouched => "pkernfs_untouched",
         Step::PkernfsExpectBusy => "pkernfs_expect_busy",
+        Step::PkernfsFill { .. } => "pkernfs_fill",
     }
 }

@@ -13,20 +13,21 @@ use lulab_proto::{FileDigest, Op, Reply};
 use serde::Serialize;
 
 use super::pkernfs_corrupt::Pending;
+use super::pkernfs_fill::FillTree;
 use super::Runner;
 use crate::pkernfs::format::{Image, Ino, ROOT_INO};
-use crate::report::{CarveoutHash, PkernfsRefusal, PkernfsSection, UntouchedCheck};
+use crate::report::{CarveoutHash, PkernfsMount, PkernfsRefusal, PkernfsSection, UntouchedCheck};
 use crate::scenario::{KernelChoice, PkernfsSpec};
 
 /// What the pkernfs steps expect and found.
 #[derive(Debug, Default, Serialize)]
 pub(super) struct PkRun {
     /// File name → size and hash it must have.
-    expected: BTreeMap<String, FileDigest>,
+    pub(super) expected: BTreeMap<String, FileDigest>,
     /// Shared-mapping passes the agent wrote.
     mmap_passes: u64,
     /// One line per check made (`inside`/`outside`, after how many updates).
-    checks: Vec<String>,
+    pub(super) checks: Vec<String>,
     /// Damage found; each becomes a reason of the verdict.
     pub(super) findings: Vec<String>,
     /// Whole-carve-out hashes from the RAM file, in the order taken.
@@ -35,6 +36,13 @@ pub(super) struct PkRun {
     pub(super) refusals: Vec<PkernfsRefusal>,
     /// One per `pkernfs_untouched`.
     untouched: Vec<UntouchedCheck>,
+    /// The tree the last `pkernfs_fill` wrote.
+    pub(super) fill: Option<FillTree>,
+    /// The first successful mount after each live update.
+    pub(super) mounts: Vec<PkernfsMount>,
+    /// Live updates done at the last successful mount.
+    #[serde(skip)]
+    pub(super) mounted_after: Option<u32>,
     /// The corruption `pkernfs_restore` will undo.
     #[serde(skip)]
     pub(super) pending: Option<Pending>,
@@ -60,6 +68,7 @@ impl PkRun {
             carveout_hashes: self.carveout_hashes.clone(),
             refusals: self.refusals.clone(),
             untouched: self.untouched.clone(),
+            mounts: self.mounts.clone(),
         }
     }
 }
@@ -93,7 +102,7 @@ pub(super) fn iomem_over(iomem: &str, base: u64, size: u64) -> Vec<String> {
         .collect()
 }
 
-const FILE_OP: Duration = Duration::from_secs(180);
+pub(super) const FILE_OP: Duration = Duration::from_secs(180);
 
 impl Runner<'_> {
     pub(super) fn pk_spec(&self) -> Result<PkernfsSpec> {
@@ -104,10 +113,16 @@ impl Runner<'_> {
         Ok(self.host()?.agent.call(op, timeout)?)
     }
 
-    pub(super) fn pk_mount(&mut self, pk: &PkernfsSpec) -> Result<()> {
+    /// (Re-)mounts pkernfs; true when this was the first mount after a
+    /// live update (timed in `pkernfs.mounts`).
+    pub(super) fn pk_mount(&mut self, pk: &PkernfsSpec) -> Result<bool> {
         let _ = self.pk_call(Op::Umount { target: pk.mount.clone() }, Duration::from_secs(10));
         let op = Op::Mount { fstype: "pkernfs".into(), source: "none".into(), target: pk.mount.clone() };
-        self.pk_call(op, Duration::from_secs(30)).map(|_| ())
+        let elapsed_ns = match self.pk_call(op, Duration::from_secs(30))? {
+            Reply::Mounted { elapsed_ns } => elapsed_ns,
+            other => bail!("unexpected reply to mount: {other:?}"),
+        };
+        Ok(self.pk_record_mount(pk, elapsed_ns))
     }
 
     /// `pkernfs_prepare`: mount, then write every file.
@@ -158,20 +173,30 @@ impl Runner<'_> {
         if let Some(r) = self.pk.refusals.last_mut().filter(|r| r.restored && r.remounted.is_none()) {
             r.remounted = Some(mounted.is_ok());
         }
-        if let Err(e) = mounted {
-            self.pk.findings.push(format!("pkernfs: mount refused after {n} live update(s): {e:#}"));
-            return Ok(());
-        }
+        let timed = match mounted {
+            Ok(timed) => timed,
+            Err(e) => {
+                self.pk.findings.push(format!("pkernfs: mount refused after {n} live update(s): {e:#}"));
+                return Ok(());
+            }
+        };
+        let mut found = self.pk_verify_fill_inside(&pk, n)?;
         for (name, want) in self.pk.expected.clone() {
             let got = match self.pk_call(Op::HashFile { path: pk.path(&name) }, FILE_OP) {
                 Ok(Reply::Digest(d)) => Ok(d),
                 Ok(other) => Err(format!("unexpected reply {other:?}")),
                 Err(e) => Err(format!("{e:#}")),
             };
+            found += u64::from(got.is_ok());
             match got {
                 Ok(d) if d == want => {}
                 Ok(d) => self.pk.findings.push(format!("pkernfs: {name} after {n} update(s), inside: {d:?}, expected {want:?}")),
                 Err(e) => self.pk.findings.push(format!("pkernfs: {name} after {n} update(s), inside: {e}")),
+            }
+        }
+        if timed {
+            if let Some(row) = self.pk.mounts.last_mut() {
+                row.files_found = Some(found);
             }
         }
         self.pk.checks.push(format!("inside after {n} live update(s): {} files", self.pk.expected.len()));
@@ -251,6 +276,7 @@ impl Runner<'_> {
             }
         }
         self.pk.checks.push(format!("outside after {n} live update(s): image opens, {} files", self.pk.expected.len()));
+        self.pk_verify_fill_outside(&img, n);
         Ok(())
     }
 }
@@ -265,7 +291,7 @@ pub(super) fn lookup_path(img: &Image<'_>, name: &str) -> Result<Ino, String> {
 }
 
 /// Size and hash of `name` (a `/`-separated path) in a parsed image.
-fn outside_digest(img: &Image<'_>, name: &str) -> Result<FileDigest, String> {
+pub(super) fn outside_digest(img: &Image<'_>, name: &str) -> Result<FileDigest, String> {
     let ino = lookup_path(img, name)?;
     let size = img.stat(ino).map_err(|e| format!("stat: {}", e.describe()))?.size;
     let mut h = Fnv1a64::new();

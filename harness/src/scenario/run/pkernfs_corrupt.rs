@@ -120,7 +120,7 @@ impl Runner<'_> {
         let mut r = self.pk.refusals.pop().context("no refusal record")?;
         r.expected_structure = structure.to_string();
         match &mounted {
-            Ok(()) => {
+            Ok(_) => {
                 self.pk.findings.push(format!("pkernfs: after {n} update(s) the mount accepted the image with a corrupted {}", r.corrupted));
                 let _ = self.pk_call(Op::Umount { target: pk.mount.clone() }, Duration::from_secs(10));
             }
