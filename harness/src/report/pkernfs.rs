@@ -17,7 +17,7 @@ pub struct PkernfsSection {
     /// One per `pkernfs_untouched`: the carve-out seen from both sides.
     pub untouched: Vec<UntouchedCheck>,
     /// The first successful mount after each live update, timed in the guest
-    /// (schema 3).
+    /// (added inside this section without a schema bump).
     pub mounts: Vec<PkernfsMount>,
 }
 

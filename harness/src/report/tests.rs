@@ -150,6 +150,15 @@ fn pkernfs_section_serialises_and_renders() {
             ..Default::default()
         }],
         untouched: vec![UntouchedCheck { live_updates: 1, kernel: "stock".into(), identical: true, iomem: vec![], system_ram: false }],
+        mounts: vec![PkernfsMount {
+            live_updates: 2,
+            kernel: "lulab".into(),
+            carveout_mib: 256,
+            files: 500,
+            data_bytes: 163_840_000,
+            mount_us: 1234,
+            files_found: Some(500),
+        }],
         ..Default::default()
     });
     let v = serde_json::to_value(&r).unwrap();
@@ -158,6 +167,25 @@ fn pkernfs_section_serialises_and_renders() {
     let md = r.markdown();
     assert!(md.contains("| superblock | superblock | EUCLEAN | true | true / Some(true) |"), "{md}");
     assert!(md.contains("| 1 | stock | true | false |"), "{md}");
+    assert_eq!(v["pkernfs"]["mounts"][0]["mount_us"], 1234);
+    assert_eq!(v["pkernfs"]["mounts"][0]["carveout_mib"], 256);
+    assert!(md.contains("| 256 MiB | 500 | 156.2 MiB | 2 | 1234 | 500 |"), "{md}");
+}
+
+#[test]
+fn mount_table_shows_sizes_in_readable_units_and_missing_counts_as_a_dash() {
+    let row = |files, data_bytes, files_found| PkernfsMount {
+        live_updates: 1,
+        kernel: "lulab".into(),
+        carveout_mib: 64,
+        files,
+        data_bytes,
+        mount_us: 7,
+        files_found,
+    };
+    let t = mount_table(&[row(10, 40_960, Some(10)), row(1, 100, None)]);
+    assert!(t.contains("| 64 MiB | 10 | 40.0 KiB | 1 | 7 | 10 |"), "{t}");
+    assert!(t.contains("| 64 MiB | 1 | 100 B | 1 | 7 | — |"), "{t}");
 }
 
 #[test]

@@ -298,6 +298,26 @@ do = "pkernfs_verify"
     }
 
     #[test]
+    fn fill_steps_parse_and_must_fit_the_carve_out() {
+        use super::super::Step;
+        let fill = |files: u64, size: u64| format!("[[steps]]\ndo = \"pkernfs_fill\"\nfiles = {files}\nfile_size = {size}\nseed = 3\n");
+        let s = steps(&fill(500, 4096)).unwrap();
+        assert_eq!(s.steps[1], Step::PkernfsFill { files: 500, file_size: 4096, seed: 3 });
+        assert_eq!(s.pkernfs.unwrap().fill_dir(), "/mnt/pkernfs/fill");
+        // 64 MiB: 512 inodes (one per 128 KiB), about 63 MiB of data blocks.
+        let e = steps(&fill(1000, 4096)).unwrap_err();
+        assert!(e.contains("step 2 (pkernfs_fill)") && e.contains("512") && e.contains("pkernfs.size_mib"), "{e}");
+        let e = steps(&fill(10, 8 << 20)).unwrap_err();
+        assert!(e.contains("file_size = 8388608") && e.contains("64 MiB carve-out"), "{e}");
+        let e = steps(&fill(0, 4096)).unwrap_err();
+        assert!(e.contains("files = 0"), "{e}");
+        let e = steps("[[steps]]\ndo = \"pkernfs_fill\"\nfiles = 5\nseed = 1\n").unwrap_err();
+        assert!(e.contains("file_size") && e.contains("line"), "{e}");
+        let e = Scenario::parse(&PK.replace("name = \"big\"", "name = \"fill/big\""), "t.toml").unwrap_err().to_string();
+        assert!(e.contains("\"fill/big\"") && e.contains("pkernfs_fill"), "{e}");
+    }
+
+    #[test]
     fn corruption_steps_out_of_order_are_refused() {
         let c = "[[steps]]\ndo = \"pkernfs_corrupt\"\nwhat = \"superblock\"\n";
         let e = steps(&format!("{c}{c}")).unwrap_err();
