@@ -10,11 +10,17 @@ mod common;
 use common::{our_kernel, run_scenario};
 use lulab::report::{mount_table, PkernfsMount};
 
-/// (scenario, carve-out MiB, [(files, bytes per file)] in step order).
-const GRID: [(&str, u64, [(u64, u64); 4]); 3] = [
-    ("pkernfs-mount-64m", 64, [(10, 4096), (500, 4096), (500, 80 << 10), (10, 4 << 20)]),
-    ("pkernfs-mount-256m", 256, [(10, 4096), (500, 4096), (500, 320 << 10), (10, 16 << 20)]),
-    ("pkernfs-mount-1g", 1024, [(10, 4096), (500, 4096), (500, 1280 << 10), (10, 64 << 20)]),
+/// One scenario: its carve-out and its points (files, bytes per file) in step order.
+struct Carveout {
+    scenario: &'static str,
+    mib: u64,
+    points: [(u64, u64); 4],
+}
+
+const GRID: [Carveout; 3] = [
+    Carveout { scenario: "pkernfs-mount-64m", mib: 64, points: [(10, 4096), (500, 4096), (500, 80 << 10), (10, 4 << 20)] },
+    Carveout { scenario: "pkernfs-mount-256m", mib: 256, points: [(10, 4096), (500, 4096), (500, 320 << 10), (10, 16 << 20)] },
+    Carveout { scenario: "pkernfs-mount-1g", mib: 1024, points: [(10, 4096), (500, 4096), (500, 1280 << 10), (10, 64 << 20)] },
 ];
 
 #[test]
@@ -23,7 +29,7 @@ fn mount_after_kexec_is_timed_for_every_grid_point_with_every_file_found() {
         return;
     }
     let mut rows: Vec<PkernfsMount> = Vec::new();
-    for (name, mib, points) in GRID {
+    for Carveout { scenario: name, mib, points } in GRID {
         let (r, _t) = run_scenario(name);
         assert!(r.as_expected, "{name}: {:#?}", r.reasons);
         assert_eq!(r.live_updates, 4, "{name}");

@@ -168,9 +168,9 @@ impl PkernfsSpec {
         if need > have {
             return Err(format!(
                 "{at}: files = {files} of file_size = {file_size} need {} MiB of blocks, but a {} MiB carve-out has {} MiB for data (pkernfs.size_mib)",
-                need * BLOCK_SIZE >> 20,
+                need.saturating_mul(BLOCK_SIZE) >> 20,
                 self.size_mib,
-                have * BLOCK_SIZE >> 20
+                (have * BLOCK_SIZE) >> 20
             ));
         }
         Ok(())
