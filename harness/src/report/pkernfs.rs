@@ -17,13 +17,15 @@ pub struct PkernfsSection {
     /// One per `pkernfs_untouched`: the carve-out seen from both sides.
     pub untouched: Vec<UntouchedCheck>,
     /// The first successful mount after each live update, timed in the guest
-    /// (added inside this section without a schema bump).
+    /// (added inside this section without a schema bump; empty when reading
+    /// a report.json written before it).
+    #[serde(default)]
     pub mounts: Vec<PkernfsMount>,
 }
 
 /// The first mount after a live update: the kernel opens the image then,
 /// validating all of it, so this is the cost a live update pays.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PkernfsMount {
     /// Live updates done (the mount follows the last of them).
     pub live_updates: u32,

@@ -170,6 +170,11 @@ fn pkernfs_section_serialises_and_renders() {
     assert_eq!(v["pkernfs"]["mounts"][0]["mount_us"], 1234);
     assert_eq!(v["pkernfs"]["mounts"][0]["carveout_mib"], 256);
     assert!(md.contains("| 256 MiB | 500 | 156.2 MiB | 2 | 1234 | 500 |"), "{md}");
+    // A pkernfs section written before `mounts` existed reads back with none.
+    let mut old = serde_json::to_value(r.pkernfs.as_ref().unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("mounts");
+    let back: PkernfsSection = serde_json::from_value(old).unwrap();
+    assert!(back.mounts.is_empty() && back.files == 2);
 }
 
 #[test]
