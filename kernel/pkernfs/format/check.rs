@@ -4,7 +4,7 @@
 //! blocks and inode references are verified window by window with a small
 //! bitmap on the stack.
 
-use super::codec::slice;
+use super::codec::{crc32, slice};
 use super::inode::Inode;
 use super::sb::{self, BITMAP_START, BITS_PER_BLOCK};
 use super::{FsError, Image, Ino, Kind, BLOCK_SIZE, INLINE_EXTENTS, MAX_DEPTH, ROOT_INO};
@@ -182,6 +182,10 @@ impl Image<'_> {
     fn check_dir(&self, dir: Ino, d: &Inode) -> Result<u64, FsError> {
         let bad = FsError::DirentTarget { ino: dir };
         let (mut n, mut subdirs) = (0u64, 0u32);
+        // Duplicate names: a bitmap of name hashes filters the pairs to
+        // compare, so only a name whose hash was seen before is looked up
+        // among the other entries (linear in entries, not quadratic).
+        let mut hashes = Scratch::new(0);
         self.for_each_slot(dir, d, |slot, _, e| {
             let Some(e) = e else { return Ok(true) };
             let t = self.used(e.ino).filter(|_| self.ino_valid(e.ino) && e.ino != ROOT_INO).ok_or(bad)?;
@@ -189,12 +193,13 @@ impl Image<'_> {
                 return Err(bad);
             }
             let name = self.name_of(&e);
-            self.for_each_slot(dir, d, |s2, _, e2| {
-                match e2 {
-                    Some(e2) if s2 > slot && self.name_of(&e2) == name => Err(bad),
+            let h = u64::from(crc32(name)) % WINDOW;
+            if hashes.set(h, h + 1).is_some() {
+                self.for_each_slot(dir, d, |s2, _, e2| match e2 {
+                    Some(e2) if s2 != slot && self.name_of(&e2) == name => Err(bad),
                     _ => Ok(true),
-                }
-            })?;
+                })?;
+            }
             n += 1;
             subdirs += (t.kind == Kind::Dir) as u32;
             Ok(true)

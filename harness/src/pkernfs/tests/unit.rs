@@ -195,3 +195,33 @@ fn checksummed_nonsense_in_an_inode_is_refused_without_overflow() {
     v[o + 8..o + 12].copy_from_slice(&crc.to_le_bytes());
     refused(v, FsError::InodeTable { ino: ROOT_INO });
 }
+
+/// Rewrites the directory entry named `from` to `to` (same length) and
+/// re-checksums it, so only the structural duplicate-name check can object.
+fn rename_dirent_raw(v: &mut [u8], from: &[u8], to: &[u8]) {
+    use super::super::format::{crc32, DIRENT_SIZE};
+    const NAME_OFF: usize = 16;
+    let size = DIRENT_SIZE as usize;
+    let at = (0..v.len() / size)
+        .map(|i| i * size)
+        .find(|&o| v[o + 9] as usize == from.len() && &v[o + NAME_OFF..o + NAME_OFF + from.len()] == from)
+        .expect("the entry is in the image");
+    v[at + NAME_OFF..at + NAME_OFF + to.len()].copy_from_slice(to);
+    v[at + 4..at + 8].fill(0);
+    let c = crc32(&v[at..at + size]);
+    v[at + 4..at + 8].copy_from_slice(&c.to_le_bytes());
+}
+
+#[test]
+fn duplicate_names_in_a_directory_are_refused_among_many() {
+    let mut v = vec![0u8; 64 << 20];
+    let mut img = Image::format(&mut v, 1).unwrap();
+    for i in 0..400u32 {
+        img.create(ROOT_INO, format!("f{i:04}").as_bytes(), Kind::File, 0o644, 2).unwrap();
+    }
+    img.check().expect("400 distinct names (hash collisions among them) pass");
+    drop(img);
+    rename_dirent_raw(&mut v, b"f0399", b"f0007");
+    let err = Image::open(&mut v).map(|_| ()).expect_err("a duplicate name is refused");
+    assert!(matches!(err, FsError::DirentTarget { ino } if ino == ROOT_INO), "{err:?}");
+}
