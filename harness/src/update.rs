@@ -98,16 +98,24 @@ impl Host {
     pub fn jump_stamped(&mut self, d: Deadlines, s: &mut JumpStamps) -> Result<()> {
         let jump = Instant::now();
         s.kexec_started_ns = now_ns();
+        // The reply can be lost: the agent answers and jumps at once, and the
+        // kexec resets the virtio-serial device before QEMU forwarded it. The
+        // new kernel's banner on the console then answers instead.
+        let mut unanswered = None;
         match self.agent.call(Op::KexecExec, Duration::from_secs(10)) {
             Ok(Reply::Done) => s.agent_down_ns = Some(now_ns()),
             Ok(other) => bail!("unexpected reply to kexec_exec: {other:?}"),
-            Err(e) => return Err(e).context("asking the agent to kexec"),
+            Err(e) => unanswered = Some(e),
         }
         let deadline = jump + d.init;
         let mut needles = vec!["Linux version"];
         needles.extend(PANIC_MARKERS);
         let qemu = &mut self.qemu;
-        let found = self.console.expect(&needles, deadline, || qemu.check_alive()).context("kexec: new kernel banner")?;
+        let found = match (self.console.expect(&needles, deadline, || qemu.check_alive()), unanswered) {
+            (Ok(found), _) => found,
+            (Err(e), None) => return Err(e).context("kexec: new kernel banner"),
+            (Err(_), Some(e)) => return Err(e).context("asking the agent to kexec (no reply, and no new kernel on the console)"),
+        };
         if found.index > 0 {
             bail!("kernel panicked during kexec\n{}", self.console.tail(20));
         }
