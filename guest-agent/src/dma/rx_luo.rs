@@ -17,7 +17,6 @@
 //! the hand-over cursor) and say what the device looks like: upstream
 //! keeps the memory, nothing keeps the device's DMA going.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
@@ -30,7 +29,7 @@ use super::e1000e::{bsize_bits, reg, Cursor, E1000e, RxMem, BUF_IOVA, DESC, RCTL
 use super::guest_ram::{GuestRam, CANARY, CANARY_LEN};
 use super::luo::{self, Luo, Session};
 use super::mem::{pagemap, truncate, PAGE};
-use super::rx_persist::{now_ns, FileLayout, RING_OFF};
+use super::rx_persist::{now_ns, on_file, FileLayout, RING_OFF};
 use super::vfio::{Bar, Device};
 use super::{Driver, Progress};
 
@@ -83,7 +82,7 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     if ring_size < 8 || ring_size & 7 != 0 || ring_size > 4096 {
         return Err(format!("e1000e {pci}: ring_size {ring_size} must be a multiple of 8 in 8..=4096"));
     }
-    let bsize = bsize_bits(buf_size)?;
+    bsize_bits(buf_size)?;
     let fl = FileLayout::new(ring_size, buf_size);
     let (ram, resumed) = if spec.resume {
         let (ram, h) = retrieve(&spec.file, fl.total)?;
@@ -106,27 +105,8 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
         ring_base: (u64::from(bar.read32(reg::RDBAH)) << 32) | u64::from(bar.read32(reg::RDBAL)),
         ring_len: bar.read32(reg::RDLEN),
     };
-    let cursor = match &resumed {
-        Some(h) => Cursor { next: h.handover.next, tail: h.handover.tail, held: h.handover.held },
-        None => Cursor::fresh(ring_size),
-    };
-    let nic = E1000e {
-        dev,
-        bar,
-        mem: RxMem::File(ram),
-        ring_size,
-        buf_size,
-        refill,
-        cursor: Mutex::new(cursor),
-        totals: Mutex::new(BTreeMap::new()),
-        persist: None,
-    };
-    if resumed.is_none() {
-        for i in 0..ring_size {
-            nic.write_desc(i, BUF_IOVA + u64::from(i) * u64::from(buf_size));
-        }
-        nic.program(bsize)?;
-    }
+    let cursor = resumed.as_ref().map(|h| Cursor { next: h.handover.next, tail: h.handover.tail, held: h.handover.held });
+    let nic = on_file((dev, bar), ram, (ring_size, buf_size, refill), cursor, None)?;
     let RxMem::File(ram) = &nic.mem else { unreachable!("built above") };
     touch(ram, fl.total, false);
     let base = ram.at(0) as u64;

@@ -62,12 +62,44 @@ pub(super) fn now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// An e1000e engine on guest RAM in a file (ring at [`RING_OFF`], buffers at
+/// [`BUF_IOVA`]): without a `cursor` the descriptors are written and the
+/// device programmed from scratch; with one (taken over after a live
+/// update) the device is left as it is and polling goes on from there.
+pub(super) fn on_file(
+    (dev, bar): (Device, Bar),
+    ram: GuestRam,
+    (ring_size, buf_size, refill): (u32, u32, bool),
+    cursor: Option<Cursor>,
+    persist: Option<(String, u32)>,
+) -> Result<E1000e, String> {
+    let fresh = cursor.is_none();
+    let nic = E1000e {
+        dev,
+        bar,
+        mem: RxMem::File(ram),
+        ring_size,
+        buf_size,
+        refill,
+        cursor: Mutex::new(cursor.unwrap_or(Cursor::fresh(ring_size))),
+        totals: Mutex::new(BTreeMap::new()),
+        persist,
+    };
+    if fresh {
+        for i in 0..ring_size {
+            nic.write_desc(i, BUF_IOVA + u64::from(i) * u64::from(buf_size));
+        }
+        nic.program(bsize_bits(buf_size)?)?;
+    }
+    Ok(nic)
+}
+
 /// Starts (or, with `spec.resume`, adopts) a persistent e1000e RX engine.
 pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &PersistSpec) -> Result<(E1000e, DmaLayout), String> {
     if ring_size < 8 || ring_size & 7 != 0 || ring_size > 4096 {
         return Err(format!("e1000e {pci}: ring_size {ring_size} must be a multiple of 8 in 8..=4096"));
     }
-    let bsize = bsize_bits(buf_size)?;
+    bsize_bits(buf_size)?;
     let fl = FileLayout::new(ring_size, buf_size);
     // Opening mounts pkernfs if needed, so the hand-over is read after it.
     let ram = GuestRam::open(&spec.file, fl.total, !spec.resume)?;
@@ -81,28 +113,9 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     }
     let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram, skew))?;
     let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
-    let cursor = match &resumed {
-        Some(h) => Cursor { next: h.next, tail: h.tail, held: h.held },
-        None => Cursor::fresh(ring_size),
-    };
+    let cursor = resumed.as_ref().map(|h| Cursor { next: h.next, tail: h.tail, held: h.held });
     let generation = resumed.as_ref().map_or(0, |h| h.generation);
-    let nic = E1000e {
-        dev,
-        bar,
-        mem: RxMem::File(ram),
-        ring_size,
-        buf_size,
-        refill,
-        cursor: Mutex::new(cursor),
-        totals: Mutex::new(BTreeMap::new()),
-        persist: Some((spec.file.clone(), generation)),
-    };
-    if resumed.is_none() {
-        for i in 0..ring_size {
-            nic.write_desc(i, BUF_IOVA + u64::from(i) * u64::from(buf_size));
-        }
-        nic.program(bsize)?;
-    }
+    let nic = on_file((dev, bar), ram, (ring_size, buf_size, refill), cursor, Some((spec.file.clone(), generation)))?;
     let persistent = nic.dev.iommu.set_persistent(true)?;
     if !persistent {
         return Err(format!("e1000e {pci}: the kernel did not keep the device persistent"));
