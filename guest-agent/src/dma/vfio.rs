@@ -138,6 +138,8 @@ pub enum Iommu {
         ioas: u32,
         /// The device's id in the iommufd (from `VFIO_DEVICE_BIND_IOMMUFD`).
         devid: u32,
+        /// The paging HWPT the device is attached to (0 until attached).
+        hwpt: u32,
     },
 }
 
@@ -193,11 +195,13 @@ impl Iommu {
         ioctl_ptr(iommufd, sys::IOMMU_IOAS_MAP_FILE, &mut m, &what).map(|_| ())
     }
 
-    /// Marks the device persistent across kexec (`IOMMU_OPTION_PERSISTENT`,
-    /// our kernel only): its domain is frozen into pkernfs at kexec and the
-    /// next kernel adopts it; returns the value read back.
+    /// Marks the HWPT the device is attached to persistent across kexec
+    /// (`IOMMU_OPTION_PERSISTENT` on the HWPT id, our kernel only): its page
+    /// tables are sealed into pkernfs and walked there, kept through kexec,
+    /// and adopted by the next kernel. Returns the device's persistence read
+    /// back (`IOMMU_OPTION_OP_GET` on the device id).
     pub fn set_persistent(&self, on: bool) -> Result<bool, String> {
-        let Iommu::Iommufd { iommufd, devid, .. } = self else {
+        let Iommu::Iommufd { iommufd, devid, hwpt, .. } = self else {
             return Err("persistence across kexec needs iommufd".into());
         };
         let mut o = sys::IommuOption {
@@ -205,12 +209,13 @@ impl Iommu {
             option_id: sys::IOMMU_OPTION_PERSISTENT,
             op: sys::IOMMU_OPTION_OP_SET,
             reserved: 0,
-            object_id: *devid,
+            object_id: *hwpt,
             val64: u64::from(on),
         };
-        let what = format!("IOMMU_OPTION PERSISTENT={} on device {devid} (kernel without lulab persistence?)", u8::from(on));
+        let what = format!("IOMMU_OPTION PERSISTENT={} on HWPT {hwpt} (kernel without lulab persistence?)", u8::from(on));
         ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &what)?;
         o.op = sys::IOMMU_OPTION_OP_GET;
+        o.object_id = *devid;
         ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &format!("IOMMU_OPTION GET PERSISTENT on device {devid}"))?;
         Ok(o.val64 == 1)
     }
@@ -343,7 +348,7 @@ fn open_iommufd(pci: &str, premap: &dyn Fn(&Iommu) -> Result<(), String>) -> Res
     let mut alloc = sys::IommuIoasAlloc { size: sys::argsz::<sys::IommuIoasAlloc>(), ..Default::default() };
     ioctl_ptr(&iommufd, sys::IOMMU_IOAS_ALLOC, &mut alloc, "/dev/iommu: IOMMU_IOAS_ALLOC")?;
     let ioas = alloc.out_ioas_id;
-    let iommu = Iommu::Iommufd { iommufd, ioas, devid: bind.out_devid };
+    let mut iommu = Iommu::Iommufd { iommufd, ioas, devid: bind.out_devid, hwpt: 0 };
     premap(&iommu)?;
     // An explicit HWPT, not the IOAS: iommufd fills it with the IOAS's
     // mappings before the device is attached to it (an automatic domain is
@@ -366,6 +371,9 @@ fn open_iommufd(pci: &str, premap: &dyn Fn(&Iommu) -> Result<(), String>) -> Res
     };
     let what = format!("{c}: VFIO_DEVICE_ATTACH_IOMMUFD_PT hwpt {pt} (ioas {ioas})");
     ioctl_ptr(&dev, sys::VFIO_DEVICE_ATTACH_IOMMUFD_PT, &mut attach, &what)?;
+    if let Iommu::Iommufd { hwpt, .. } = &mut iommu {
+        *hwpt = pt;
+    }
     Ok((dev, iommu))
 }
 
