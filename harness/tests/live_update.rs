@@ -31,11 +31,25 @@ fn rx_through_one_live_update_loses_nothing() {
     assert!(p.persistent);
     let h = p.resumed_from.expect("resumed from a hand-over");
     assert_eq!(h.generation, 1);
-    // The kernel's own account: frozen at kexec, adopted, switched atomically.
+    // The kernel's own account: root tables and the domain in pkernfs,
+    // adopted in place, switched atomically, the rebuilt domain sealed again.
     let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
-    for line in ["persistent device(s) frozen", "adopting it", "adopted as persistent", "switched from frozen domain"] {
+    for line in [
+        "context table(s) now in iommu/root-pgtables",
+        "kept in iommu/root-pgtables",
+        "adopting it",
+        "in place: 1 persistent context entry kept",
+        "adopted as persistent",
+        "switched from frozen domain",
+        "sealed: ",
+    ] {
         assert!(console.contains(line), "console lacks {line:?}");
     }
+    assert_eq!(console.matches(" sealed: ").count(), 2, "sealed at the mark, and the rebuilt domain after the switch");
+    // QEMU's account: the only root table latched after DMA started (the
+    // new kernel's SRTP) is iommu/root-pgtables in the carve-out.
+    assert!(!r.iommu.root_tables.is_empty(), "{:?}", r.iommu);
+    assert_eq!(r.iommu.root_tables_outside_pkernfs, 0, "{:?}", r.iommu);
 }
 
 #[test]
@@ -108,4 +122,44 @@ fn rebuilt_mappings_that_differ_from_the_frozen_ones_are_refused() {
     let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
     assert!(console.contains("rebuilt mappings differ from the frozen ones"), "the kernel's refusal is logged");
     assert!(!console.contains("switched from frozen domain"));
+}
+
+/// Negative control of the root-table oracle: a new kernel that copies the
+/// VT-d tables out of pkernfs (kdump path, `lulab_vtd_adopt=copy`) keeps the
+/// DMA going, but QEMU sees a root table outside the carve-out.
+#[test]
+fn a_kernel_that_copies_the_root_table_out_of_pkernfs_is_caught() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, t) = run_scenario("live-update-root-copied");
+    assert_eq!(r.outcome, Verdict::Broken);
+    assert!(r.as_expected, "{:#?}", r.reasons);
+    assert!(r.iommu.root_tables_outside_pkernfs >= 1, "{:?}", r.iommu);
+    assert!(r.reasons.iter().any(|s| s.contains("root table set outside pkernfs")), "{:#?}", r.reasons);
+    // Only the root table is wrong: the device kept DMAing, nothing was lost.
+    assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
+    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
+    assert!(console.contains("lulab_vtd_adopt=copy: copying the tables out of pkernfs"), "the knob took effect");
+}
+
+/// The unseal/reseal path: mappings changed on a sealed persistent domain
+/// before each of two updates; each change puts the device back on the live
+/// tables, each kexec seals the domain again, nothing is lost.
+#[test]
+fn mappings_changed_after_sealing_are_sealed_again_at_kexec() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, t) = run_scenario("live-update-remap");
+    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    assert_eq!(r.live_updates, 2);
+    assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled, r.iommu.root_tables_outside_pkernfs), (0, 0, 0), "{:?}", r.iommu);
+    assert!(r.updates.iter().all(|u| u.dma_while_agent_down.unwrap_or(0) > 0), "{:?}", r.updates);
+    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
+    assert_eq!(console.matches("mappings changed: back on its live tables").count(), 2, "one unseal per probe");
+    // Sealed at each mark (3 kernels) and again at each kexec (2).
+    assert_eq!(console.matches(" sealed: ").count(), 5, "{}", console.lines().filter(|l| l.contains("lulab: ")).collect::<Vec<_>>().join("\n"));
 }

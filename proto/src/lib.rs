@@ -71,6 +71,13 @@ pub enum Op {
         /// PCI address the engine was started for.
         pci: String,
     },
+    /// Change the running engine's DMA mappings (map one more page of its
+    /// memory at a spare IOVA, then unmap it), as a VMM adding and removing
+    /// guest memory; answered with [`Reply::Done`].
+    DmaRemapProbe {
+        /// PCI address the engine was started for.
+        pci: String,
+    },
     /// Stop the engine driving `pci` (device quiesced, mappings kept until
     /// the agent exits); a later `DmaStart` for the same device replaces it.
     DmaStop {

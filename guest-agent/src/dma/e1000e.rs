@@ -293,6 +293,13 @@ impl Driver for E1000e {
         self.persist.is_some()
     }
 
+    fn remap_probe(&self) -> Result<u64, String> {
+        let RxMem::File(ram) = &self.mem else {
+            return Err("remap probe: needs an engine on a pkernfs file (rx.persist)".into());
+        };
+        super::rx_persist::remap_probe(&self.dev.iommu, ram)
+    }
+
     fn counters(&self) -> Vec<(String, u64)> {
         self.accumulate()
     }

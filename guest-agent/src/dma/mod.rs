@@ -41,6 +41,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn handover_capable(&self) -> bool {
         false
     }
+    /// Changes the device's DMA mappings while it runs: maps one more page
+    /// of its memory at a spare IOVA and unmaps it again (a VMM adding and
+    /// removing guest memory). Returns the IOVA used.
+    fn remap_probe(&self) -> Result<u64, String> {
+        Err("remap probe: only a persistent e1000e engine supports it".into())
+    }
 }
 
 /// Counters shared between the polling thread and the request loop.
@@ -182,6 +188,11 @@ impl Engine {
     }
 
     /// Quiesces the device; returns the final counters.
+    /// [`Driver::remap_probe`] on the running device.
+    pub fn remap_probe(&self) -> Result<u64, String> {
+        self.driver.remap_probe()
+    }
+
     pub fn stop(&mut self) -> DmaStatus {
         self.progress.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

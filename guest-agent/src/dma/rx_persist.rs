@@ -164,6 +164,18 @@ fn read_handover(file: &str, pci: &str, ring_size: u32, buf_size: u32) -> Result
     Ok(h)
 }
 
+/// Spare IOVA for [`remap_probe`], above ring and buffers.
+pub const PROBE_IOVA: u64 = 0x3000_0000;
+
+/// Maps the file's first page at [`PROBE_IOVA`] and unmaps it: on our kernel
+/// each change moves a sealed persistent domain back to its live tables
+/// (sealed again at kexec).
+pub fn remap_probe(iommu: &Iommu, ram: &GuestRam) -> Result<u64, String> {
+    iommu.map_file(ram.file(), 0, PAGE, PROBE_IOVA)?;
+    iommu.unmap(PROBE_IOVA, PAGE)?;
+    Ok(PROBE_IOVA)
+}
+
 /// Writes the hand-over of a stopped persistent engine (`None` if not persistent).
 pub fn hand_over(nic: &E1000e, p: &Progress) -> Result<Option<Handover>, String> {
     let Some((file, generation)) = &nic.persist else { return Ok(None) };

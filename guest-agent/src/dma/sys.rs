@@ -44,6 +44,8 @@ pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u64 = io(VFIO_BASE + 19);
 pub const IOMMU_IOAS_ALLOC: u64 = io(0x81);
 /// `IOMMU_IOAS_MAP` (`IOMMUFD_CMD_IOAS_MAP = 0x85`).
 pub const IOMMU_IOAS_MAP: u64 = io(0x85);
+/// `IOMMU_IOAS_UNMAP` (`IOMMUFD_CMD_IOAS_UNMAP = 0x86`).
+pub const IOMMU_IOAS_UNMAP: u64 = io(0x86);
 
 /// `VFIO_GROUP_FLAGS_VIABLE`.
 pub const VFIO_GROUP_FLAGS_VIABLE: u32 = 1 << 0;
@@ -64,7 +66,8 @@ pub const IOMMU_IOAS_MAP_FILE: u64 = io(0x8f);
 pub const IOMMU_HWPT_ALLOC: u64 = io(0x89);
 /// `IOMMU_OPTION` (`IOMMUFD_CMD_OPTION = 0x87`).
 pub const IOMMU_OPTION: u64 = io(0x87);
-/// `IOMMU_OPTION_PERSISTENT` (lulab kernel only): object = device id.
+/// `IOMMU_OPTION_PERSISTENT` (lulab kernel only): object = HWPT id (or a
+/// device id: the HWPT it is attached to; GET on a device id reports it).
 pub const IOMMU_OPTION_PERSISTENT: u32 = 2;
 /// `IOMMU_OPTION_OP_SET`.
 pub const IOMMU_OPTION_OP_SET: u16 = 0;
@@ -154,6 +157,16 @@ pub struct IommuIoasMap {
     pub iova: u64,
 }
 
+/// `struct iommu_ioas_unmap`.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct IommuIoasUnmap {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub iova: u64,
+    pub length: u64,
+}
+
 /// `struct iommu_ioas_map_file`.
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -217,6 +230,8 @@ mod tests {
         assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
         assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
         assert_eq!(IOMMU_IOAS_MAP_FILE, 0x3b8f);
+        assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);
+        assert_eq!(std::mem::size_of::<IommuIoasUnmap>(), 24);
         assert_eq!(IOMMU_OPTION, 0x3b87);
         assert_eq!(IOMMU_HWPT_ALLOC, 0x3b89);
         assert_eq!(std::mem::size_of::<IommuHwptAlloc>(), 48);

@@ -195,6 +195,20 @@ impl Iommu {
         ioctl_ptr(iommufd, sys::IOMMU_IOAS_MAP_FILE, &mut m, &what).map(|_| ())
     }
 
+    /// Unmaps `len` bytes at `iova` (`IOMMU_IOAS_UNMAP`; iommufd only): the
+    /// range must be exactly what one or more earlier maps covered.
+    pub fn unmap(&self, iova: u64, len: u64) -> Result<(), String> {
+        let Iommu::Iommufd { iommufd, ioas, .. } = self else {
+            return Err("unmapping by IOVA is implemented for iommufd only".into());
+        };
+        let mut u = sys::IommuIoasUnmap { size: sys::argsz::<sys::IommuIoasUnmap>(), ioas_id: *ioas, iova, length: len };
+        ioctl_ptr(iommufd, sys::IOMMU_IOAS_UNMAP, &mut u, &format!("IOMMU_IOAS_UNMAP {len:#x} bytes at IOVA {iova:#x}"))?;
+        if u.length != len {
+            return Err(format!("IOMMU_IOAS_UNMAP at IOVA {iova:#x}: unmapped {:#x} of {len:#x} bytes", u.length));
+        }
+        Ok(())
+    }
+
     /// Marks the HWPT the device is attached to persistent across kexec
     /// (`IOMMU_OPTION_PERSISTENT` on the HWPT id, our kernel only): its page
     /// tables are sealed into pkernfs and walked there, kept through kexec,

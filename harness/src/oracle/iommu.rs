@@ -5,7 +5,9 @@
 //! QEMU events (hw/i386/trace-events): `vtd_dmar_fault` (a recorded fault),
 //! `vtd_fault_disabled` (a fault on a context with fault processing
 //! disabled: the DMA still failed), `vtd_err*` (translation errors of older
-//! QEMUs), `vtd_dmar_enable` (GCMD.TE written: translation on/off).
+//! QEMUs), `vtd_dmar_enable` (GCMD.TE written: translation on/off),
+//! `vtd_reg_dmar_root` (the root table address latched by SRTP: where the
+//! IOMMU walks from, and whether it stayed in pkernfs across a live update).
 
 use serde::Serialize;
 
@@ -16,7 +18,7 @@ pub const FIRST_LINES: usize = 5;
 
 /// Trace events the harness must enable for this oracle. Note that the
 /// pattern `vtd_fault*` does not match `vtd_dmar_fault`.
-pub const IOMMU_TRACE_EVENTS: &[&str] = &["vtd_dmar_fault", "vtd_fault*", "vtd_err*", "vtd_dmar_enable"];
+pub const IOMMU_TRACE_EVENTS: &[&str] = &["vtd_dmar_fault", "vtd_fault*", "vtd_err*", "vtd_dmar_enable", "vtd_reg_dmar_root"];
 
 /// What the IOMMU oracle found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -35,6 +37,16 @@ pub struct IommuReport {
     pub dmar_enable: Vec<bool>,
     /// Times translation was switched off after having been on.
     pub translation_disabled: u64,
+}
+
+/// Root table addresses latched (SRTP) that lie outside `carve_out`
+/// (`(base, len)` in bytes), in order: after a persistent device started
+/// DMA every root table must be `iommu/root-pgtables` in pkernfs, adopted in
+/// place by each next kernel; one outside means a kernel put its own tables
+/// under the device.
+pub fn roots_outside(roots: &[u64], carve_out: (u64, u64)) -> Vec<u64> {
+    let (base, len) = carve_out;
+    roots.iter().copied().filter(|&r| !(r >= base && r - base < len)).collect()
 }
 
 impl IommuReport {
@@ -142,6 +154,14 @@ mod tests {
         assert_eq!(r.dmar_enable, vec![true, false, true, false]);
         assert_eq!(r.translation_disabled, 2);
         assert_eq!(r.faults(), 2);
+    }
+
+    #[test]
+    fn roots_outside_the_carve_out_are_named() {
+        let carve = (1 << 30, 64 << 20);
+        assert!(roots_outside(&[0x4080_0000, 0x4080_0000], carve).is_empty());
+        assert_eq!(roots_outside(&[0x4080_0000, 0x0123_4000, 0x4400_0000], carve), vec![0x0123_4000, 0x4400_0000]);
+        assert_eq!(roots_outside(&[0x3fff_f000], carve), vec![0x3fff_f000], "just below the base");
     }
 
     #[test]

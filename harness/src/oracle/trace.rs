@@ -52,6 +52,9 @@ pub struct TraceSummary {
     pub examples: BTreeMap<String, Vec<String>>,
     /// `vtd_dmar_enable` values in order (translation on/off transitions).
     pub dmar_enable: Vec<bool>,
+    /// Root table addresses given to the IOMMU (`vtd_reg_dmar_root`, one per
+    /// SRTP), in order.
+    pub dmar_root: Vec<u64>,
     /// Bus-master changes written to a device's PCI command register
     /// (`pci_cfg_write … @0x4 <- VAL`), as (device address, bus master on).
     pub bus_master: Vec<(String, bool)>,
@@ -94,6 +97,15 @@ impl TraceSummary {
             "vtd_dmar_enable" => {
                 if let Some(v) = ev.args.split_whitespace().last() {
                     self.dmar_enable.push(v != "0");
+                }
+            }
+            "vtd_reg_dmar_root" => {
+                // `addr 0x40800000 scalable 0`
+                let mut w = ev.args.split_whitespace();
+                if let (Some("addr"), Some(a)) = (w.next(), w.next()) {
+                    if let Ok(v) = u64::from_str_radix(a.trim_start_matches("0x"), 16) {
+                        self.dmar_root.push(v);
+                    }
                 }
             }
             "pci_cfg_write" => self.add_cfg_write(ev.args),
@@ -174,12 +186,15 @@ mod tests {
 1@1.000003:e1000e_rx_written_to_guest Received packet written to guest (ICR causes 0)
 1@1.000004:pci_cfg_write e1000e 00:02.0 @0x4 <- 0x103
 1@1.000005:vtd_dmar_enable enable 0
+1@1.000006:vtd_reg_dmar_root addr 0x40800000 scalable 0
+1@1.000007:vtd_reg_dmar_root addr zz scalable 0
 garbage line
 ";
         let s = TraceSummary::from_text(log);
         assert_eq!(s.count("e1000e_rx_written_to_guest"), 2);
-        assert_eq!(s.count_prefix("vtd_"), 2);
+        assert_eq!(s.count_prefix("vtd_"), 4);
         assert_eq!(s.dmar_enable, vec![true, false]);
+        assert_eq!(s.dmar_root, vec![0x4080_0000], "an unparsable address is not a root");
         assert_eq!(s.bus_master, vec![("00:02.0".to_string(), false)]);
         assert_eq!(s.bus_master_cleared("00:02.0"), 0, "never on, so never cleared");
         assert_eq!(s.examples["vtd_dmar_enable"].len(), 2);

@@ -24,6 +24,7 @@ pub fn side_by_side(reports: &[&Report]) -> String {
         ("frames DMAed with no agent", Box::new(move |r| opt(r.updates.first().and_then(|u| u.dma_while_agent_down).map(|n| n.to_string())))),
         ("NIC bus master cleared", Box::new(|r| r.dma.bus_master_cleared.to_string())),
         ("VT-d translation off", Box::new(|r| r.iommu.translation_disabled.to_string())),
+        ("VT-d root tables outside pkernfs", Box::new(|r| r.iommu.root_tables_outside_pkernfs.to_string())),
         ("VT-d faults", Box::new(|r| r.iommu.faults.to_string())),
         ("agent pages changed unexpectedly", Box::new(|r| format!("{} of {}", r.memory.unexpected_changes, r.memory.pages_checked))),
         ("LUO: memory survived", Box::new(move |r| opt(r.luo.as_ref().map(|l| l.memory_survived.to_string())))),

@@ -34,6 +34,14 @@ pub fn render(r: &Report) -> String {
         "## IOMMU\n\n| faults | QEMU-traced | guest-logged | translation switched off |\n|---|---|---|---|\n| {} | {} | {} | {} |\n",
         i.faults, i.qemu_faults, i.guest_faults, i.translation_disabled
     );
+    if !i.root_tables.is_empty() {
+        let _ = writeln!(
+            s,
+            "Root table latched after DMA started (SRTP): {} ({} outside pkernfs)\n",
+            i.root_tables.join(" → "),
+            i.root_tables_outside_pkernfs
+        );
+    }
     let m = &r.memory;
     let _ = writeln!(
         s,

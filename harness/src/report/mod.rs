@@ -153,6 +153,14 @@ pub struct IommuSection {
     pub translation_disabled: u64,
     /// Example fault lines.
     pub examples: Vec<String>,
+    /// Root table addresses the IOMMU latched (SRTP, `vtd_reg_dmar_root`)
+    /// after DMA started, in order, hex.
+    #[serde(default)]
+    pub root_tables: Vec<String>,
+    /// Of those, outside the pkernfs carve-out: with a persistent device,
+    /// each is a kernel that put its own tables under the device.
+    #[serde(default)]
+    pub root_tables_outside_pkernfs: u64,
 }
 
 /// `memory`.

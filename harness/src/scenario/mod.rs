@@ -80,11 +80,26 @@ pub struct HostSpec {
     pub memory_mib: u64,
     /// Emulate VT-d at all.
     pub iommu: bool,
+    /// Extra kernel parameters, on the first boot and every kexec (e.g.
+    /// `lulab_vtd_adopt=copy`, a negative control). One word each.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
 }
 
 impl Default for HostSpec {
     fn default() -> Self {
-        Self { kernel: KernelChoice::Stock, memory_mib: 1024, iommu: true }
+        Self { kernel: KernelChoice::Stock, memory_mib: 1024, iommu: true, cmdline: Vec::new() }
+    }
+}
+
+impl HostSpec {
+    fn validate(&self) -> Result<(), String> {
+        for (i, w) in self.cmdline.iter().enumerate() {
+            if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!("host.cmdline[{i}]: {w:?} must be one non-empty word (no spaces)"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -215,6 +230,11 @@ pub enum Step {
     /// engines' guest RAM) refuses unlink and truncate with EBUSY and keeps
     /// its size (the use-after-free guard).
     PkernfsExpectBusy,
+    /// The persistent RX engine changes its DMA mappings while the device
+    /// runs (maps one more page of its file at a spare IOVA, unmaps it):
+    /// the kernel moves the sealed domain back to its live tables and seals
+    /// it again at the next kexec. Needs `rx.persist`.
+    DmaRemapProbe,
     /// Mount, then replace the fill tree (`<mount>/fill/`) with `files` files
     /// of `file_size` bytes of the pattern (file `i`: seed `seed + i`), written
     /// by one agent call. `pkernfs_verify` then counts them inside and checks
@@ -280,6 +300,7 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.host.validate()?;
         if self.steps.first() != Some(&Step::Boot) {
             return Err("steps: the first step must be `do = \"boot\"`".into());
         }
@@ -322,6 +343,9 @@ impl Scenario {
                     rx.frames, rx.ring_size
                 ));
             }
+        }
+        if self.steps.contains(&Step::DmaRemapProbe) && !self.rx.as_ref().is_some_and(|r| r.persist) {
+            return Err("steps: `dma_remap_probe` needs a persistent RX engine (rx.persist = true)".into());
         }
         let needs_pk = self.steps.iter().any(Step::is_pkernfs);
         if needs_pk && self.pkernfs.is_none() {

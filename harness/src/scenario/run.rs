@@ -120,6 +120,7 @@ impl<'a> Runner<'a> {
         if let Some(luo) = &sc.luo {
             params.cmdline.extend(luo.cmdline());
         }
+        params.cmdline.extend(sc.host.cmdline.iter().cloned());
         let extra = if sc.check_isolation { crate::oracle::isolation::ISOLATION_TRACE_EVENTS } else { &[] };
         for e in crate::oracle::trace_events().into_iter().chain(extra.iter().map(|s| s.to_string())) {
             if !params.trace_events.contains(&e) {
@@ -229,6 +230,7 @@ impl<'a> Runner<'a> {
             Step::PkernfsRestore => self.pk_restore(),
             Step::PkernfsUntouched => self.pk_untouched(),
             Step::PkernfsExpectBusy => self.pk_expect_busy(),
+            Step::DmaRemapProbe => self.dma_remap_probe(),
             Step::PkernfsFill { files, file_size, seed } => self.pk_fill(*files, *file_size, *seed),
         }
     }
@@ -393,6 +395,7 @@ fn step_name(s: &Step) -> &'static str {
         Step::PkernfsRestore => "pkernfs_restore",
         Step::PkernfsUntouched => "pkernfs_untouched",
         Step::PkernfsExpectBusy => "pkernfs_expect_busy",
+        Step::DmaRemapProbe => "dma_remap_probe",
         Step::PkernfsFill { .. } => "pkernfs_fill",
     }
 }

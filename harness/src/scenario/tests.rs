@@ -88,3 +88,14 @@ fn a_luo_memfd_engine_needs_luo_and_our_kernel() {
     assert_eq!(s.rx.unwrap().backing, lulab_proto::PersistBacking::LuoMemfd);
     assert_eq!(s.luo.unwrap().cmdline(), ["kho=on", "liveupdate=on"]);
 }
+
+#[test]
+fn host_cmdline_words_are_checked() {
+    let with = |words: &str| GOOD.replace("[rx]", &format!("[host]\nkernel = \"lulab\"\nmemory_mib = 1024\niommu = true\ncmdline = {words}\n\n[rx]"));
+    let s = Scenario::parse(&with(r#"["lulab_vtd_adopt=copy"]"#), "s.toml").unwrap();
+    assert_eq!(s.host.cmdline, ["lulab_vtd_adopt=copy"]);
+    let e = Scenario::parse(&with(r#"["a=1", "two words"]"#), "s.toml").unwrap_err().to_string();
+    assert!(e.starts_with("s.toml: host.cmdline[1]"), "{e}");
+    let e = Scenario::parse(&with(r#"[""]"#), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("host.cmdline[0]"), "{e}");
+}

@@ -224,13 +224,46 @@ impl Runner<'_> {
         }
         let mut examples = r.qemu_fault_lines.clone();
         examples.extend(r.guest_fault_lines.iter().cloned());
+        let roots = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?.dmar_root;
+        let outside = self.judge_root_tables(&roots, reasons);
         Ok(IommuSection {
             faults: r.faults(),
             qemu_faults: r.qemu_faults,
             guest_faults: r.guest_faults,
             translation_disabled: r.translation_disabled,
             examples,
+            root_tables: roots.iter().map(|a| format!("{a:#x}")).collect(),
+            root_tables_outside_pkernfs: outside.len() as u64,
         })
+    }
+
+    /// With a device kept persistent through live updates, every root table
+    /// the IOMMU latched after DMA started must be `iommu/root-pgtables` in
+    /// the carve-out (adopted in place by each new kernel), and each new
+    /// kernel must have latched one. Returns the roots outside it.
+    fn judge_root_tables(&self, roots: &[u64], reasons: &mut Vec<String>) -> Vec<u64> {
+        let Some(pk) = &self.sc.pkernfs else { return Vec::new() };
+        let persistent = self.sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs)
+            || self.sc.nvme.as_ref().is_some_and(|n| n.persist);
+        let outside = crate::oracle::iommu::roots_outside(roots, (pk.base_mib << 20, pk.size_mib << 20));
+        if !persistent || self.live_updates == 0 {
+            return outside;
+        }
+        if !outside.is_empty() {
+            let list: Vec<String> = outside.iter().map(|a| format!("{a:#x}")).collect();
+            reasons.push(format!(
+                "VT-d root table set outside pkernfs after DMA started ({}): a kernel put its own tables under the persistent device instead of adopting iommu/root-pgtables in place",
+                list.join(", ")
+            ));
+        }
+        if (roots.len() as u64) < u64::from(self.live_updates) {
+            reasons.push(format!(
+                "VT-d root table latched {} time(s) after DMA started, fewer than the {} live update(s): no evidence each new kernel adopted iommu/root-pgtables (vtd_reg_dmar_root traced?)",
+                roots.len(),
+                self.live_updates
+            ));
+        }
+        outside
     }
 
     /// The isolation oracle over QEMU's IOTLB trace (scenarios with `check_isolation`).

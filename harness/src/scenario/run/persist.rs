@@ -102,6 +102,17 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// `dma_remap_probe`: the running persistent RX engine maps and unmaps
+    /// one more page (the kernel's account of it is on the console).
+    pub(super) fn dma_remap_probe(&mut self) -> Result<()> {
+        ensure!(self.rx.is_some(), "dma_remap_probe: no RX engine is running (start_dma first)");
+        let op = lulab_proto::Op::DmaRemapProbe { pci: NIC_ADDR.to_string() };
+        match self.host()?.agent.call(op, std::time::Duration::from_secs(20))? {
+            Reply::Done => Ok(()),
+            other => bail!("unexpected reply to dma_remap_probe: {other:?}"),
+        }
+    }
+
     fn exec(&mut self, argv: &[&str]) -> Result<lulab_proto::ExecResult> {
         let op = lulab_proto::Op::Exec { argv: argv.iter().map(|s| s.to_string()).collect(), timeout_ms: 10_000 };
         match self.host()?.agent.call(op, std::time::Duration::from_secs(20))? {
