@@ -76,7 +76,7 @@ impl Agent {
         }
         let (engine, layout) = dma::Engine::start(cfg)?;
         self.dma.insert(pci, engine);
-        Ok(Reply::DmaStarted(layout))
+        Ok(Reply::DmaStarted(Box::new(layout)))
     }
 }
 

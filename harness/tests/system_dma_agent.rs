@@ -74,7 +74,7 @@ fn dma_start(host: &mut Host, cfg: DmaConfig) -> DmaLayout {
     match host.agent.call(Op::DmaStart(cfg), Duration::from_secs(120)) {
         Ok(Reply::DmaStarted(layout)) => {
             println!("DmaStart took {} ms: {}", t.elapsed().as_millis(), serde_json::to_string(&layout).unwrap());
-            layout
+            *layout
         }
         other => panic!("DmaStart: {other:?}\n{}", host.console.tail(30)),
     }

@@ -189,7 +189,7 @@ pub enum Reply {
     /// Answer to operations with nothing to return.
     Done,
     /// Answer to [`Op::DmaStart`].
-    DmaStarted(DmaLayout),
+    DmaStarted(Box<DmaLayout>),
     /// Answer to [`Op::DmaStatus`] and [`Op::DmaStop`].
     DmaStatus(DmaStatus),
     /// Answer to [`Op::FillFile`] and [`Op::HashFile`].

@@ -280,7 +280,7 @@ impl<'a> Runner<'a> {
 
     fn dma_start(&mut self, cfg: DmaConfig) -> Result<DmaLayout> {
         let mut layout = match self.host()?.agent.call(Op::DmaStart(cfg.clone()), Duration::from_secs(60))? {
-            Reply::DmaStarted(l) => l,
+            Reply::DmaStarted(l) => *l,
             other => bail!("unexpected reply to dma_start: {other:?}"),
         };
         self.resolve_persistent(&mut layout)?;

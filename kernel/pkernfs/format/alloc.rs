@@ -35,7 +35,7 @@ impl Image<'_> {
         let mut blk = start;
         while blk < end {
             // Whole bytes at a time where possible.
-            if blk % 8 == 0 && end - blk >= 8 {
+            if blk.is_multiple_of(8) && end - blk >= 8 {
                 let n = (end - blk) / 8;
                 slice_mut(self.b, base + blk / 8, n)?.fill(if used { 0xff } else { 0 });
                 blk += n * 8;
@@ -127,7 +127,7 @@ impl Image<'_> {
         let mut blk = from.max(self.g.data_start);
         let base = BITMAP_START * BLOCK_SIZE;
         while blk < self.g.total_blocks {
-            if blk % 8 == 0 {
+            if blk.is_multiple_of(8) {
                 if let Ok([0xff]) = slice(self.b, base + blk / 8, 1) {
                     blk += 8;
                     continue;

@@ -130,7 +130,7 @@ impl Image<'_> {
             }
         }
         let i = inode.ext_count;
-        if i >= INLINE_EXTENTS && (i - INLINE_EXTENTS) % EXTENTS_PER_BLOCK == 0 {
+        if i >= INLINE_EXTENTS && (i - INLINE_EXTENTS).is_multiple_of(EXTENTS_PER_BLOCK) {
             self.chain_grow(ino, inode)?;
         }
         inode.ext_count += 1;
@@ -176,7 +176,7 @@ impl Image<'_> {
             }
             self.ext_set(ino, inode, i, Ext::default())?;
             inode.ext_count -= 1;
-            if i >= INLINE_EXTENTS && (i - INLINE_EXTENTS) % EXTENTS_PER_BLOCK == 0 {
+            if i >= INLINE_EXTENTS && (i - INLINE_EXTENTS).is_multiple_of(EXTENTS_PER_BLOCK) {
                 self.chain_shrink(ino, inode, (i - INLINE_EXTENTS) / EXTENTS_PER_BLOCK)?;
             } else if i >= INLINE_EXTENTS {
                 // Re-seal the block with its new count.

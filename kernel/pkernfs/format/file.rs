@@ -26,13 +26,13 @@ impl Image<'_> {
         while inode.data_blocks < want {
             let have = inode.data_blocks;
             let need = want - have;
-            if have % CHUNK_BLOCKS == 0 && need >= CHUNK_BLOCKS {
+            if have.is_multiple_of(CHUNK_BLOCKS) && need >= CHUNK_BLOCKS {
                 if let Some(a) = self.find_chunk() {
                     self.alloc_run(ino, inode, a, CHUNK_BLOCKS)?;
                     continue;
                 }
             }
-            let n = if have % CHUNK_BLOCKS != 0 { need.min(CHUNK_BLOCKS - have % CHUNK_BLOCKS) } else { need };
+            let n = if !have.is_multiple_of(CHUNK_BLOCKS) { need.min(CHUNK_BLOCKS - have % CHUNK_BLOCKS) } else { need };
             let n = n.min(u32::MAX as u64 / 2);
             let last_end = match inode.ext_count {
                 0 => 0,
@@ -105,7 +105,7 @@ impl Image<'_> {
             let extra = inode.data_blocks - want;
             self.ext_trim(ino, &mut inode, extra)?;
         }
-        if size < inode.size && size % BLOCK_SIZE != 0 {
+        if size < inode.size && !size.is_multiple_of(BLOCK_SIZE) {
             // Zero the tail of the last block so a later extension reads zeros.
             if let Some((blk, _)) = self.block_of(ino, &inode, size / BLOCK_SIZE)? {
                 let from = blk * BLOCK_SIZE + size % BLOCK_SIZE;

@@ -9,6 +9,9 @@ use super::inode::Inode;
 use super::{sb, FsError, Geometry, Ino, Kind, Stat, BLOCK_SIZE, INLINE_EXTENTS, MAX_DEPTH, ROOT_INO};
 use super::{EXTENTS_PER_BLOCK, IOMMU_DIR};
 
+/// One entry from [`Image::readdir`]: `(next pos, ino, name, kind)`.
+pub type ReaddirEntry<'a> = (u64, Ino, &'a [u8], Kind);
+
 /// A pkernfs image borrowed mutably for the duration of a mount (or a check).
 #[derive(Debug)]
 pub struct Image<'a> {
@@ -153,7 +156,7 @@ impl<'a> Image<'a> {
 
     /// The first entry of `dir` at or after slot `pos`: `(next pos, ino, name, kind)`,
     /// or `None` at the end. `.` and `..` are not stored (the VFS adds them).
-    pub fn readdir(&self, dir: Ino, pos: u64) -> Result<Option<(u64, Ino, &[u8], Kind)>, FsError> {
+    pub fn readdir(&self, dir: Ino, pos: u64) -> Result<Option<ReaddirEntry<'_>>, FsError> {
         let d = self.dir_inode(dir)?;
         let mut found = None;
         self.for_each_slot(dir, &d, |slot, _, e| {

@@ -243,7 +243,6 @@ fn run(ops: &[Op]) {
         img.check().unwrap_or_else(|e| panic!("check after {op:?}: {e:?}"));
     }
     compare(&img, &m);
-    drop(img);
     let mut copy = v.clone();
     let reopened = Image::open(&mut copy).expect("re-open the serialised image");
     compare(&reopened, &m);

@@ -159,7 +159,7 @@ impl Runner<'_> {
         }
         let t = std::time::Instant::now();
         let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60))? {
-            Reply::DmaStarted(l) => l,
+            Reply::DmaStarted(l) => *l,
             other => bail!("unexpected reply to the resuming dma_start for {pci}: {other:?}"),
         };
         let n = self.live_updates;
