@@ -313,6 +313,7 @@ fn nvme_reads_land_in_agent_buffers_seen_from_the_ram_file() {
         queue_depth: 16,
         iommu: IommuApi::Type1,
         persist: None,
+        buffers_alias: None,
     };
     let layout = dma_start(&mut host, cfg);
     let slots = COUNT.div_ceil(u64::from(PER_CMD));

@@ -65,6 +65,15 @@ pub enum DmaConfig {
         /// file, the controller kept enabled across kexec (see `E1000eRx`).
         #[serde(default)]
         persist: Option<PersistSpec>,
+        /// Fault injection (the isolation oracle's negative control; `None`
+        /// in real runs, only without `persist`, iommufd only): map this
+        /// file (e.g. another engine's guest RAM in pkernfs) from offset 0 at
+        /// the buffers' IOVA, for at most the buffers' length, instead of the
+        /// agent's own buffer memory; the rest of the buffers stays the
+        /// agent's. The layout still reports the agent's buffers, so reads
+        /// DMAed into the file show up as another device's pages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buffers_alias: Option<String>,
     },
 }
 

@@ -113,11 +113,15 @@ impl Engine {
                     e1000e::E1000e::start(pci, *ring_size, *buf_size, *refill, *iommu, *unmapped_slots)?;
                 (Arc::new(nic) as Arc<dyn Driver>, layout)
             }
+            DmaConfig::NvmeRead { pci, persist: Some(_), buffers_alias: Some(_), .. } => {
+                return Err(format!("nvme {pci}: buffers_alias (fault injection) is for a non-persistent engine only"));
+            }
             DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, persist: Some(spec), .. } => {
                 nvme_persist::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, spec)?
             }
-            DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, iommu, persist: None } => {
-                nvme::start(pci, *blocks_per_cmd, *lba_start, *lba_count, *queue_depth, *iommu)?
+            DmaConfig::NvmeRead { pci, blocks_per_cmd, lba_start, lba_count, queue_depth, iommu, persist: None, buffers_alias } => {
+                let plan = (*blocks_per_cmd, *lba_start, *lba_count, *queue_depth);
+                nvme::start(pci, plan, *iommu, buffers_alias.as_deref())?
             }
         };
         let canary = if layout.persist.is_some() {

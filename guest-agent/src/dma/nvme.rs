@@ -75,6 +75,8 @@ pub(super) enum NvmeMem {
         cq: DmaMem,
         /// Allocated once Identify gave the LBA size.
         bufs: Option<DmaMem>,
+        /// Fault injection: the file mapped over the start of the buffers' IOVAs.
+        alias: Option<std::fs::File>,
     },
     /// A pkernfs file: admin area at offset 0, then the CQ (survives kexec).
     File {
@@ -197,14 +199,14 @@ pub(super) fn bring_up(
     Ok((plan, QueuePair::new(mem.admin_at(IOSQ_OFF), mem.cq_at(0), g.qsize, 1, g.stride)))
 }
 
-/// Opens `pci`, initialises the controller and its I/O queues.
+/// Opens `pci`, initialises the controller and its I/O queues. `plan` is
+/// (blocks per command, first LBA, LBAs, queue depth); `alias`: fault
+/// injection, see [`alias_buffers`].
 pub fn start(
     pci: &str,
-    blocks_per_cmd: u32,
-    lba_start: u64,
-    lba_count: u64,
-    queue_depth: u32,
+    (blocks_per_cmd, lba_start, lba_count, queue_depth): (u32, u64, u64, u32),
     api: IommuApi,
+    alias: Option<&str>,
 ) -> Result<(Arc<dyn Driver>, DmaLayout), String> {
     check_request(pci, blocks_per_cmd, lba_count, queue_depth)?;
     let dev = Device::open(pci, api)?;
@@ -215,11 +217,19 @@ pub fn start(
     let cq_len = u64::from(g.qsize) * CQE;
     let cq = DmaMem::new(&dev.iommu, &format!("nvme {pci} I/O CQ"), cq_len, CQ_IOVA)?;
     // Buffers are sized from the LBA size, known after Identify.
-    let mut mem = NvmeMem::Anon { admin, cq, bufs: None };
+    let mut mem = NvmeMem::Anon { admin, cq, bufs: None, alias: None };
     let (plan, io) = bring_up(&dev, &bar, &mem, g, (blocks_per_cmd, lba_start, lba_count))?;
     let bufs_len = plan.slots() * plan.buf_size();
-    let NvmeMem::Anon { bufs, admin, cq } = &mut mem else { unreachable!("built above") };
-    let bufs = bufs.insert(DmaMem::new(&dev.iommu, &format!("nvme {pci} data buffers"), bufs_len, BUF_IOVA)?);
+    let NvmeMem::Anon { bufs, admin, cq, alias: alias_file } = &mut mem else { unreachable!("built above") };
+    let name = format!("nvme {pci} data buffers");
+    let bufs = match alias {
+        None => bufs.insert(DmaMem::new(&dev.iommu, &name, bufs_len, BUF_IOVA)?),
+        Some(path) => {
+            let (m, f) = alias_buffers(&dev.iommu, &name, bufs_len, path)?;
+            *alias_file = Some(f);
+            bufs.insert(m)
+        }
+    };
     let layout = DmaLayout {
         pci: pci.to_string(),
         iommu: dev.api,
@@ -245,6 +255,31 @@ pub fn start(
         persist: None,
     };
     Ok((Arc::new(nvme), layout))
+}
+
+/// Fault injection (the isolation oracle's negative control): agent memory
+/// for `len` bytes of buffers, but the file at `path` (e.g. another device's
+/// guest RAM in pkernfs) mapped from offset 0 at [`BUF_IOVA`] over as much
+/// of them as it covers; only the rest of the buffers maps the agent's
+/// memory. Reads into the first slots therefore land in the file.
+fn alias_buffers(iommu: &super::vfio::Iommu, name: &str, len: u64, path: &str) -> Result<(DmaMem, std::fs::File), String> {
+    let mem = super::mem::Mem::alloc(name, len)?;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("{name}: alias {path}: {e}"))?;
+    let flen = file.metadata().map_err(|e| format!("{name}: alias {path}: stat: {e}"))?.len() / PAGE * PAGE;
+    let covered = flen.min(mem.len());
+    if covered == 0 {
+        return Err(format!("{name}: alias {path} is shorter than a page"));
+    }
+    iommu.map_file(&file, 0, covered, BUF_IOVA).map_err(|e| format!("{name}: alias {path}: {e}"))?;
+    if covered < mem.len() {
+        iommu.map(mem.addr() + covered, BUF_IOVA + covered, mem.len() - covered).map_err(|e| format!("{name}: {e}"))?;
+    }
+    crate::port::kmsg(&format!(
+        "lulab-agent: FAULT INJECTION: {name}: IOVA {BUF_IOVA:#x}..{:#x} maps {path} (offset 0), not the agent's buffers",
+        BUF_IOVA + covered
+    ));
+    let phys = mem.phys()?;
+    Ok((DmaMem { mem, iova: BUF_IOVA, phys }, file))
 }
 
 /// CC.EN=0 → RDY=0, admin queues, CC (IOSQES=6, IOCQES=4, 4 KiB pages) EN=1 → RDY=1.

@@ -71,6 +71,33 @@ pub fn hash_pages(mem: &GuestMemory, ranges: &[PhysRange]) -> Result<PageHashes,
     Ok(out)
 }
 
+impl PageHashes {
+    /// Removes and returns the pages overlapping `ranges` (memory that stops
+    /// being watched, e.g. a non-persistent engine's at a kexec).
+    pub fn take(&mut self, ranges: &[PhysRange]) -> PageHashes {
+        let mut out = PageHashes::default();
+        for span in ranges.iter().map(page_span) {
+            let keys: Vec<u64> = self.pages.range(span).map(|(k, _)| *k).collect();
+            for k in keys {
+                if let Some(h) = self.pages.remove(&k) {
+                    out.pages.insert(k, h);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl MemoryDiff {
+    /// Adds `other`'s findings (pages judged at another time) to these.
+    pub fn merge(&mut self, other: MemoryDiff) {
+        self.pages_checked += other.pages_checked;
+        self.unexpected.extend(other.unexpected);
+        self.allowed_changed += other.allowed_changed;
+        self.unmatched += other.unmatched;
+    }
+}
+
 /// Compares two hash sets; `allowed` are the device-writable ranges.
 pub fn diff(before: &PageHashes, after: &PageHashes, allowed: &[PhysRange]) -> MemoryDiff {
     let spans: Vec<_> = allowed.iter().map(page_span).collect();
@@ -126,6 +153,22 @@ mod tests {
         assert_eq!((d.allowed_changed, d.pages_checked, d.unmatched), (1, 64, 0));
         assert!(!d.clean());
         assert!(diff(&before, &before, &[]).clean());
+    }
+
+    #[test]
+    fn retired_pages_are_judged_apart_and_merged() {
+        let (_f, mut m) = mem();
+        let kept = PhysRange { gpa: 0x10000, len: 0x2000 };
+        let retired = [PhysRange { gpa: 0x20000, len: 0x1000 }, PhysRange { gpa: 0x30800, len: 0x10 }];
+        let mut before = hash_pages(&m, &[kept, retired[0], retired[1]]).unwrap();
+        let old = before.take(&retired);
+        assert_eq!((old.pages.len(), before.pages.len()), (2, 2));
+        assert!(old.pages.contains_key(&0x30000) && !before.pages.contains_key(&0x20000));
+        m.write(0x30800, &[7]).unwrap(); // a retired, forbidden page changed before it was retired
+        let mut d = diff(&old, &hash_pages(&m, &retired).unwrap(), &retired[..1]);
+        m.write(0x20000, &[7]).unwrap(); // retired: no longer watched
+        d.merge(diff(&before, &hash_pages(&m, &[kept]).unwrap(), &[]));
+        assert_eq!((d.pages_checked, d.unexpected.clone(), d.unmatched), (4, vec![0x30000], 0));
     }
 
     #[test]

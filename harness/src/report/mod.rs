@@ -138,6 +138,23 @@ pub struct NvmeSection {
     pub corrupted: u64,
     /// Blocks expected and not found.
     pub lost: u64,
+    /// A non-persistent engine ended by a live update and started again
+    /// after it (absent when none was).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<NvmeRestart>,
+}
+
+/// `nvme.restarts[]`: a non-persistent NVMe engine loses its translation
+/// and memory at the kexec; the harness judged its blocks from the RAM file
+/// just before, and the next agent read on from the first block not in place.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvmeRestart {
+    /// The live update (1-based).
+    pub live_update: u32,
+    /// Blocks the ended engine had in place just before the kexec.
+    pub verified_at_kexec: u64,
+    /// First LBA the next engine read: every block before it was in place.
+    pub resumed_at_lba: u64,
 }
 
 /// `iommu`.

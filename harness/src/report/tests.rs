@@ -21,7 +21,7 @@ fn sample() -> Report {
             latency_us: LatencySection { count: 388, min: 90, p50: 150, p99: 900, max: 1200 },
             ..Default::default()
         },
-        nvme: NvmeSection { blocks_read: 512, corrupted: 0, lost: 0 },
+        nvme: NvmeSection { blocks_read: 512, corrupted: 0, lost: 0, ..Default::default() },
         iommu: IommuSection { translation_disabled: 1, root_tables: vec!["0x40800000".into()], ..Default::default() },
         memory: MemorySection { pages_checked: 1030, unexpected_changes: 3, dma_pages_changed: 40, first_unexpected: vec!["0x3e000000".into()] },
         live_updates: 1,

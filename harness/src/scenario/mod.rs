@@ -158,6 +158,13 @@ pub struct NvmeSpec {
     pub blocks_per_cmd: u32,
     /// Commands in flight.
     pub queue_depth: u32,
+    /// Fault injection (the isolation oracle's negative control): the
+    /// NVMe's buffer IOVAs map the e1000e's guest-RAM file in pkernfs (from
+    /// offset 0, as far as it reaches) instead of the agent's NVMe buffers,
+    /// so reads DMA disk blocks into the other device's guest RAM. Needs a
+    /// non-persistent NVMe engine and a persistent RX engine in pkernfs.
+    #[serde(default)]
+    pub rx_ram_at_buffers: bool,
 }
 
 /// One step. The list is closed: an unknown `do` is a parse error.
@@ -331,6 +338,13 @@ impl Scenario {
         if let Some(nv) = &self.nvme {
             if nv.persist && self.pkernfs.is_none() {
                 return Err("nvme.persist: a persistent NVMe engine keeps its queues in pkernfs: add a [pkernfs] table".into());
+            }
+            if nv.rx_ram_at_buffers && nv.persist {
+                return Err("nvme.rx_ram_at_buffers: the fault is injected into a non-persistent NVMe domain: set nvme.persist = false".into());
+            }
+            let rx_in_pkernfs = self.rx.as_ref().is_some_and(|rx| rx.persist && rx.backing == PersistBacking::Pkernfs);
+            if nv.rx_ram_at_buffers && !rx_in_pkernfs {
+                return Err("nvme.rx_ram_at_buffers: maps the e1000e's guest-RAM file: needs [rx] with persist = true in pkernfs".into());
             }
         }
         if let Some(rx) = &self.rx {

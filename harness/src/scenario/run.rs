@@ -27,6 +27,7 @@ use crate::traffic::inject::{InjectConfig, Injector, SentLog};
 use crate::update::{JumpStamps, KexecTarget};
 
 mod judge;
+mod non_persistent;
 mod persist;
 mod pkernfs;
 mod pkernfs_corrupt;
@@ -69,8 +70,12 @@ struct Runner<'a> {
     host: Option<Host>,
     mem: Option<Arc<GuestMemory>>,
     rx: Option<RxRun>,
-    nvme: Option<(DmaLayout, NvmeLedger)>,
+    nvme: Option<non_persistent::NvmeRun>,
     before: Option<PageHashes>,
+    /// Memory findings of engines a kexec ended (judged at the jump).
+    retired: memory::MemoryDiff,
+    /// The isolation oracle's view of the run: engines and update windows.
+    iso: crate::oracle::isolation::Watch,
     watched: Vec<PhysRange>,
     allowed: Vec<PhysRange>,
     timings: Vec<(String, u64)>,
@@ -144,6 +149,8 @@ impl<'a> Runner<'a> {
             rx: None,
             nvme: None,
             before: None,
+            retired: memory::MemoryDiff::default(),
+            iso: crate::oracle::isolation::Watch::default(),
             watched: Vec::new(),
             allowed: Vec::new(),
             timings: Vec::new(),
@@ -201,6 +208,7 @@ impl<'a> Runner<'a> {
                 if self.sc.pkernfs.is_some() {
                     self.pk_hash_at_jump()?;
                 }
+                let kexec_at = self.before_jump()?;
                 let mut t = JumpStamps::default();
                 let jumped = self.host()?.jump_stamped(Deadlines::default(), &mut t);
                 self.updates.push(UpdateEvents {
@@ -219,7 +227,8 @@ impl<'a> Runner<'a> {
                 for (k, v) in [("to_banner", t.kernel_up_ns), ("to_init", t.init_ns), ("to_agent", t.agent_up_ns)] {
                     self.timings.push((format!("live_update{n}_{k}"), ms(v)));
                 }
-                self.dma_resume()
+                self.dma_resume()?;
+                self.after_update(kexec_at)
             }
             Step::Settle { quiet_ms } => self.settle(Duration::from_millis(*quiet_ms)),
             Step::PkernfsPrepare => self.pk_prepare(),
@@ -260,31 +269,38 @@ impl<'a> Runner<'a> {
                 unmapped_slots: spec.unmapped_slots,
                 persist: self.rx_persist_spec(&spec, false),
             };
-            let layout = self.dma_start(cfg)?;
+            let layout = self.dma_start(cfg, None)?;
             let scanner = Arc::new(Mutex::new(RxScanner::new(RxRing::from_layout(&layout)?, self.run_id)));
             let stop_scan = Arc::new(AtomicBool::new(false));
             let thread = spawn_scanner(scanner.clone(), mem.clone(), stop_scan.clone());
             self.rx = Some(RxRun { spec, scanner, stop_scan, scan_thread: Some(thread), injector: None, sent: None, status: None });
         }
-        if let Some(NvmeSpec { lba_count, blocks_per_cmd, queue_depth, .. }) = self.sc.nvme.clone() {
-            let persist = self.sc.nvme.as_ref().and_then(|s| self.nvme_persist_spec(s, false));
-            let cfg = DmaConfig::NvmeRead { pci: NVME_ADDR.into(), blocks_per_cmd, lba_start: 0, lba_count, queue_depth, iommu: IommuApi::Auto, persist };
-            let layout = self.dma_start(cfg)?;
-            let ledger = NvmeLedger::new(NVME_ADDR, &layout.buffers, 0, lba_count, self.run_id)?;
-            self.nvme = Some((layout, ledger));
+        if let Some(spec) = self.sc.nvme.clone() {
+            let persist = self.nvme_persist_spec(&spec, false);
+            let layout = self.dma_start(self.nvme_config(&spec, 0, IommuApi::Auto, persist), None)?;
+            let ledger = NvmeLedger::new(NVME_ADDR, &layout.buffers, 0, spec.lba_count, self.run_id)?;
+            self.nvme = Some(non_persistent::NvmeRun::new(layout, ledger));
         }
         self.before = Some(memory::hash_pages(&mem, &self.watched)?);
         self.dma_trace_offset = std::fs::metadata(self.host_dir().join("trace.log")).map(|m| m.len()).unwrap_or(0);
         Ok(())
     }
 
-    fn dma_start(&mut self, cfg: DmaConfig) -> Result<DmaLayout> {
+    /// Starts an engine (`update`: the live update after which it starts
+    /// again, which names its `layout-<pci>-update<N>.json`).
+    fn dma_start(&mut self, cfg: DmaConfig, update: Option<u32>) -> Result<DmaLayout> {
         let mut layout = match self.host()?.agent.call(Op::DmaStart(cfg.clone()), Duration::from_secs(60))? {
             Reply::DmaStarted(l) => *l,
             other => bail!("unexpected reply to dma_start: {other:?}"),
         };
+        let owned_from = self.trace_len();
         self.resolve_persistent(&mut layout)?;
-        std::fs::write(self.out.join(format!("layout-{}.json", layout.pci)), serde_json::to_string_pretty(&layout)?)?;
+        self.watch_engine(&layout, owned_from);
+        let name = match update {
+            None => format!("layout-{}.json", layout.pci),
+            Some(n) => format!("layout-{}-update{n}.json", layout.pci),
+        };
+        std::fs::write(self.out.join(name), serde_json::to_string_pretty(&layout)?)?;
         self.watched.extend(layout.dma_pages.iter().chain(&layout.canary).copied());
         self.allowed.extend(layout.dma_pages.iter().copied());
         Ok(layout)
@@ -345,7 +361,7 @@ impl Runner<'_> {
     /// Waits until every NVMe block is in its buffer (read from the RAM
     /// file) or none arrived for `quiet`; the ledger then says what is missing.
     fn settle_nvme(&mut self, quiet: Duration) -> Result<()> {
-        let (Some((_, ledger)), Some(mem)) = (&self.nvme, &self.mem) else { return Ok(()) };
+        let (Some(ledger), Some(mem)) = (self.nvme.as_ref().and_then(|n| n.ledger.as_ref()), &self.mem) else { return Ok(()) };
         let deadline = Instant::now() + Duration::from_secs(300);
         let (mut last, mut since) = (u64::MAX, Instant::now());
         loop {

@@ -99,3 +99,20 @@ fn host_cmdline_words_are_checked() {
     let e = Scenario::parse(&with(r#"[""]"#), "s.toml").unwrap_err().to_string();
     assert!(e.contains("host.cmdline[0]"), "{e}");
 }
+
+#[test]
+fn rx_ram_at_buffers_needs_a_non_persistent_nvme_and_rx_ram_in_pkernfs() {
+    let base = GOOD.replace("[rx]", "[host]\nkernel = \"lulab\"\nmemory_mib = 2048\niommu = true\n\n[pkernfs]\nsize_mib = 64\nbase_mib = 1024\n\n[rx]");
+    let nvme = "\n[nvme]\nlba_count = 64\nblocks_per_cmd = 8\nqueue_depth = 4\nrx_ram_at_buffers = true\n";
+    let with = |rx_extra: &str, nvme_extra: &str| {
+        base.replace("frames = 300", &format!("frames = 300\nrefill = true{rx_extra}")).replace("\n[[steps]]\ndo = \"boot\"", &format!("{nvme}{nvme_extra}\n[[steps]]\ndo = \"boot\""))
+    };
+    let ok = Scenario::parse(&with("\npersist = true", ""), "s.toml").unwrap();
+    assert!(ok.nvme.as_ref().unwrap().rx_ram_at_buffers && !ok.nvme.unwrap().persist);
+    let e = Scenario::parse(&with("", ""), "s.toml").unwrap_err().to_string();
+    assert!(e.starts_with("s.toml: nvme.rx_ram_at_buffers") && e.contains("persist = true in pkernfs"), "{e}");
+    let e = Scenario::parse(&with("\npersist = true", "persist = true\n"), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("nvme.rx_ram_at_buffers") && e.contains("nvme.persist = false"), "{e}");
+    let e = Scenario::parse(&with("\npersist = true", "").replace("rx_ram_at_buffers = true", "rx_ram_at_buffers = 1"), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("rx_ram_at_buffers") && e.contains("line 26"), "{e}");
+}

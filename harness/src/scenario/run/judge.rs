@@ -13,8 +13,8 @@ use crate::oracle::ledger::{DeviceEvidence, Ledger};
 use crate::oracle::memory;
 use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
 use crate::oracle::trace::TraceSummary;
-use crate::oracle::isolation::{self, IsolationSection, Owner};
-use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
+use crate::oracle::isolation::{self, IsolationSection};
+use crate::qemu::params::NIC_ADDR;
 use crate::report::{DmaSection, IommuSection, LuoSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
 use crate::scenario::Verdict;
 
@@ -158,22 +158,28 @@ impl Runner<'_> {
         Ok(timeline(self.start_ns, &self.updates, dma.as_deref()))
     }
 
+    /// The running engine's blocks from the RAM file; blocks before
+    /// `done_before` were in place when a kexec ended an earlier engine.
     fn judge_nvme(&mut self, reasons: &mut Vec<String>) -> Result<NvmeSection> {
-        let (Some((_, ledger)), Some(mem)) = (&self.nvme, &self.mem) else { return Ok(NvmeSection::default()) };
-        let r = ledger.check(mem)?;
+        let (Some(nv), Some(mem), Some(spec)) = (&self.nvme, &self.mem, &self.sc.nvme) else { return Ok(NvmeSection::default()) };
+        let r = match &nv.ledger {
+            Some(l) => l.check(mem)?,
+            None => crate::oracle::nvme::NvmeReport::default(),
+        };
         if r.lost > 0 {
-            reasons.push(format!("{} of {} NVMe blocks never arrived (first LBAs {:?})", r.lost, r.blocks_expected, r.first_lost_lbas));
+            reasons.push(format!("{} of {} NVMe blocks never arrived (first LBAs {:?})", r.lost, spec.lba_count, r.first_lost_lbas));
         }
         if r.corrupted > 0 {
             reasons.push(format!("{} NVMe blocks hold wrong data (first LBAs {:?})", r.corrupted, r.first_corrupted_lbas));
         }
-        Ok(NvmeSection { blocks_read: r.blocks_read, corrupted: r.corrupted, lost: r.lost })
+        Ok(NvmeSection { blocks_read: nv.done_before + r.blocks_read, corrupted: r.corrupted, lost: r.lost, restarts: nv.restarts.clone() })
     }
 
     fn judge_memory(&mut self, reasons: &mut Vec<String>) -> Result<MemorySection> {
         let (Some(before), Some(mem)) = (&self.before, &self.mem) else { return Ok(MemorySection::default()) };
         let after = memory::hash_pages(mem, &self.watched)?;
-        let d = memory::diff(before, &after, &self.allowed);
+        let mut d = memory::diff(before, &after, &self.allowed);
+        d.merge(self.retired.clone());
         if !d.unexpected.is_empty() {
             let first: Vec<String> = d.unexpected.iter().take(4).map(|p| format!("{p:#x}")).collect();
             reasons.push(format!(
@@ -266,29 +272,24 @@ impl Runner<'_> {
         outside
     }
 
-    /// The isolation oracle over QEMU's IOTLB trace (scenarios with `check_isolation`).
+    /// The isolation oracle over QEMU's IOTLB trace (scenarios with
+    /// `check_isolation`), from the end of `start_dma` on: before, host
+    /// drivers owned the devices.
     fn judge_isolation(&mut self, reasons: &mut Vec<String>) -> Result<Option<IsolationSection>> {
         if !self.sc.check_isolation {
             return Ok(None);
         }
-        let mut owners = Vec::new();
-        for pci in [NIC_ADDR, NVME_ADDR] {
-            let path = self.out.join(format!("layout-{pci}.json"));
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                let layout: lulab_proto::DmaLayout = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
-                owners.push(Owner { pci: layout.pci, pages: layout.dma_pages });
-            }
-        }
-        // From the end of `start_dma` on: before, host drivers owned the devices.
-        let s = isolation::check_file(&self.host_dir().join("trace.log"), self.dma_trace_offset, &owners)?;
+        let s = isolation::check_file(&self.host_dir().join("trace.log"), self.dma_trace_offset, &self.iso)?;
         if s.foreign > 0 {
+            let outside: u64 = s.devices.values().map(|d| d.outside_own_pages).sum();
             reasons.push(format!(
-                "isolation: {} DMA translations outside the device's own pages ({} into another device's), e.g. {:?}",
-                s.foreign, s.cross_device, s.examples
+                "isolation: {} DMA translations breach isolation: {} into another device's pages, {} outside the device's own pages while its engine owned it; e.g. {:?}",
+                s.foreign, s.cross_device, outside, s.examples
             ));
         }
-        if owners.len() > 1 && s.translations.len() < owners.len() {
-            reasons.push(format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), owners.len()));
+        let devices: std::collections::BTreeSet<&str> = self.iso.owners.iter().map(|o| o.pci.as_str()).collect();
+        if devices.len() > 1 && s.translations.len() < devices.len() {
+            reasons.push(format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), devices.len()));
         }
         Ok(Some(s))
     }

@@ -14,7 +14,7 @@ use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistBacking, PersistSpec, P
 use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
 use crate::pkernfs::format::{Image, ROOT_INO};
 use crate::pkernfs::host::read_carveout;
-use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
+use crate::qemu::params::NIC_ADDR;
 use crate::report::LuoUpdate;
 
 /// File name of the RX engine's guest RAM under the pkernfs mount.
@@ -130,15 +130,7 @@ impl Runner<'_> {
     fn nvme_resume(&mut self) -> Result<()> {
         let Some(spec) = self.sc.nvme.clone() else { return Ok(()) };
         let Some(persist) = self.nvme_persist_spec(&spec, true) else { return Ok(()) };
-        let cfg = DmaConfig::NvmeRead {
-            pci: NVME_ADDR.into(),
-            blocks_per_cmd: spec.blocks_per_cmd,
-            lba_start: 0,
-            lba_count: spec.lba_count,
-            queue_depth: spec.queue_depth,
-            iommu: IommuApi::Iommufd,
-            persist: Some(persist),
-        };
+        let cfg = self.nvme_config(&spec, 0, IommuApi::Iommufd, Some(persist));
         let layout = self.resume_engine(cfg, "nvme_resume")?;
         ensure!(layout.persist.is_some_and(|p| p.resumed_nvme.is_some()), "the NVMe engine did not resume from a hand-over");
         Ok(())
