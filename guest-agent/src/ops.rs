@@ -52,13 +52,22 @@ impl Agent {
     }
 
     /// Before kexec: every persistent engine stops polling and writes its
-    /// hand-over; the devices keep running (the others are left as they are).
+    /// hand-over; the devices keep running. A non-persistent engine whose
+    /// driver asks for it is stopped (an NVMe read engine: see `Nvme`); the
+    /// others are left as they are, for the kernel to stop.
     fn hand_over(&mut self) -> Result<(), String> {
         for (pci, engine) in &mut self.dma {
             if let Some(h) = engine.hand_over().map_err(|e| format!("{pci}: hand-over: {e}"))? {
                 crate::port::kmsg(&format!(
                     "lulab-agent: {pci}: handed over at descriptor {} (RDT {}, {} held), generation {}",
                     h.next, h.tail, h.held, h.generation
+                ));
+            } else if let Some(st) = engine.stop_before_kexec() {
+                let failed = st.device_counters.iter().any(|(k, _)| k == "quiesce_failed");
+                crate::port::kmsg(&format!(
+                    "lulab-agent: {pci}: not persistent: stopped before kexec after {} completions{}",
+                    st.completed,
+                    if failed { " (quiescing failed)" } else { ", device quiesced" }
                 ));
             }
         }

@@ -47,6 +47,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn remap_probe(&self) -> Result<u64, String> {
         Err("remap probe: only a persistent e1000e engine supports it".into())
     }
+    /// Whether a device that is not handed over must be stopped before
+    /// kexec: it may hold DMA in flight that would complete into memory the
+    /// next kernel reuses, after the kernel's own safeguards (see `Nvme`).
+    fn stop_before_kexec(&self) -> bool {
+        false
+    }
 }
 
 /// Counters shared between the polling thread and the request loop.
@@ -191,12 +197,19 @@ impl Engine {
         self.driver.handover(&self.progress)
     }
 
-    /// Quiesces the device; returns the final counters.
+    /// Before kexec, for an engine that is not handed over: stops it if
+    /// its driver asks to ([`Driver::stop_before_kexec`]); `None` when left running.
+    pub fn stop_before_kexec(&mut self) -> Option<DmaStatus> {
+        let stop = self.thread.is_some() && !self.driver.handover_capable() && self.driver.stop_before_kexec();
+        stop.then(|| self.stop())
+    }
+
     /// [`Driver::remap_probe`] on the running device.
     pub fn remap_probe(&self) -> Result<u64, String> {
         self.driver.remap_probe()
     }
 
+    /// Quiesces the device; returns the final counters.
     pub fn stop(&mut self) -> DmaStatus {
         self.progress.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {

@@ -452,6 +452,16 @@ impl Driver for Nvme {
         self.persist.is_some()
     }
 
+    /// A non-persistent engine is stopped before kexec. QEMU maps a
+    /// command's buffers when it submits the command, and a read the drive
+    /// throttle still holds completes into them later: neither the bus
+    /// master the PCI core clears nor the context entry the freeze zaps
+    /// stops it, so it would land in the next kernel's memory (kexec puts
+    /// the new kernel top-down in RAM, where anonymous buffers also are).
+    fn stop_before_kexec(&self) -> bool {
+        self.persist.is_none()
+    }
+
     fn counters(&self) -> Vec<(String, u64)> {
         let p = &self.plan;
         vec![
@@ -461,7 +471,13 @@ impl Driver for Nvme {
         ]
     }
 
+    /// Disables the controller (QEMU completes whatever it still holds,
+    /// throttled reads included, before CSTS.RDY drops), then bus master.
     fn quiesce(&self) -> Result<(), String> {
-        self.dev.set_bus_master(false)
+        let timeout = Geometry::read(&self.bar, 1).timeout;
+        self.bar.write32(reg::CC, self.bar.read32(reg::CC) & !1);
+        let ready = wait_ready(&self.bar, false, timeout, &self.dev.pci);
+        self.dev.set_bus_master(false)?;
+        ready
     }
 }

@@ -28,6 +28,13 @@ pub fn render(r: &Report) -> String {
     }
     let n = &r.nvme;
     let _ = writeln!(s, "## NVMe\n\n| blocks read | corrupted | lost |\n|---|---|---|\n| {} | {} | {} |\n", n.blocks_read, n.corrupted, n.lost);
+    for x in &n.restarts {
+        let _ = writeln!(
+            s,
+            "Non-persistent engine ended by live update {}: {} blocks in place at the kexec; the next agent took the controller back and read on from LBA {}.\n",
+            x.live_update, x.verified_at_kexec, x.resumed_at_lba
+        );
+    }
     let i = &r.iommu;
     let _ = writeln!(
         s,
@@ -48,6 +55,9 @@ pub fn render(r: &Report) -> String {
         "## Memory\n\n| pages checked | unexpected changes | DMA pages changed |\n|---|---|---|\n| {} | {} | {} |\n",
         m.pages_checked, m.unexpected_changes, m.dma_pages_changed
     );
+    if let Some(iso) = &r.isolation {
+        isolation(&mut s, iso);
+    }
     if let Some(k) = &r.kunit {
         let _ = writeln!(s, "## KUnit (KTAP from the console)\n\n| passed | failed | skipped |\n|---|---|---|\n| {} | {} | {} |\n", k.passed, k.failed, k.skipped);
     }
@@ -110,4 +120,26 @@ fn data_size(bytes: u64) -> String {
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / f64::from(1 << 10)),
         b => format!("{b} B"),
     }
+}
+
+fn isolation(s: &mut String, iso: &crate::oracle::isolation::IsolationSection) {
+    let _ = writeln!(s, "## Isolation (QEMU's IOTLB trace)\n");
+    let _ = writeln!(
+        s,
+        "{} breaches ({} into another device's pages) over {} live update(s). \"unowned\": no engine owned the device (a non-persistent one from the kexec until an agent took it back: its old engine draining, the next kernel's own driver).\n",
+        iso.foreign, iso.cross_device, iso.updates
+    );
+    let _ = writeln!(s, "| device | persistent | translations | before / during / after update | own pages | unowned | outside own pages | into another device's |\n|---|---|---|---|---|---|---|---|");
+    for (pci, d) in &iso.devices {
+        let n = iso.translations.get(pci).copied().unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "| {pci} | {} | {n} | {} / {} / {} | {} | {} | {} | {} |",
+            d.persistent, d.before_update, d.during_update, d.after_update, d.own_pages, d.unowned, d.outside_own_pages, d.into_other_devices
+        );
+    }
+    for e in &iso.examples {
+        let _ = writeln!(s, "- {e}");
+    }
+    s.push('\n');
 }

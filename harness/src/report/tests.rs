@@ -207,3 +207,32 @@ fn reports_compare_side_by_side() {
     assert!(lines.contains(&"| LUO: memory survived | — | false |"), "{t}");
     assert!(lines.iter().skip(2).all(|l| l.matches('|').count() == 4), "{t}");
 }
+
+#[test]
+fn isolation_and_nvme_restarts_are_rendered_and_read_back() {
+    use crate::oracle::isolation::{DeviceIsolation, IsolationSection};
+    let mut r = sample();
+    r.nvme.restarts = vec![NvmeRestart { live_update: 1, verified_at_kexec: 4480, resumed_at_lba: 4416 }];
+    let nvme = DeviceIsolation { unowned: 111, own_pages: 900, into_other_devices: 3, before_update: 500, during_update: 120, after_update: 394, ..Default::default() };
+    let nic = DeviceIsolation { persistent: true, own_pages: 7000, before_update: 7000, ..Default::default() };
+    r.isolation = Some(IsolationSection {
+        translations: [("0000:00:02.0".to_string(), 7000), ("0000:00:03.0".to_string(), 1014)].into_iter().collect(),
+        foreign: 3,
+        cross_device: 3,
+        examples: vec!["0000:00:03.0 IOVA 0x20000000 -> 0x40a00000 (0000:00:02.0's page)".into()],
+        devices: [("0000:00:02.0".to_string(), nic), ("0000:00:03.0".to_string(), nvme)].into_iter().collect(),
+        updates: 1,
+    });
+    let md = r.markdown();
+    assert!(md.contains("| 0000:00:03.0 | false | 1014 | 500 / 120 / 394 | 900 | 111 | 0 | 3 |"), "{md}");
+    assert!(md.contains("3 breaches (3 into another device's pages) over 1 live update(s)"), "{md}");
+    assert!(md.contains("4480 blocks in place at the kexec") && md.contains("from LBA 4416"), "{md}");
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains(r#""restarts":[{"live_update":1,"verified_at_kexec":4480,"resumed_at_lba":4416}]"#), "{json}");
+    assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+    // An older report.json: no per-device section, no restarts.
+    let old = json.replace(r#","restarts":[{"live_update":1,"verified_at_kexec":4480,"resumed_at_lba":4416}]"#, "");
+    let old = old[..old.find(r#","devices""#).unwrap()].to_string() + &old[old.find(r#","kunit""#).unwrap() - 1..];
+    let back: Report = serde_json::from_str(&old).unwrap();
+    assert!(back.nvme.restarts.is_empty() && back.isolation.unwrap().devices.is_empty());
+}
