@@ -88,6 +88,9 @@ pub struct NvmeReport {
     pub first_corrupted_lbas: Vec<u64>,
     /// A few lost LBAs.
     pub first_lost_lbas: Vec<u64>,
+    /// Slots from the first on that hold their block, up to the first that
+    /// does not (still zero, or being written right now).
+    pub in_place_prefix: u64,
 }
 
 /// Checks the agent's NVMe buffers.
@@ -121,24 +124,6 @@ impl NvmeLedger {
         self.lba_start
     }
 
-    /// LBAs this ledger expects.
-    pub fn lba_count(&self) -> u64 {
-        self.lba_count
-    }
-
-    /// How many slots from the first on hold exactly their block (stops at
-    /// the first that does not: still zero, or being written right now).
-    pub fn verified_prefix(&self, mem: &GuestMemory) -> Result<u64, NvmeLedgerError> {
-        let mut slot = [0u8; nvme_pattern::BLOCK];
-        for k in 0..self.lba_count {
-            mem.read_region(&self.buffers, k * nvme_pattern::BLOCK as u64, &mut slot)?;
-            if slot != nvme_pattern::block(self.run_id, self.lba_start + k) {
-                return Ok(k);
-            }
-        }
-        Ok(self.lba_count)
-    }
-
     /// Checks every slot.
     pub fn check(&self, mem: &GuestMemory) -> Result<NvmeReport, NvmeLedgerError> {
         let mut r = NvmeReport { blocks_expected: self.lba_count, ..NvmeReport::default() };
@@ -148,6 +133,9 @@ impl NvmeLedger {
             mem.read_region(&self.buffers, k * nvme_pattern::BLOCK as u64, &mut slot)?;
             if slot == nvme_pattern::block(self.run_id, lba) {
                 r.blocks_read += 1;
+                if r.in_place_prefix == k {
+                    r.in_place_prefix += 1;
+                }
             } else if slot.iter().all(|b| *b == 0) {
                 r.lost += 1;
                 if r.first_lost_lbas.len() < FIRST_LBAS {
@@ -207,10 +195,10 @@ mod tests {
         assert_eq!(r.first_corrupted_lbas, vec![102, 105]);
         assert_eq!(r.first_lost_lbas, vec![114, 115]);
         assert!(NvmeLedger::new("x", &region, 0, 17, 3).is_err());
-        assert_eq!(ledger.verified_prefix(&mem).unwrap(), 2, "slot 2 is damaged");
+        assert_eq!(r.in_place_prefix, 2, "slot 2 is damaged");
         mem.write(0x8000 + 2 * 512 + 77, &[block(3, 102)[77]]).unwrap();
-        assert_eq!(ledger.verified_prefix(&mem).unwrap(), 5, "slot 5 holds another LBA");
+        assert_eq!(ledger.check(&mem).unwrap().in_place_prefix, 5, "slot 5 holds another LBA");
         let all = NvmeLedger::new("0000:00:03.0", &region, 100, 5, 3).unwrap();
-        assert_eq!(all.verified_prefix(&mem).unwrap(), 5);
+        assert_eq!(all.check(&mem).unwrap().in_place_prefix, 5);
     }
 }

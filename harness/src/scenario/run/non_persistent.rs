@@ -88,9 +88,8 @@ impl Runner<'_> {
         let (Some(nv), Some(mem), false) = (self.nvme.as_mut(), self.mem.clone(), persistent) else { return Ok(at) };
         // No ledger: every block was in place at an earlier kexec, no engine runs.
         let Some(ledger) = &nv.ledger else { return Ok(at) };
-        let found = ledger.check(&mem).context("NVMe blocks in place at the kexec")?.blocks_read;
-        let next = ledger.lba_start() + ledger.verified_prefix(&mem).context("NVMe blocks in place at the kexec")?;
-        nv.pending = Some((found, next));
+        let r = ledger.check(&mem).context("NVMe blocks in place at the kexec")?;
+        nv.pending = Some((r.blocks_read, ledger.lba_start() + r.in_place_prefix));
         let (dma, canary) = (nv.layout.dma_pages.clone(), nv.layout.canary.clone());
         self.retire_memory(&dma, &canary)?;
         Ok(at)
