@@ -163,3 +163,66 @@ fn mappings_changed_after_sealing_are_sealed_again_at_kexec() {
     // Sealed at each mark (3 kernels) and again at each kexec (2).
     assert_eq!(console.matches(" sealed: ").count(), 5, "{}", console.lines().filter(|l| l.contains("lulab: ")).collect::<Vec<_>>().join("\n"));
 }
+
+const NIC: &str = "0000:00:02.0";
+const NVME: &str = "0000:00:03.0";
+
+/// The e1000e persistent, the NVMe in a different, non-persistent domain
+/// with the same IOVAs: the NVMe loses its translation at the kexec, the
+/// next kernel's nvme driver takes it, the new agent takes it back and reads
+/// on; its DMA never lands in the e1000e's guest RAM, before, during or after.
+#[test]
+fn a_non_persistent_second_device_never_reaches_the_persistent_guest_ram() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, t) = run_scenario("live-update-isolation-nonpersistent");
+    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    assert_eq!(r.live_updates, 1);
+    assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
+    assert_eq!((r.nvme.blocks_read, r.nvme.lost, r.nvme.corrupted), (16384, 0, 0), "{:?}", r.nvme);
+    // Reads were unfinished at the kexec; the next agent read on from where they stood.
+    let [restart] = r.nvme.restarts.as_slice() else { panic!("one NVMe restart expected: {:?}", r.nvme) };
+    assert!(restart.resumed_at_lba > 0 && restart.resumed_at_lba < 16384, "{restart:?}");
+    let retaken: lulab_proto::DmaLayout =
+        serde_json::from_str(&std::fs::read_to_string(t.dir().join(format!("layout-{NVME}-update1.json"))).unwrap()).unwrap();
+    assert!(retaken.persist.is_none() && retaken.iommu == lulab_proto::IommuApi::Iommufd, "{retaken:?}");
+    let iso = r.isolation.as_ref().expect("the isolation oracle ran");
+    assert_eq!((iso.foreign, iso.cross_device, iso.updates), (0, 0, 1), "{iso:#?}");
+    let (nic, nvme) = (&iso.devices[NIC], &iso.devices[NVME]);
+    assert!(nic.persistent && !nvme.persistent, "{iso:#?}");
+    assert_eq!((nic.outside_own_pages, nic.unowned), (0, 0), "the NIC stayed in its pages throughout: {nic:?}");
+    assert!(nic.before_update > 0 && nic.during_update > 0 && nic.after_update > 0, "{nic:?}");
+    assert_eq!((nvme.into_other_devices, nvme.outside_own_pages), (0, 0), "{nvme:?}");
+    assert!(nvme.before_update > 0 && nvme.after_update > 0 && nvme.own_pages > 0, "{nvme:?}");
+    assert_eq!(r.iommu.faults, 0, "{:?}", r.iommu);
+    assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
+    assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "{:?}", r.updates[0]);
+    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
+    assert!(console.contains(&format!("{NVME}: not persistent: stopped before kexec")), "the agent quiesced the NVMe before the kexec");
+}
+
+/// Negative control of the isolation oracle: the same run with the NVMe's
+/// buffer IOVAs mapping the e1000e's guest-RAM file; every oracle must see it.
+#[test]
+fn nvme_reads_mapped_onto_the_nics_guest_ram_are_caught_by_every_oracle() {
+    if our_kernel().is_none() {
+        return;
+    }
+    let (r, _t) = run_scenario("live-update-isolation-breach");
+    assert_eq!(r.outcome, Verdict::Broken);
+    assert!(r.as_expected, "{:#?}", r.reasons);
+    let iso = r.isolation.as_ref().expect("the isolation oracle ran");
+    let nvme = &iso.devices[NVME];
+    assert!(iso.cross_device > 0 && nvme.into_other_devices > 0, "{iso:#?}");
+    assert!(nvme.before_update > 0 && nvme.after_update > 0, "{nvme:?}");
+    assert!(iso.examples.iter().any(|e| e.starts_with(NVME) && e.contains(&format!("({NIC}'s page)"))), "{:?}", iso.examples);
+    let why = r.reasons.join("\n");
+    assert!(why.contains("isolation:") && why.contains("into another device's guest RAM"), "{why}");
+    // The RX ledger: the ring was overwritten with disk blocks.
+    assert!(r.dma.lost + r.dma.corrupted > 0, "{:?}", r.dma);
+    assert!(why.contains("lost") || why.contains("corrupted"), "{why}");
+    // The memory oracle: the e1000e's canary, never mapped for the e1000e, changed.
+    assert!(r.memory.unexpected_changes > 0, "{:?}", r.memory);
+    assert!(why.contains("changed although no device may write them"), "{why}");
+}

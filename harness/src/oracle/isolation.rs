@@ -13,8 +13,9 @@
 //!   the kexec on its translation is gone, the next kernel's own driver may
 //!   take it and DMA into kernel memory until an agent takes it back. Those
 //!   translations are counted (`unowned`) and allowed anywhere except ...
-//! - ... another watched device's pages (an owner of a different device
-//!   covering the point): that is a breach whoever owns the device.
+//! - ... another watched device's guest RAM (its DMA pages or its canary,
+//!   while an engine of that device owns them): a breach whoever owns the
+//!   device.
 //!
 //! `foreign` counts every breach, `cross_device` those of the second kind.
 
@@ -42,6 +43,9 @@ pub struct Owner {
     pub pci: String,
     /// Its pages (the agent's `dma_pages`).
     pub pages: Vec<PhysRange>,
+    /// The rest of the engine's guest RAM (the canary, never mapped for any
+    /// device): another device landing here breaches isolation too.
+    pub canary: Vec<PhysRange>,
     /// Kept across live updates (a persistent domain): `until` is `None`.
     pub persistent: bool,
     /// Trace offset from which the engine owns the device with these pages.
@@ -54,7 +58,7 @@ pub struct Owner {
 impl Owner {
     /// An engine owning `pci` with `pages` from trace offset 0 to the end.
     pub fn new(pci: &str, pages: Vec<PhysRange>, persistent: bool) -> Self {
-        Self { pci: pci.into(), pages, persistent, from: 0, until: None }
+        Self { pci: pci.into(), pages, canary: Vec::new(), persistent, from: 0, until: None }
     }
 
     /// VT-d source id (bus << 8 | devfn) of a `DDDD:BB:DD.F` address.
@@ -67,6 +71,11 @@ impl Owner {
 
     fn owns(&self, phys: u64) -> bool {
         self.pages.iter().any(|r| phys >= r.gpa && phys < r.gpa + r.len)
+    }
+
+    /// In the engine's guest RAM: its DMA pages or its canary.
+    fn holds(&self, phys: u64) -> bool {
+        self.owns(phys) || self.canary.iter().any(|r| phys >= r.gpa && phys < r.gpa + r.len)
     }
 
     fn active(&self, at: u64) -> bool {
@@ -82,7 +91,8 @@ pub struct IsolationSection {
     /// Breaches: translations outside the device's own pages while an
     /// engine owned it, or into another watched device's pages at any time.
     pub foreign: u64,
-    /// Of those, landing in another watched device's pages.
+    /// Of those, landing in another watched device's guest RAM (its DMA
+    /// pages or its canary).
     pub cross_device: u64,
     /// The first breaches, as `sid iova -> phys (owner)`.
     pub examples: Vec<String>,
@@ -108,7 +118,7 @@ pub struct DeviceIsolation {
     pub unowned: u64,
     /// Breach: outside its own pages while an engine owned it.
     pub outside_own_pages: u64,
-    /// Breach: into another watched device's pages.
+    /// Breach: into another watched device's guest RAM (its DMA pages or its canary).
     pub into_other_devices: u64,
     /// Translations before the first live update's kexec.
     pub before_update: u64,
@@ -156,7 +166,7 @@ impl Watch {
     /// Judges one translation of `pci` at trace offset `at`.
     fn judge(&self, pci: &str, phys: u64, at: u64) -> Landing {
         let active = |o: &&Owner| o.active(at);
-        if let Some(other) = self.owners.iter().filter(active).find(|o| o.pci != pci && o.owns(phys)) {
+        if let Some(other) = self.owners.iter().filter(active).find(|o| o.pci != pci && o.holds(phys)) {
             return Landing::OtherDevice(other.pci.clone());
         }
         let own: Vec<&Owner> = self.owners.iter().filter(active).filter(|o| o.pci == pci).collect();
@@ -360,6 +370,17 @@ mod tests {
         assert_eq!(s.devices[NVME].into_other_devices, 2);
         assert_eq!(s.devices[NIC].into_other_devices, 1);
         assert!(s.examples.iter().all(|e| e.contains("'s page")) && !s.examples[0].contains("nobody"), "{:?}", s.examples);
+    }
+
+    #[test]
+    fn another_devices_canary_is_its_guest_ram_and_a_devices_own_canary_is_outside_its_pages() {
+        let canary = vec![PhysRange { gpa: 0x4020_0000, len: 0x4000 }];
+        let nic = Owner { canary: canary.clone(), ..Owner::new(NIC, vec![PhysRange { gpa: 0x4000_0000, len: 0x20_0000 }], true) };
+        let nvme = Owner::new(NVME, vec![PhysRange { gpa: 0x1000_0000, len: 0x1000 }], false);
+        let log = [hit(0x18, 0x2040_0000, 0x4020_1000), hit(0x10, 0x2000_0000, 0x4020_2000)].concat();
+        let s = check(log.as_bytes(), 0, &Watch { owners: vec![nic, nvme], updates: vec![] }).unwrap();
+        assert_eq!((s.devices[NVME].into_other_devices, s.devices[NIC].outside_own_pages), (1, 1));
+        assert_eq!((s.foreign, s.cross_device), (2, 1));
     }
 
     #[test]

@@ -126,10 +126,10 @@ fn isolation(s: &mut String, iso: &crate::oracle::isolation::IsolationSection) {
     let _ = writeln!(s, "## Isolation (QEMU's IOTLB trace)\n");
     let _ = writeln!(
         s,
-        "{} breaches ({} into another device's pages) over {} live update(s). \"unowned\": no engine owned the device (a non-persistent one from the kexec until an agent took it back: its old engine draining, the next kernel's own driver).\n",
+        "{} breaches ({} into another device's guest RAM) over {} live update(s). \"unowned\": no engine owned the device (a non-persistent one from the kexec until an agent took it back: its old engine draining, the next kernel's own driver).\n",
         iso.foreign, iso.cross_device, iso.updates
     );
-    let _ = writeln!(s, "| device | persistent | translations | before / during / after update | own pages | unowned | outside own pages | into another device's |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "| device | persistent | translations | before / during / after update | own pages | unowned | outside own pages | into another device's guest RAM |\n|---|---|---|---|---|---|---|---|");
     for (pci, d) in &iso.devices {
         let n = iso.translations.get(pci).copied().unwrap_or(0);
         let _ = writeln!(

@@ -225,7 +225,7 @@ fn isolation_and_nvme_restarts_are_rendered_and_read_back() {
     });
     let md = r.markdown();
     assert!(md.contains("| 0000:00:03.0 | false | 1014 | 500 / 120 / 394 | 900 | 111 | 0 | 3 |"), "{md}");
-    assert!(md.contains("3 breaches (3 into another device's pages) over 1 live update(s)"), "{md}");
+    assert!(md.contains("3 breaches (3 into another device's guest RAM) over 1 live update(s)"), "{md}");
     assert!(md.contains("4480 blocks in place at the kexec") && md.contains("from LBA 4416"), "{md}");
     let json = serde_json::to_string(&r).unwrap();
     assert!(json.contains(r#""restarts":[{"live_update":1,"verified_at_kexec":4480,"resumed_at_lba":4416}]"#), "{json}");

@@ -283,7 +283,7 @@ impl Runner<'_> {
         if s.foreign > 0 {
             let outside: u64 = s.devices.values().map(|d| d.outside_own_pages).sum();
             reasons.push(format!(
-                "isolation: {} DMA translations breach isolation: {} into another device's pages, {} outside the device's own pages while its engine owned it; e.g. {:?}",
+                "isolation: {} DMA translations breach isolation: {} into another device's guest RAM, {} outside the device's own pages while its engine owned it; e.g. {:?}",
                 s.foreign, s.cross_device, outside, s.examples
             ));
         }

@@ -72,7 +72,7 @@ impl Runner<'_> {
     /// (isolation oracle); `layout`'s pages must be resolved.
     pub(super) fn watch_engine(&mut self, layout: &DmaLayout, from: u64) {
         let persistent = layout.persist.as_ref().is_some_and(|p| p.persistent);
-        let owner = Owner { from, ..Owner::new(&layout.pci, layout.dma_pages.clone(), persistent) };
+        let owner = Owner { from, canary: layout.canary.clone(), ..Owner::new(&layout.pci, layout.dma_pages.clone(), persistent) };
         self.iso.owners.push(owner);
     }
 
