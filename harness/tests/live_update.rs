@@ -192,9 +192,11 @@ fn a_non_persistent_second_device_never_reaches_the_persistent_guest_ram() {
     let (nic, nvme) = (&iso.devices[NIC], &iso.devices[NVME]);
     assert!(nic.persistent && !nvme.persistent, "{iso:#?}");
     assert_eq!((nic.outside_own_pages, nic.unowned), (0, 0), "the NIC stayed in its pages throughout: {nic:?}");
-    assert!(nic.before_update > 0 && nic.during_update > 0 && nic.after_update > 0, "{nic:?}");
+    let p = &nic.translations;
+    assert!(p.before_update > 0 && p.during_update > 0 && p.after_update > 0, "the NIC translated through the frozen domain too: {nic:?}");
     assert_eq!((nvme.into_other_devices, nvme.outside_own_pages), (0, 0), "{nvme:?}");
-    assert!(nvme.before_update > 0 && nvme.after_update > 0 && nvme.own_pages > 0, "{nvme:?}");
+    assert!(nvme.translations.before_update > 0 && nvme.translations.after_update > 0 && nvme.own_pages > 0, "{nvme:?}");
+    assert!(nvme.unowned > 0, "the NVMe was not the agent's during the update (next kernel's driver): {nvme:?}");
     assert_eq!(r.iommu.faults, 0, "{:?}", r.iommu);
     assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "{:?}", r.updates[0]);
@@ -215,7 +217,7 @@ fn nvme_reads_mapped_onto_the_nics_guest_ram_are_caught_by_every_oracle() {
     let iso = r.isolation.as_ref().expect("the isolation oracle ran");
     let nvme = &iso.devices[NVME];
     assert!(iso.cross_device > 0 && nvme.into_other_devices > 0, "{iso:#?}");
-    assert!(nvme.before_update > 0 && nvme.after_update > 0, "{nvme:?}");
+    assert!(nvme.breaches.before_update > 0 && nvme.breaches.after_update > 0, "before and after the update: {nvme:?}");
     assert!(iso.examples.iter().any(|e| e.starts_with(NVME) && e.contains(&format!("({NIC}'s page)"))), "{:?}", iso.examples);
     let why = r.reasons.join("\n");
     assert!(why.contains("isolation:") && why.contains("into another device's guest RAM"), "{why}");

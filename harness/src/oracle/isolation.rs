@@ -120,12 +120,31 @@ pub struct DeviceIsolation {
     pub outside_own_pages: u64,
     /// Breach: into another watched device's guest RAM (its DMA pages or its canary).
     pub into_other_devices: u64,
-    /// Translations before the first live update's kexec.
+    /// Its translations by phase of the run.
+    pub translations: Phases,
+    /// Its breaches by phase of the run.
+    pub breaches: Phases,
+}
+
+/// Counts by phase of a run with live updates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Before the first live update's kexec request.
     pub before_update: u64,
-    /// From a kexec until the new agent owned its engines again.
+    /// From a kexec request until the new agent owned its engines again.
     pub during_update: u64,
-    /// After a live update (up to the next one's kexec).
+    /// After a live update (up to the next one's kexec request).
     pub after_update: u64,
+}
+
+impl Phases {
+    fn count(&mut self, p: &Phase) {
+        *match p {
+            Phase::Before => &mut self.before_update,
+            Phase::During => &mut self.during_update,
+            Phase::After => &mut self.after_update,
+        } += 1;
+    }
 }
 
 /// One IOTLB trace line: (sid, iova, physical address translated to).
@@ -220,11 +239,8 @@ pub fn check<R: BufRead>(log: R, base: u64, watch: &Watch) -> std::io::Result<Is
         let Some(&pci) = pci_of.get(&sid) else { continue };
         *s.translations.entry(pci.to_string()).or_default() += 1;
         let d = s.devices.entry(pci.to_string()).or_default();
-        match watch.phase(here) {
-            Phase::Before => d.before_update += 1,
-            Phase::During => d.during_update += 1,
-            Phase::After => d.after_update += 1,
-        }
+        let phase = watch.phase(here);
+        d.translations.count(&phase);
         let whose = match watch.judge(pci, phys, here) {
             Landing::Own => {
                 d.own_pages += 1;
@@ -244,6 +260,7 @@ pub fn check<R: BufRead>(log: R, base: u64, watch: &Watch) -> std::io::Result<Is
                 format!("{other}'s")
             }
         };
+        d.breaches.count(&phase);
         s.foreign += 1;
         if s.examples.len() < EXAMPLES {
             s.examples.push(format!("{pci} IOVA {iova:#x} -> {phys:#x} ({whose} page)"));
@@ -315,7 +332,8 @@ mod tests {
         assert!(s.examples[0].contains("0000:00:02.0's page"), "{:?}", s.examples);
         assert_eq!((s.devices[NVME].own_pages, s.devices[NVME].into_other_devices), (1, 1));
         assert_eq!((s.devices[NIC].own_pages, s.devices[NIC].outside_own_pages), (1, 1));
-        assert!(s.devices.values().all(|d| d.persistent && d.before_update == 2 && d.unowned == 0));
+        assert!(s.devices.values().all(|d| d.persistent && d.translations.before_update == 2 && d.unowned == 0));
+        assert!(s.devices.values().all(|d| d.breaches == Phases { before_update: 1, ..Default::default() }));
     }
 
     /// A persistent NIC and a non-persistent NVMe across one live update:
@@ -347,9 +365,10 @@ mod tests {
         let s = check(log.as_bytes(), 0, &w).unwrap();
         let (nic, nvme) = (&s.devices[NIC], &s.devices[NVME]);
         assert_eq!((nvme.own_pages, nvme.unowned, nvme.outside_own_pages, nvme.into_other_devices), (2, 2, 1, 0), "{nvme:?}");
-        assert_eq!((nvme.before_update, nvme.during_update, nvme.after_update), (1, 2, 2));
+        assert_eq!(nvme.translations, Phases { before_update: 1, during_update: 2, after_update: 2 });
+        assert_eq!(nvme.breaches, Phases { after_update: 1, ..Default::default() });
         assert!(!nvme.persistent && nic.persistent);
-        assert_eq!((nic.own_pages, nic.during_update), (1, 1));
+        assert_eq!((nic.own_pages, nic.translations.during_update), (1, 1));
         assert_eq!((s.foreign, s.cross_device, s.updates), (1, 0, 1));
         assert_eq!(s.translations[NVME], 5);
     }
@@ -368,6 +387,7 @@ mod tests {
         let s = check(log.as_bytes(), 0, &w).unwrap();
         assert_eq!((s.foreign, s.cross_device), (3, 3));
         assert_eq!(s.devices[NVME].into_other_devices, 2);
+        assert_eq!(s.devices[NVME].breaches, Phases { before_update: 0, during_update: 1, after_update: 1 });
         assert_eq!(s.devices[NIC].into_other_devices, 1);
         assert!(s.examples.iter().all(|e| e.contains("'s page")) && !s.examples[0].contains("nobody"), "{:?}", s.examples);
     }

@@ -129,13 +129,23 @@ fn isolation(s: &mut String, iso: &crate::oracle::isolation::IsolationSection) {
         "{} breaches ({} into another device's guest RAM) over {} live update(s). \"unowned\": no engine owned the device (a non-persistent one from the kexec until an agent took it back: its old engine draining, the next kernel's own driver).\n",
         iso.foreign, iso.cross_device, iso.updates
     );
-    let _ = writeln!(s, "| device | persistent | translations | before / during / after update | own pages | unowned | outside own pages | into another device's guest RAM |\n|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| device | persistent | translations (before / during / after update) | own pages | unowned | outside own pages | into another device's guest RAM | breaches (before / during / after) |\n|---|---|---|---|---|---|---|---|"
+    );
+    let phases = |p: &crate::oracle::isolation::Phases| format!("{} / {} / {}", p.before_update, p.during_update, p.after_update);
     for (pci, d) in &iso.devices {
         let n = iso.translations.get(pci).copied().unwrap_or(0);
         let _ = writeln!(
             s,
-            "| {pci} | {} | {n} | {} / {} / {} | {} | {} | {} | {} |",
-            d.persistent, d.before_update, d.during_update, d.after_update, d.own_pages, d.unowned, d.outside_own_pages, d.into_other_devices
+            "| {pci} | {} | {n} ({}) | {} | {} | {} | {} | {} |",
+            d.persistent,
+            phases(&d.translations),
+            d.own_pages,
+            d.unowned,
+            d.outside_own_pages,
+            d.into_other_devices,
+            phases(&d.breaches)
         );
     }
     for e in &iso.examples {

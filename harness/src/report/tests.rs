@@ -210,11 +210,13 @@ fn reports_compare_side_by_side() {
 
 #[test]
 fn isolation_and_nvme_restarts_are_rendered_and_read_back() {
-    use crate::oracle::isolation::{DeviceIsolation, IsolationSection};
+    use crate::oracle::isolation::{DeviceIsolation, IsolationSection, Phases};
     let mut r = sample();
     r.nvme.restarts = vec![NvmeRestart { live_update: 1, verified_at_kexec: 4480, resumed_at_lba: 4416 }];
-    let nvme = DeviceIsolation { unowned: 111, own_pages: 900, into_other_devices: 3, before_update: 500, during_update: 120, after_update: 394, ..Default::default() };
-    let nic = DeviceIsolation { persistent: true, own_pages: 7000, before_update: 7000, ..Default::default() };
+    let translations = Phases { before_update: 500, during_update: 120, after_update: 394 };
+    let breaches = Phases { before_update: 2, during_update: 0, after_update: 1 };
+    let nvme = DeviceIsolation { unowned: 111, own_pages: 900, into_other_devices: 3, translations, breaches, ..Default::default() };
+    let nic = DeviceIsolation { persistent: true, own_pages: 7000, translations: Phases { before_update: 7000, ..Default::default() }, ..Default::default() };
     r.isolation = Some(IsolationSection {
         translations: [("0000:00:02.0".to_string(), 7000), ("0000:00:03.0".to_string(), 1014)].into_iter().collect(),
         foreign: 3,
@@ -224,7 +226,7 @@ fn isolation_and_nvme_restarts_are_rendered_and_read_back() {
         updates: 1,
     });
     let md = r.markdown();
-    assert!(md.contains("| 0000:00:03.0 | false | 1014 | 500 / 120 / 394 | 900 | 111 | 0 | 3 |"), "{md}");
+    assert!(md.contains("| 0000:00:03.0 | false | 1014 (500 / 120 / 394) | 900 | 111 | 0 | 3 | 2 / 0 / 1 |"), "{md}");
     assert!(md.contains("3 breaches (3 into another device's guest RAM) over 1 live update(s)"), "{md}");
     assert!(md.contains("4480 blocks in place at the kexec") && md.contains("from LBA 4416"), "{md}");
     let json = serde_json::to_string(&r).unwrap();
