@@ -50,6 +50,16 @@ pub fn run_scenario(name: &str) -> (lulab::report::Report, TestRun) {
     (report, t)
 }
 
+/// A negative control on our kernel: runs `name` (`None` after SKIP, as
+/// [`our_kernel`]) and checks it was judged broken, as the scenario expects.
+pub fn negative_control(name: &str) -> Option<(lulab::report::Report, TestRun)> {
+    our_kernel()?;
+    let (r, t) = run_scenario(name);
+    assert_eq!(r.outcome, lulab::scenario::Verdict::Broken, "{name}");
+    assert!(r.as_expected, "{name}: {:#?}", r.reasons);
+    Some((r, t))
+}
+
 /// A run directory for one test, removed when the test passes and kept (with
 /// its path printed) when it fails.
 pub struct TestRun {
