@@ -57,11 +57,8 @@ impl Agent {
     /// others are left as they are, for the kernel to stop.
     fn hand_over(&mut self) -> Result<(), String> {
         for (pci, engine) in &mut self.dma {
-            if let Some(h) = engine.hand_over().map_err(|e| format!("{pci}: hand-over: {e}"))? {
-                crate::port::kmsg(&format!(
-                    "lulab-agent: {pci}: handed over at descriptor {} (RDT {}, {} held), generation {}",
-                    h.next, h.tail, h.held, h.generation
-                ));
+            if let Some(line) = engine.hand_over().map_err(|e| format!("{pci}: hand-over: {e}"))? {
+                crate::port::kmsg(&format!("lulab-agent: {pci}: {line}"));
             } else if let Some(st) = engine.stop_before_kexec() {
                 let failed = st.device_counters.iter().any(|(k, _)| k == "quiesce_failed");
                 crate::port::kmsg(&format!(

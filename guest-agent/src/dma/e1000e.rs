@@ -17,7 +17,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use lulab_proto::{DmaLayout, Handover, IommuApi};
+use lulab_proto::{DmaLayout, IommuApi};
 
 use super::guest_ram::GuestRam;
 use super::mem::DmaMem;
@@ -285,8 +285,8 @@ impl Driver for E1000e {
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Cursor { next, tail, held: held.len() as u32 };
     }
 
-    fn handover(&self, p: &Progress) -> Result<Option<Handover>, String> {
-        super::rx_persist::hand_over(self, p)
+    fn handover(&self, p: &Progress) -> Result<Option<String>, String> {
+        Ok(super::rx_persist::hand_over(self, p)?.as_ref().map(super::rx_persist::describe))
     }
 
     fn handover_capable(&self) -> bool {

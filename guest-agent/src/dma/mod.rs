@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, Handover};
+use lulab_proto::{DmaConfig, DmaLayout, DmaStatus};
 
 /// What the engine needs from a device driver.
 pub trait Driver: Send + Sync + std::fmt::Debug {
@@ -33,8 +33,9 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Stops the device's DMA (called after `poll` returned).
     fn quiesce(&self) -> Result<(), String>;
     /// After `poll` returned: leaves the device running for the next
-    /// kernel's agent and writes the hand-over (`None`: not persistent).
-    fn handover(&self, _p: &Progress) -> Result<Option<Handover>, String> {
+    /// kernel's agent and writes the hand-over; returns a one-line account
+    /// of it for the kernel log (`None`: not persistent).
+    fn handover(&self, _p: &Progress) -> Result<Option<String>, String> {
         Ok(None)
     }
     /// Whether [`Driver::handover`] would hand the device over.
@@ -182,7 +183,7 @@ impl Engine {
     /// for the next kernel's agent (`None` for a non-persistent engine, which
     /// is left as it is). The engine keeps its fds: the device stays
     /// attached and bus-mastering through the kexec.
-    pub fn hand_over(&mut self) -> Result<Option<Handover>, String> {
+    pub fn hand_over(&mut self) -> Result<Option<String>, String> {
         if self.thread.is_none() {
             return Ok(None);
         }

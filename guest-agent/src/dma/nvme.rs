@@ -444,8 +444,8 @@ impl Driver for Nvme {
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = NvmeCursor { next, done, free };
     }
 
-    fn handover(&self, p: &Progress) -> Result<Option<lulab_proto::Handover>, String> {
-        super::nvme_persist::hand_over(self, p).map(|_| None)
+    fn handover(&self, p: &Progress) -> Result<Option<String>, String> {
+        Ok(super::nvme_persist::hand_over(self, p)?.as_ref().map(super::nvme_persist::describe))
     }
 
     fn handover_capable(&self) -> bool {

@@ -179,6 +179,11 @@ fn read_handover(file: &str, pci: &str) -> Result<NvmeHandover, String> {
     Ok(h)
 }
 
+/// The kernel-log account of an NVMe hand-over.
+pub fn describe(h: &NvmeHandover) -> String {
+    format!("NVMe handed over at command {} ({} reaped, {} in flight), generation {}", h.next, h.done, h.next - h.done, h.generation)
+}
+
 /// Writes the hand-over of a stopped persistent engine (nothing if not persistent).
 pub fn hand_over(nvme: &Nvme, _p: &Progress) -> Result<Option<NvmeHandover>, String> {
     let Some((file, generation)) = &nvme.persist else { return Ok(None) };
@@ -205,14 +210,6 @@ pub fn hand_over(nvme: &Nvme, _p: &Progress) -> Result<Option<NvmeHandover>, Str
     };
     let path = handover_path(file);
     std::fs::write(&path, serde_json::to_string(&h).map_err(|e| format!("{path}: {e}"))?).map_err(|e| format!("{path}: {e}"))?;
-    crate::port::kmsg(&format!(
-        "lulab-agent: {}: NVMe handed over at command {} ({} reaped, {} in flight), generation {}",
-        h.pci,
-        h.next,
-        h.done,
-        h.next - h.done,
-        h.generation
-    ));
     Ok(Some(h))
 }
 

@@ -307,8 +307,8 @@ impl Driver for LuoRx {
         self.nic.quiesce()
     }
 
-    fn handover(&self, p: &Progress) -> Result<Option<Handover>, String> {
-        self.hand_over(p)
+    fn handover(&self, p: &Progress) -> Result<Option<String>, String> {
+        Ok(self.hand_over(p)?.as_ref().map(super::rx_persist::describe))
     }
 
     fn handover_capable(&self) -> bool {

@@ -176,6 +176,11 @@ pub fn remap_probe(iommu: &Iommu, ram: &GuestRam) -> Result<u64, String> {
     Ok(PROBE_IOVA)
 }
 
+/// The kernel-log account of an RX hand-over.
+pub fn describe(h: &Handover) -> String {
+    format!("handed over at descriptor {} (RDT {}, {} held), generation {}", h.next, h.tail, h.held, h.generation)
+}
+
 /// Writes the hand-over of a stopped persistent engine (`None` if not persistent).
 pub fn hand_over(nic: &E1000e, p: &Progress) -> Result<Option<Handover>, String> {
     let Some((file, generation)) = &nic.persist else { return Ok(None) };
