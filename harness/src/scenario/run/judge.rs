@@ -27,11 +27,14 @@ impl Runner<'_> {
             reasons.push(format!("run aborted: {e:#}"));
         }
         let trace = TraceSummary::from_file(&self.host_dir().join("trace.log"), 0)?;
+        // From the end of `start_dma` on (the host driver's unbind before it
+        // clears bus master by design).
+        let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
         let console = std::fs::read_to_string(self.host_dir().join("console.log")).unwrap_or_default();
-        let dma = self.judge_rx(&trace, &mut reasons)?;
+        let dma = self.judge_rx(&trace, &since_dma, &mut reasons)?;
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
-        let iommu = self.judge_iommu(&trace, &console, &mut reasons)?;
+        let iommu = self.judge_iommu(&trace, &since_dma, &console, &mut reasons)?;
         let kunit = self.judge_kunit(&console, &mut reasons);
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut reasons)?;
@@ -73,10 +76,8 @@ impl Runner<'_> {
         })
     }
 
-    fn judge_rx(&mut self, trace: &TraceSummary, reasons: &mut Vec<String>) -> Result<DmaSection> {
-        // Only clears while the agent's DMA ran count: the host driver's
-        // unbind during `start_dma` clears bus master by design.
-        let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
+    /// `since_dma`: only bus-master clears while the agent's DMA ran count.
+    fn judge_rx(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, reasons: &mut Vec<String>) -> Result<DmaSection> {
         let Some(rx) = self.rx.as_mut() else { return Ok(DmaSection::default()) };
         if let Some(inj) = rx.injector.take() {
             rx.sent = Some(inj.stop()?);
@@ -214,7 +215,7 @@ impl Runner<'_> {
         Some(counts)
     }
 
-    fn judge_iommu(&mut self, trace: &TraceSummary, console: &str, reasons: &mut Vec<String>) -> Result<IommuSection> {
+    fn judge_iommu(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, console: &str, reasons: &mut Vec<String>) -> Result<IommuSection> {
         let r = IommuReport::from_logs(trace, console);
         if r.faults() > 0 {
             reasons.push(format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults));
@@ -230,8 +231,8 @@ impl Runner<'_> {
         }
         let mut examples = r.qemu_fault_lines.clone();
         examples.extend(r.guest_fault_lines.iter().cloned());
-        let roots = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?.dmar_root;
-        let outside = self.judge_root_tables(&roots, reasons);
+        let roots = &since_dma.dmar_root;
+        let outside = self.judge_root_tables(roots, reasons);
         Ok(IommuSection {
             faults: r.faults(),
             qemu_faults: r.qemu_faults,
