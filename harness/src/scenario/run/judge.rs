@@ -252,7 +252,7 @@ impl Runner<'_> {
         let Some(pk) = &self.sc.pkernfs else { return Vec::new() };
         let persistent = self.sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs)
             || self.sc.nvme.as_ref().is_some_and(|n| n.persist);
-        let outside = crate::oracle::iommu::roots_outside(roots, (pk.base_mib << 20, pk.size_mib << 20));
+        let outside = crate::oracle::iommu::roots_outside(roots, (pk.base(), pk.size()));
         if !persistent || self.live_updates == 0 {
             return outside;
         }
