@@ -71,10 +71,12 @@ pub fn strip_prefix(line: &str) -> &str {
     s
 }
 
-/// `ok 3 name # SKIP why` → (ok, name, directive).
+/// `ok 3 name # SKIP why` → (ok, name, directive). A space the serial
+/// console doubled (`ok  1 suite`) does not lose the line.
 fn parse_result(body: &str) -> Option<(bool, String, Option<String>)> {
     let (ok, rest) =
         if let Some(r) = body.strip_prefix("not ok ") { (false, r) } else { (true, body.strip_prefix("ok ")?) };
+    let rest = rest.trim_start_matches(' ');
     let (num, after) = rest.split_once(' ').unwrap_or((rest, ""));
     num.parse::<u64>().ok()?;
     let (name, directive) = match after.split_once(" # ").or_else(|| after.strip_prefix("# ").map(|d| ("", d))) {
@@ -245,6 +247,16 @@ mod tests {
         assert_eq!(strip_prefix("[    1.234567]     ok 1 x"), "    ok 1 x");
         assert_eq!(strip_prefix("[    1.2][    T1] ok 1 x"), "ok 1 x");
         assert_eq!(strip_prefix("[not a stamp] ok"), "[not a stamp] ok");
+    }
+
+    #[test]
+    fn a_doubled_space_keeps_the_suite_line() {
+        let text = "[ 1.0] KTAP version 1\n[ 1.0] 1..1\n[ 1.1]     ok 1 a\n[ 1.2] ok  1 suite\n";
+        let k = Ktap::parse(text);
+        assert!(k.complete());
+        assert_eq!(k.tests.len(), 1);
+        assert_eq!(k.tests[0].name, "suite");
+        assert_eq!(k.counts().passed, 1);
     }
 
     #[test]

@@ -10,6 +10,9 @@ use crate::kernel::{stock, KernelArtifacts};
 use crate::qemu::{MachineParams, NvmeParams};
 use crate::scenario::KernelChoice;
 
+/// The command-line word that makes the virtio console a kernel console.
+const HVC_CONSOLE: &str = "console=hvc0";
+
 /// A kernel and the initramfs built for it.
 #[derive(Debug, Clone)]
 pub struct BootSet {
@@ -48,6 +51,23 @@ impl BootSet {
         Ok(Self { kernel, initramfs })
     }
 
+    fn is_lulab(&self) -> bool {
+        self.kernel.name == "lulab"
+    }
+
+    /// `base` as this kernel boots with it. Ours also prints its log on the
+    /// virtio console (`console=hvc0`, ahead of `console=ttyS0` so the UART
+    /// stays /dev/console), which never loses a character; the stock kernel
+    /// does not: its virtio_console drops the boot log it replays, and keeps
+    /// spinning on a reset device at kexec.
+    pub fn cmdline(&self, base: &[String]) -> Vec<String> {
+        let mut words: Vec<String> = base.iter().filter(|w| *w != HVC_CONSOLE).cloned().collect();
+        if self.is_lulab() {
+            words.insert(0, HVC_CONSOLE.into());
+        }
+        words
+    }
+
     /// The default host: e1000e and an NVMe controller whose backing file
     /// (in `run_dir`) the harness creates.
     pub fn machine(&self, run_dir: &std::path::Path) -> Result<MachineParams> {
@@ -56,11 +76,12 @@ impl BootSet {
         let f = std::fs::File::create(&backing)?;
         f.set_len(64 << 20)?;
         let mut m = MachineParams::new(&self.kernel.bzimage, &self.initramfs.path);
-        if self.kernel.name == "lulab" {
+        if self.is_lulab() {
             for w in m.cmdline.iter_mut().filter(|w| w.starts_with("loglevel=")) {
                 *w = "loglevel=7".into();
             }
         }
+        m.cmdline = self.cmdline(&m.cmdline);
         m.nvme = Some(NvmeParams { backing, throttle_iops: None });
         Ok(m)
     }

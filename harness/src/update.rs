@@ -11,8 +11,7 @@ use base64::Engine as _;
 use lulab_proto::{Op, Reply};
 use serde::Serialize;
 
-use crate::console::PANIC_MARKERS;
-use crate::host::{Deadlines, Host, INIT_READY};
+use crate::host::{boot_needles, Deadlines, Host};
 use crate::traffic::clock::now_ns;
 
 /// Where the staged kernel and initramfs live inside the host (its rootfs is RAM).
@@ -108,22 +107,23 @@ impl Host {
             Err(e) => unanswered = Some(e),
         }
         let deadline = jump + d.init;
-        let mut needles = vec!["Linux version"];
-        needles.extend(PANIC_MARKERS);
+        let needles = boot_needles();
         let qemu = &mut self.qemu;
         let found = match (self.console.expect(&needles, deadline, || qemu.check_alive()), unanswered) {
             (Ok(found), _) => found,
             (Err(e), None) => return Err(e).context("kexec: new kernel banner"),
             (Err(_), Some(e)) => return Err(e).context("asking the agent to kexec (no reply, and no new kernel on the console)"),
         };
-        if found.index > 0 {
+        if found.index > 1 {
             bail!("kernel panicked during kexec\n{}", self.console.tail(20));
         }
         s.kernel_up_ns = Some(now_ns());
-        needles[0] = INIT_READY;
-        let found = self.console.expect(&needles, deadline, || qemu.check_alive()).context("kexec: /init of the new kernel")?;
-        if found.index > 0 {
-            bail!("the new kernel panicked during boot\n{}", self.console.tail(20));
+        if found.index == 0 {
+            let found =
+                self.console.expect(&needles[1..], deadline, || qemu.check_alive()).context("kexec: /init of the new kernel")?;
+            if found.index > 0 {
+                bail!("the new kernel panicked during boot\n{}", self.console.tail(20));
+            }
         }
         s.init_ns = Some(now_ns());
         self.agent

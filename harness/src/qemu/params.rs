@@ -33,6 +33,12 @@ impl RunPaths {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
+    /// The kernel log as the virtio console (`hvc0`) printed it. Unlike the
+    /// emulated UART under TCG, it never drops or doubles a character, so the
+    /// judge reads KTAP and guest-logged faults from here.
+    pub fn kernel_log(&self) -> PathBuf {
+        self.dir.join("kmsg.log")
+    }
     /// Agent virtio-serial socket.
     pub fn agent_sock(&self) -> PathBuf {
         self.dir.join("agent.sock")
@@ -223,6 +229,8 @@ impl MachineParams {
         push(&["-chardev", &format!("socket,id=qmp0,path={},server=on,wait=off", p(paths.qmp_sock()))]);
         push(&["-mon", "chardev=qmp0,mode=control"]);
         push(&["-device", "virtio-serial-pci,id=vser0,addr=0x4"]);
+        push(&["-chardev", &format!("file,id=kmsg0,path={}", p(paths.kernel_log()))]);
+        push(&["-device", "virtconsole,bus=vser0.0,chardev=kmsg0,nr=0"]);
         push(&["-chardev", &format!("socket,id=agent0,path={},server=on,wait=off", p(paths.agent_sock()))]);
         push(&["-device", &format!("virtserialport,bus=vser0.0,chardev=agent0,name={AGENT_PORT_NAME}")]);
         if !self.trace_events.is_empty() {

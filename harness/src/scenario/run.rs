@@ -248,7 +248,8 @@ impl<'a> Runner<'a> {
     /// (which carries the carve-out words when there is a `[pkernfs]`).
     fn stage_update(&mut self, kernel: KernelChoice) -> Result<()> {
         let set = self.sets.get(&kernel).with_context(|| format!("no BootSet for kernel {kernel:?}"))?;
-        let target = KexecTarget { kernel: set.kernel.bzimage.clone(), initrd: set.initramfs.path.clone(), cmdline: self.params.cmdline.clone() };
+        let target =
+            KexecTarget { kernel: set.kernel.bzimage.clone(), initrd: set.initramfs.path.clone(), cmdline: set.cmdline(&self.params.cmdline) };
         let (stage_ms, load_ms) = self.host()?.stage_update(&target)?;
         let n = self.live_updates + 1;
         self.timings.push((format!("live_update{n}_stage"), stage_ms));

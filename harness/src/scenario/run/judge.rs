@@ -30,7 +30,8 @@ impl Runner<'_> {
         // From the end of `start_dma` on (the host driver's unbind before it
         // clears bus master by design).
         let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
-        let console = std::fs::read_to_string(self.host_dir().join("console.log")).unwrap_or_default();
+        let paths = crate::qemu::params::RunPaths::new(self.host_dir());
+        let console = crate::console::kernel_log(&paths.console_log(), &paths.kernel_log());
         let dma = self.judge_rx(&trace, &since_dma, &mut reasons)?;
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
