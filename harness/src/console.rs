@@ -134,21 +134,47 @@ impl Drop for Console {
     }
 }
 
-/// The kernel log of every boot of a host, for the judge: the virtio
-/// console's copy (`virtio`) when it holds at least as many boots as the
-/// UART's, else the UART's (a kernel without `hvc0`). Bytes that are not
-/// UTF-8 are replaced, never a reason to lose the whole log.
-pub fn kernel_log(uart: &Path, virtio: &Path) -> String {
-    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
-    pick_kernel_log(read(uart), read(virtio))
+/// A host's kernel log as both consoles recorded it, for the judge: the
+/// UART's (`console.log`, every kernel, now and then a character dropped or
+/// doubled under TCG) and the virtio console's (`kmsg.log`, lossless, only
+/// our kernel prints there). Bytes that are not UTF-8 are replaced, never a
+/// reason to lose a whole log.
+#[derive(Debug, Clone, Default)]
+pub struct KernelLog {
+    uart: String,
+    virtio: String,
 }
 
-fn pick_kernel_log(uart: String, virtio: String) -> String {
-    let boots = |t: &str| t.matches("Linux version ").count();
-    if !virtio.is_empty() && boots(&virtio) >= boots(&uart) {
-        virtio
-    } else {
-        uart
+fn boots(text: &str) -> usize {
+    text.matches("Linux version ").count()
+}
+
+impl KernelLog {
+    /// Reads both logs (a missing one is empty).
+    pub fn read(uart: &Path, virtio: &Path) -> Self {
+        let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+        Self { uart: read(uart), virtio: read(virtio) }
+    }
+
+    /// Every boot: the virtio copy when it holds at least as many boots as
+    /// the UART's, else the UART's (a run through a kernel without `hvc0`).
+    pub fn every_boot(&self) -> &str {
+        if !self.virtio.is_empty() && boots(&self.virtio) >= boots(&self.uart) {
+            &self.virtio
+        } else {
+            &self.uart
+        }
+    }
+
+    /// Where KTAP is read: KUnit runs only in our kernel, and every boot of
+    /// it prints on `hvc0`, so the virtio copy whenever it holds a boot —
+    /// also in a run through the stock kernel.
+    pub fn ktap(&self) -> &str {
+        if boots(&self.virtio) > 0 {
+            &self.virtio
+        } else {
+            &self.uart
+        }
     }
 }
 
@@ -159,15 +185,28 @@ pub fn tail_of(log: &Path, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pick_kernel_log;
+    use super::KernelLog;
+
+    fn log(uart: &str, virtio: &str) -> KernelLog {
+        KernelLog { uart: uart.into(), virtio: virtio.into() }
+    }
 
     #[test]
     fn the_virtio_copy_wins_unless_it_missed_a_boot() {
-        let uart = "[    0.0] Linux version 7.3\n[[.0] garbled\n[    0.0] Linux version 7.3\n".to_string();
-        let both = "[    0.0] Linux version 7.3\n[    0.1] clean\n[    0.0] Linux version 7.3\n".to_string();
-        assert_eq!(pick_kernel_log(uart.clone(), both.clone()), both);
-        let one = "[    0.0] Linux version 7.3\n".to_string();
-        assert_eq!(pick_kernel_log(uart.clone(), one), uart);
-        assert_eq!(pick_kernel_log(uart.clone(), String::new()), uart);
+        let uart = "[    0.0] Linux version 7.3\n[[.0] garbled\n[    0.0] Linux version 7.3\n";
+        let both = "[    0.0] Linux version 7.3\n[    0.1] clean\n[    0.0] Linux version 7.3\n";
+        assert_eq!(log(uart, both).every_boot(), both);
+        let one = "[    0.0] Linux version 7.3\n[    1.0] ok 1 suite\n";
+        assert_eq!(log(uart, one).every_boot(), uart);
+        assert_eq!(log(uart, "").every_boot(), uart);
+    }
+
+    #[test]
+    fn ktap_comes_from_the_virtio_copy_even_through_the_stock_kernel() {
+        let uart = "[    0.0] Linux version 7.3\n[    1.0] ok  1 suite\n[    0.0] Linux version 6.12\n";
+        let virtio = "[    0.0] Linux version 7.3\n[    1.0] ok 1 suite\n";
+        assert_eq!(log(uart, virtio).ktap(), virtio);
+        assert_eq!(log(uart, virtio).every_boot(), uart);
+        assert_eq!(log(uart, "[    1.4] e1000e: tail only\n").ktap(), uart);
     }
 }

@@ -31,12 +31,12 @@ impl Runner<'_> {
         // clears bus master by design).
         let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
         let paths = crate::qemu::params::RunPaths::new(self.host_dir());
-        let console = crate::console::kernel_log(&paths.console_log(), &paths.kernel_log());
+        let log = crate::console::KernelLog::read(&paths.console_log(), &paths.kernel_log());
         let dma = self.judge_rx(&trace, &since_dma, &mut reasons)?;
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
-        let iommu = self.judge_iommu(&trace, &since_dma, &console, &mut reasons)?;
-        let kunit = self.judge_kunit(&console, &mut reasons);
+        let iommu = self.judge_iommu(&trace, &since_dma, log.every_boot(), &mut reasons)?;
+        let kunit = self.judge_kunit(log.ktap(), &mut reasons);
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut reasons)?;
         reasons.extend(self.pk.findings.iter().cloned());
