@@ -1,11 +1,11 @@
 //! System tier for our kernel: built (or taken from the cache), booted by the
 //! harness exactly like the stock kernel, with the pkernfs unit's banner and
-//! every KUnit test passing, parsed from the console's KTAP — and the
+//! every KUnit test passing, parsed from the kernel log's KTAP — and the
 //! `kernel-boot` scenario as expected.
 
 mod common;
 
-use common::{our_kernel, TestRun};
+use common::{kernel_log, our_kernel, TestRun};
 use lulab::host::{Deadlines, Host};
 use lulab::ktap::Ktap;
 use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
@@ -34,9 +34,9 @@ fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
     assert_eq!(r.status, Some(0), "/dev/iommu and /dev/vfio: {r:?}");
     host.shutdown().unwrap();
 
-    let console = std::fs::read_to_string(run.dir().join("console.log")).unwrap();
-    assert!(console.contains("pkernfs: lulab pkernfs"), "the Rust unit's banner is on the console");
-    let ktap = Ktap::parse(&console);
+    let log = kernel_log(run.dir());
+    assert!(log.contains("pkernfs: lulab pkernfs"), "the Rust unit's banner is in the kernel log");
+    let ktap = Ktap::parse(log.ktap());
     let c = ktap.counts();
     assert!(ktap.complete(), "KTAP incomplete");
     assert!(c.passed >= 4, "KUnit passed {c:?}");

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{negative_control, our_kernel, run_scenario};
+use common::{kernel_log, negative_control, our_kernel, run_scenario};
 use lulab::scenario::Verdict;
 
 #[test]
@@ -33,7 +33,7 @@ fn rx_through_one_live_update_loses_nothing() {
     assert_eq!(h.generation, 1);
     // The kernel's own account: root tables and the domain in pkernfs,
     // adopted in place, switched atomically, the rebuilt domain sealed again.
-    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
+    let log = kernel_log(&t.dir().join("host"));
     for line in [
         "context table(s) now in iommu/root-pgtables",
         "kept in iommu/root-pgtables",
@@ -43,9 +43,9 @@ fn rx_through_one_live_update_loses_nothing() {
         "switched from frozen domain",
         "sealed: ",
     ] {
-        assert!(console.contains(line), "console lacks {line:?}");
+        assert!(log.contains(line), "kernel log lacks {line:?}");
     }
-    assert_eq!(console.matches(" sealed: ").count(), 2, "sealed at the mark, and the rebuilt domain after the switch");
+    assert_eq!(log.count(" sealed: "), 2, "sealed at the mark, and the rebuilt domain after the switch");
     // QEMU's account: the only root table latched after DMA started (the
     // new kernel's SRTP) is iommu/root-pgtables in the carve-out.
     assert!(!r.iommu.root_tables.is_empty(), "{:?}", r.iommu);
@@ -114,9 +114,9 @@ fn rebuilt_mappings_that_differ_from_the_frozen_ones_are_refused() {
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
     assert_eq!(r.dma.corrupted, 0, "{:?}", r.dma);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "still translating through the frozen domain: {:?}", r.updates[0]);
-    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
-    assert!(console.contains("rebuilt mappings differ from the frozen ones"), "the kernel's refusal is logged");
-    assert!(!console.contains("switched from frozen domain"));
+    let log = kernel_log(&t.dir().join("host"));
+    assert!(log.contains("rebuilt mappings differ from the frozen ones"), "the kernel's refusal is logged");
+    assert!(!log.contains("switched from frozen domain"));
 }
 
 /// Negative control of the root-table oracle: a new kernel that copies the
@@ -130,8 +130,8 @@ fn a_kernel_that_copies_the_root_table_out_of_pkernfs_is_caught() {
     // Only the root table is wrong: the device kept DMAing, nothing was lost.
     assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
-    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
-    assert!(console.contains("lulab_vtd_adopt=copy: copying the tables out of pkernfs"), "the knob took effect");
+    let log = kernel_log(&t.dir().join("host"));
+    assert!(log.contains("lulab_vtd_adopt=copy: copying the tables out of pkernfs"), "the knob took effect");
 }
 
 /// The unseal/reseal path: mappings changed on a sealed persistent domain
@@ -148,10 +148,11 @@ fn mappings_changed_after_sealing_are_sealed_again_at_kexec() {
     assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled, r.iommu.root_tables_outside_pkernfs), (0, 0, 0), "{:?}", r.iommu);
     assert!(r.updates.iter().all(|u| u.dma_while_agent_down.unwrap_or(0) > 0), "{:?}", r.updates);
-    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
-    assert_eq!(console.matches("mappings changed: back on its live tables").count(), 2, "one unseal per probe");
+    let log = kernel_log(&t.dir().join("host"));
+    assert_eq!(log.count("mappings changed: back on its live tables"), 2, "one unseal per probe");
     // Sealed at each mark (3 kernels) and again at each kexec (2).
-    assert_eq!(console.matches(" sealed: ").count(), 5, "{}", console.lines().filter(|l| l.contains("lulab: ")).collect::<Vec<_>>().join("\n"));
+    let fuller = log.fuller(|c| c.matches(" sealed: ").count());
+    assert_eq!(log.count(" sealed: "), 5, "{}", fuller.lines().filter(|l| l.contains("lulab: ")).collect::<Vec<_>>().join("\n"));
 }
 
 const NIC: &str = "0000:00:02.0";
@@ -190,8 +191,8 @@ fn a_non_persistent_second_device_never_reaches_the_persistent_guest_ram() {
     assert_eq!(r.iommu.faults, 0, "{:?}", r.iommu);
     assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "{:?}", r.updates[0]);
-    let console = std::fs::read_to_string(t.dir().join("host").join("console.log")).unwrap_or_default();
-    assert!(console.contains(&format!("{NVME}: not persistent: stopped before kexec")), "the agent quiesced the NVMe before the kexec");
+    let log = kernel_log(&t.dir().join("host"));
+    assert!(log.contains(&format!("{NVME}: not persistent: stopped before kexec")), "the agent quiesced the NVMe before the kexec");
 }
 
 /// Negative control of the isolation oracle: the same run with the NVMe's

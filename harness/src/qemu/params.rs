@@ -33,9 +33,10 @@ impl RunPaths {
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
     }
-    /// The kernel log as the virtio console (`hvc0`) printed it. Unlike the
-    /// emulated UART under TCG, it never drops or doubles a character, so the
-    /// judge reads KTAP and guest-logged faults from here.
+    /// The kernel log as the virtio console (`hvc0`) printed it: unlike the
+    /// emulated UART under TCG it never drops or doubles a character, but it
+    /// misses what is printed after the devices shut down for kexec (see
+    /// [`crate::console::KernelLog`]).
     pub fn kernel_log(&self) -> PathBuf {
         self.dir.join("kmsg.log")
     }

@@ -35,7 +35,8 @@ impl Runner<'_> {
         let dma = self.judge_rx(&trace, &since_dma, &mut reasons)?;
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
-        let iommu = self.judge_iommu(&trace, &since_dma, log.every_boot(), &mut reasons)?;
+        let faults_log = log.fuller(|c| crate::oracle::iommu::scan_console(c).faults as usize);
+        let iommu = self.judge_iommu(&trace, &since_dma, faults_log, &mut reasons)?;
         let kunit = self.judge_kunit(log.ktap(), &mut reasons);
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut reasons)?;
