@@ -4,17 +4,11 @@
 
 mod common;
 
-use common::{kernel_log, negative_control, our_kernel, run_scenario};
-use lulab::scenario::Verdict;
+use common::{intact_run, kernel_log, negative_control};
 
 #[test]
 fn rx_through_one_live_update_loses_nothing() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let (r, t) = run_scenario("live-update-rx");
-    assert_eq!(r.outcome, Verdict::Intact, "{:#?}\n{:?}", r.reasons, r.dma);
-    assert!(r.as_expected);
+    let Some((r, t)) = intact_run("live-update-rx") else { return };
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
     assert_eq!(r.dma.bus_master_cleared, 0, "{:?}", r.dma);
@@ -54,11 +48,7 @@ fn rx_through_one_live_update_loses_nothing() {
 
 #[test]
 fn nvme_reads_in_flight_across_a_live_update_land_in_the_right_buffers() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let (r, t) = run_scenario("live-update-nvme");
-    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    let Some((r, t)) = intact_run("live-update-nvme") else { return };
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.nvme.blocks_read, r.nvme.lost, r.nvme.corrupted), (4096, 0, 0), "{:?}", r.nvme);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
@@ -73,11 +63,7 @@ fn nvme_reads_in_flight_across_a_live_update_land_in_the_right_buffers() {
 
 #[test]
 fn rx_through_twenty_live_updates_in_a_row_stays_intact() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let (r, _t) = run_scenario("live-update-soak");
-    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    let Some((r, _t)) = intact_run("live-update-soak") else { return };
     assert_eq!(r.live_updates, 20);
     assert_eq!(r.updates.len(), 20);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
@@ -89,11 +75,7 @@ fn rx_through_twenty_live_updates_in_a_row_stays_intact() {
 
 #[test]
 fn two_devices_in_separate_persistent_domains_dma_only_into_their_own_pages() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let (r, _t) = run_scenario("live-update-isolation");
-    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    let Some((r, _t)) = intact_run("live-update-isolation") else { return };
     let iso = r.isolation.as_ref().expect("the isolation oracle ran");
     assert_eq!((iso.foreign, iso.cross_device), (0, 0), "{iso:?}");
     for dev in ["0000:00:02.0", "0000:00:03.0"] {
@@ -139,11 +121,7 @@ fn a_kernel_that_copies_the_root_table_out_of_pkernfs_is_caught() {
 /// tables, each kexec seals the domain again, nothing is lost.
 #[test]
 fn mappings_changed_after_sealing_are_sealed_again_at_kexec() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let (r, t) = run_scenario("live-update-remap");
-    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    let Some((r, t)) = intact_run("live-update-remap") else { return };
     assert_eq!(r.live_updates, 2);
     assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled, r.iommu.root_tables_outside_pkernfs), (0, 0, 0), "{:?}", r.iommu);
@@ -164,11 +142,7 @@ const NVME: &str = "0000:00:03.0";
 /// on; its DMA never lands in the e1000e's guest RAM, before, during or after.
 #[test]
 fn a_non_persistent_second_device_never_reaches_the_persistent_guest_ram() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let (r, t) = run_scenario("live-update-isolation-nonpersistent");
-    assert_eq!(r.outcome, Verdict::Intact, "{:#?}", r.reasons);
+    let Some((r, t)) = intact_run("live-update-isolation-nonpersistent") else { return };
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
     assert_eq!((r.nvme.blocks_read, r.nvme.lost, r.nvme.corrupted), (16384, 0, 0), "{:?}", r.nvme);

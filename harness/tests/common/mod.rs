@@ -60,8 +60,18 @@ pub fn negative_control(name: &str) -> Option<(lulab::report::Report, TestRun)> 
     Some((r, t))
 }
 
-/// The kernel log of the host whose run directory is `host_dir`, as the
-/// judge reads it (the virtio console's lossless copy where it has every boot).
+/// A positive scenario on our kernel: runs `name` (`None` after SKIP, as
+/// [`our_kernel`]) and checks it was judged intact, as the scenario expects.
+pub fn intact_run(name: &str) -> Option<(lulab::report::Report, TestRun)> {
+    our_kernel()?;
+    let (r, t) = run_scenario(name);
+    assert_eq!(r.outcome, lulab::scenario::Verdict::Intact, "{name}: {:#?}\n{:?}", r.reasons, r.dma);
+    assert!(r.as_expected, "{name}");
+    Some((r, t))
+}
+
+/// The kernel log of the host whose run directory is `host_dir`: both
+/// consoles' copies, as the judge reads them.
 pub fn kernel_log(host_dir: &Path) -> lulab::console::KernelLog {
     let paths = lulab::qemu::params::RunPaths::new(host_dir);
     lulab::console::KernelLog::read(&paths.console_log(), &paths.kernel_log())
