@@ -148,10 +148,12 @@ pub struct KernelLog {
 }
 
 impl KernelLog {
-    /// Reads both logs (a missing one is empty).
-    pub fn read(uart: &Path, virtio: &Path) -> Self {
+    /// Reads both logs of the host whose run directory is `dir` (a missing
+    /// one is empty).
+    pub fn of_run(dir: &Path) -> Self {
+        let paths = crate::qemu::params::RunPaths::new(dir);
         let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
-        Self { uart: read(uart), virtio: read(virtio) }
+        Self { uart: read(&paths.console_log()), virtio: read(&paths.kernel_log()) }
     }
 
     /// The copy on which `measure` is larger (the virtio one on a tie).

@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{kernel_log, our_kernel, TestRun};
+use common::{our_kernel, TestRun};
+use lulab::console::KernelLog;
 use lulab::host::{Deadlines, Host};
 use lulab::ktap::Ktap;
 use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
@@ -34,7 +35,7 @@ fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
     assert_eq!(r.status, Some(0), "/dev/iommu and /dev/vfio: {r:?}");
     host.shutdown().unwrap();
 
-    let log = kernel_log(run.dir());
+    let log = KernelLog::of_run(run.dir());
     assert!(log.contains("pkernfs: lulab pkernfs"), "the Rust unit's banner is in the kernel log");
     let ktap = Ktap::parse(log.ktap());
     let c = ktap.counts();

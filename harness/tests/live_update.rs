@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::{intact_run, kernel_log, negative_control};
+use common::{intact_run, negative_control};
+use lulab::console::KernelLog;
 
 #[test]
 fn rx_through_one_live_update_loses_nothing() {
@@ -27,7 +28,7 @@ fn rx_through_one_live_update_loses_nothing() {
     assert_eq!(h.generation, 1);
     // The kernel's own account: root tables and the domain in pkernfs,
     // adopted in place, switched atomically, the rebuilt domain sealed again.
-    let log = kernel_log(&t.dir().join("host"));
+    let log = KernelLog::of_run(&t.dir().join("host"));
     for line in [
         "context table(s) now in iommu/root-pgtables",
         "kept in iommu/root-pgtables",
@@ -96,7 +97,7 @@ fn rebuilt_mappings_that_differ_from_the_frozen_ones_are_refused() {
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
     assert_eq!(r.dma.corrupted, 0, "{:?}", r.dma);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "still translating through the frozen domain: {:?}", r.updates[0]);
-    let log = kernel_log(&t.dir().join("host"));
+    let log = KernelLog::of_run(&t.dir().join("host"));
     assert!(log.contains("rebuilt mappings differ from the frozen ones"), "the kernel's refusal is logged");
     assert!(!log.contains("switched from frozen domain"));
 }
@@ -112,7 +113,7 @@ fn a_kernel_that_copies_the_root_table_out_of_pkernfs_is_caught() {
     // Only the root table is wrong: the device kept DMAing, nothing was lost.
     assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
-    let log = kernel_log(&t.dir().join("host"));
+    let log = KernelLog::of_run(&t.dir().join("host"));
     assert!(log.contains("lulab_vtd_adopt=copy: copying the tables out of pkernfs"), "the knob took effect");
 }
 
@@ -126,7 +127,7 @@ fn mappings_changed_after_sealing_are_sealed_again_at_kexec() {
     assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled, r.iommu.root_tables_outside_pkernfs), (0, 0, 0), "{:?}", r.iommu);
     assert!(r.updates.iter().all(|u| u.dma_while_agent_down.unwrap_or(0) > 0), "{:?}", r.updates);
-    let log = kernel_log(&t.dir().join("host"));
+    let log = KernelLog::of_run(&t.dir().join("host"));
     assert_eq!(log.count("mappings changed: back on its live tables"), 2, "one unseal per probe");
     // Sealed at each mark (3 kernels) and again at each kexec (2).
     let fuller = log.fuller(|c| c.matches(" sealed: ").count());
@@ -165,7 +166,7 @@ fn a_non_persistent_second_device_never_reaches_the_persistent_guest_ram() {
     assert_eq!(r.iommu.faults, 0, "{:?}", r.iommu);
     assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "{:?}", r.updates[0]);
-    let log = kernel_log(&t.dir().join("host"));
+    let log = KernelLog::of_run(&t.dir().join("host"));
     assert!(log.contains(&format!("{NVME}: not persistent: stopped before kexec")), "the agent quiesced the NVMe before the kexec");
 }
 

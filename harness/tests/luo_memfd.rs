@@ -8,6 +8,7 @@
 mod common;
 
 use common::{our_kernel, run_scenario, TestRun};
+use lulab::console::KernelLog;
 use lulab::report::compare::side_by_side;
 use lulab::scenario::Verdict;
 
@@ -46,6 +47,6 @@ fn luo_keeps_the_memory_but_not_the_dma_pkernfs_keeps_both() {
     assert!(luo.dma.bus_master_cleared > 0 || luo.iommu.translation_disabled > 0, "{:?} {:?}", luo.dma, luo.iommu);
     common::assert_one_update_with_the_device_stopped(&luo, "lulab");
     assert!(luo.reasons.iter().any(|r| r.contains("LUO kept the memory but not the device")), "{:#?}", luo.reasons);
-    let log = common::kernel_log(&luo_run.dir().join("host"));
+    let log = KernelLog::of_run(&luo_run.dir().join("host"));
     assert!(log.contains("liveupdate number"), "the next kernel retrieved LUO state from KHO");
 }

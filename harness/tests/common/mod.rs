@@ -70,13 +70,6 @@ pub fn intact_run(name: &str) -> Option<(lulab::report::Report, TestRun)> {
     Some((r, t))
 }
 
-/// The kernel log of the host whose run directory is `host_dir`: both
-/// consoles' copies, as the judge reads them.
-pub fn kernel_log(host_dir: &Path) -> lulab::console::KernelLog {
-    let paths = lulab::qemu::params::RunPaths::new(host_dir);
-    lulab::console::KernelLog::read(&paths.console_log(), &paths.kernel_log())
-}
-
 /// A run directory for one test, removed when the test passes and kept (with
 /// its path printed) when it fails.
 pub struct TestRun {

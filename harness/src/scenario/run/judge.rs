@@ -30,8 +30,7 @@ impl Runner<'_> {
         // From the end of `start_dma` on (the host driver's unbind before it
         // clears bus master by design).
         let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
-        let paths = crate::qemu::params::RunPaths::new(self.host_dir());
-        let log = crate::console::KernelLog::read(&paths.console_log(), &paths.kernel_log());
+        let log = crate::console::KernelLog::of_run(&self.host_dir());
         let dma = self.judge_rx(&trace, &since_dma, &mut reasons)?;
         let nvme = self.judge_nvme(&mut reasons)?;
         let memory = self.judge_memory(&mut reasons)?;
