@@ -15,6 +15,7 @@ use crate::agent::AgentClient;
 use crate::console::{Console, PANIC_MARKERS};
 use crate::qemu::{MachineParams, QemuProcess, RunPaths};
 use crate::qmp::{self, Qmp};
+use crate::slots::HostSlot;
 
 /// What /init prints once the agent has been started.
 pub const INIT_READY: &str = "lulab-init: ready";
@@ -77,11 +78,20 @@ pub struct Host {
     pub paths: RunPaths,
     /// Boot milestones.
     pub timings: BootTimings,
+    /// The machine's host slot this QEMU runs in (last: freed after QEMU is gone).
+    _slot: HostSlot,
 }
 
 impl Host {
-    /// Boots `params` with its files in `run_dir`.
+    /// Boots `params` with its files in `run_dir`, once a host slot is free
+    /// (the wait comes before any deadline starts).
     pub fn boot(params: &MachineParams, run_dir: &Path, deadlines: Deadlines) -> Result<Self> {
+        crate::setup::require_qemu()?;
+        Self::boot_in(HostSlot::acquire()?, params, run_dir, deadlines)
+    }
+
+    /// [`Host::boot`] in a slot the caller already holds.
+    pub fn boot_in(slot: HostSlot, params: &MachineParams, run_dir: &Path, deadlines: Deadlines) -> Result<Self> {
         crate::setup::require_qemu()?;
         let paths = RunPaths::new(run_dir);
         std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -96,7 +106,7 @@ impl Host {
         let mut qemu = QemuProcess::spawn(params, &paths)?;
         Self::connect_and_boot(&mut qemu, &paths, deadlines, start)
             .with_context(|| format!("booting QEMU (pid {}); run directory kept: {}", qemu.pid(), run_dir.display()))
-            .map(|(qmp, console, agent, timings)| Self { qemu, qmp, console, agent, net, paths, timings })
+            .map(|(qmp, console, agent, timings)| Self { qemu, qmp, console, agent, net, paths, timings, _slot: slot })
     }
 
     fn connect_and_boot(

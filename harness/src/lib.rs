@@ -15,6 +15,7 @@ pub mod image;
 pub mod kernel;
 pub mod lab;
 pub mod oracle;
+pub mod preflight;
 pub mod pkernfs;
 pub mod ktap;
 pub mod qemu;
@@ -22,6 +23,7 @@ pub mod qmp;
 pub mod report;
 pub mod scenario;
 pub mod setup;
+pub mod slots;
 pub mod update;
 pub mod traffic;
 

@@ -53,8 +53,11 @@ pub struct JumpStamps {
     pub kexec_started_ns: u64,
     /// The agent's reply to it: its last words before the jump.
     pub agent_down_ns: Option<u64>,
-    /// The new kernel's banner (`Linux version`) on the console.
+    /// The new kernel's banner (`Linux version`) on the console, or its
+    /// /init ready line when the banner came garbled (`kernel_up_from`).
     pub kernel_up_ns: Option<u64>,
+    /// What `kernel_up_ns` was read from.
+    pub kernel_up_from: crate::oracle::timeline::KernelUpFrom,
     /// Our /init in the new kernel.
     pub init_ns: Option<u64>,
     /// The new agent's first answer.
@@ -118,6 +121,9 @@ impl Host {
             bail!("kernel panicked during kexec\n{}", self.console.tail(20));
         }
         s.kernel_up_ns = Some(now_ns());
+        if found.index != 0 {
+            s.kernel_up_from = crate::oracle::timeline::KernelUpFrom::Init;
+        }
         if found.index == 0 {
             let found =
                 self.console.expect(&needles[1..], deadline, || qemu.check_alive()).context("kexec: /init of the new kernel")?;

@@ -27,12 +27,42 @@ pub struct UpdateEvents {
     pub kernel: String,
     /// The harness sent `kexec_exec` to the agent.
     pub kexec_started_ns: u64,
-    /// The agent's reply to `kexec_exec` arrived: its last words.
+    /// The agent's reply to `kexec_exec` arrived: its last words. `None`
+    /// when the reply was lost (the kexec can reset the virtio-serial device
+    /// before QEMU forwards it); the timeline then bounds the milestone with
+    /// `kexec_started_ns`.
     pub agent_down_ns: Option<u64>,
-    /// The new kernel's banner (`Linux version`) appeared on the console.
+    /// The new kernel's first sign of life on the console.
     pub kernel_up_ns: Option<u64>,
+    /// What `kernel_up_ns` was read from.
+    pub kernel_up_from: KernelUpFrom,
     /// The new agent answered its first ping.
     pub agent_up_ns: Option<u64>,
+}
+
+/// What an update's `agent_down` time comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentDownFrom {
+    /// The agent's reply to `kexec_exec` arrived.
+    #[default]
+    Reply,
+    /// The reply was lost: the harness's own time of sending the request
+    /// stands in. The agent stopped no earlier, so downtimes computed from it
+    /// are upper bounds.
+    KexecRequest,
+}
+
+/// What an update's `kernel_up` time comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelUpFrom {
+    /// The new kernel's banner (`Linux version`) on the console.
+    #[default]
+    Banner,
+    /// The banner came garbled off the UART: the new kernel's /init ready
+    /// line stands in (later than the banner: an upper bound).
+    Init,
 }
 
 /// One frame found intact in guest memory: its DMA completed somewhere in
@@ -70,8 +100,18 @@ pub struct UpdateTimeline {
     /// The new kernel's first console line (`Linux version`), as the harness
     /// read it from the console.
     pub kernel_up: Option<u64>,
-    /// The old agent's last reply (to `kexec_exec`).
+    /// The old agent's last reply (to `kexec_exec`); when that reply was
+    /// lost, the time the harness sent the request (see `agent_down_from`).
+    /// Set whenever the kexec was requested.
     pub agent_down: Option<u64>,
+    /// What `agent_down` comes from: `reply`, or `kexec_request` when the
+    /// reply was lost (added in `updates[]` without a schema bump; absent in older reports: `reply`).
+    #[serde(default)]
+    pub agent_down_from: AgentDownFrom,
+    /// What `kernel_up` comes from: `banner`, or `init` when the banner
+    /// came garbled and /init's ready line stood in (absent in older reports: `banner`).
+    #[serde(default)]
+    pub kernel_up_from: KernelUpFrom,
     /// The new agent's first answer (pings every ≤ 500 ms: an upper bound).
     pub agent_up: Option<u64>,
     /// `agent_up - agent_down`.
@@ -108,6 +148,11 @@ pub fn timeline(run_start_ns: u64, updates: &[UpdateEvents], dma: Option<&[Compl
         .map(|(i, u)| {
             let next_kexec = updates.get(i + 1).map_or(u64::MAX, |n| n.kexec_started_ns);
             let kexec = u.kexec_started_ns;
+            // A lost reply never hides the milestone: the request bounds it.
+            let (agent_down, agent_down_from) = match u.agent_down_ns {
+                Some(t) => (t, AgentDownFrom::Reply),
+                None => (kexec, AgentDownFrom::KexecRequest),
+            };
             let last_before = dma.map(|d| d.iter().filter(|c| c.seen_ns < kexec).map(|c| c.seen_ns).max());
             let first_after = dma.map(|d| {
                 d.iter().filter(|c| c.not_before_ns >= kexec && c.seen_ns < next_kexec).map(|c| c.seen_ns).min()
@@ -123,9 +168,11 @@ pub fn timeline(run_start_ns: u64, updates: &[UpdateEvents], dma: Option<&[Compl
                 kernel: u.kernel.clone(),
                 kexec_started: ms(kexec),
                 kernel_up: u.kernel_up_ns.map(ms),
-                agent_down: u.agent_down_ns.map(ms),
+                agent_down: Some(ms(agent_down)),
+                agent_down_from,
+                kernel_up_from: u.kernel_up_from,
                 agent_up: u.agent_up_ns.map(ms),
-                agent_downtime_ms: span(u.agent_down_ns, u.agent_up_ns),
+                agent_downtime_ms: span(Some(agent_down), u.agent_up_ns),
                 last_dma_before: last_before.flatten().map(ms),
                 first_dma_after: first_after.flatten().map(ms),
                 dma_while_agent_down: while_down,

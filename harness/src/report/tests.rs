@@ -37,6 +37,7 @@ fn sample() -> Report {
             first_dma_after: None,
             dma_while_agent_down: Some(0),
             kexec_transition_ms: Some(1100),
+            ..Default::default()
         }],
         kunit: None,
         pkernfs: None,
@@ -108,6 +109,8 @@ fn stable_field_names_are_present() {
         "first_dma_after",
         "dma_while_agent_down",
         "kexec_transition_ms",
+        "agent_down_from",
+        "kernel_up_from",
     ] {
         assert!(update.get(k).is_some(), "report.json lacks updates[0].{k}");
     }

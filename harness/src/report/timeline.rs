@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::UpdateTimeline;
+use crate::oracle::timeline::{AgentDownFrom, KernelUpFrom};
 
 /// Renders the `## Live updates` section (nothing without updates); `rx`
 /// says whether an RX stream ran, i.e. whether DMA was measured at all.
@@ -25,10 +26,18 @@ pub(super) fn render(s: &mut String, updates: &[UpdateTimeline], rx: bool) {
 
 fn one(s: &mut String, u: &UpdateTimeline, rx: bool) {
     let _ = writeln!(s, "### Update {} → {}\n", u.index, u.kernel);
+    let down = match u.agent_down_from {
+        AgentDownFrom::Reply => "agent's last reply",
+        AgentDownFrom::KexecRequest => "agent's last reply (lost: bounded by the kexec request)",
+    };
+    let up = match u.kernel_up_from {
+        KernelUpFrom::Banner => "new kernel's first console line",
+        KernelUpFrom::Init => "new kernel's /init (banner garbled on the console)",
+    };
     let mut rows: Vec<(&str, Option<u64>)> = vec![
         ("kexec requested", Some(u.kexec_started)),
-        ("agent's last reply", u.agent_down),
-        ("new kernel's first console line", u.kernel_up),
+        (down, u.agent_down),
+        (up, u.kernel_up),
         ("new agent answers", u.agent_up),
     ];
     if rx {

@@ -33,6 +33,26 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+/// The test tier a scenario belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Real QEMU hosts, minutes each: run on every CI push.
+    #[default]
+    System,
+    /// Soaks and sweeps (many updates or large carve-outs): filterable.
+    Long,
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tier::System => "system",
+            Tier::Long => "long",
+        })
+    }
+}
+
 /// Which kernel the host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,6 +71,10 @@ pub struct Scenario {
     pub description: String,
     /// The verdict that makes the run a pass.
     pub expect: Verdict,
+    /// Which test tier runs it (`system`, the default, or `long`): the
+    /// suite's test is named `<tier>::<file stem>`, so a CI job can filter.
+    #[serde(default)]
+    pub tier: Tier,
     /// The host.
     #[serde(default)]
     pub host: HostSpec,
@@ -385,6 +409,13 @@ impl Scenario {
     /// Number of live updates the steps perform.
     pub fn live_updates(&self) -> usize {
         self.steps.iter().filter(|s| matches!(s, Step::LiveUpdate { .. })).count()
+    }
+
+    /// What this machine must have to run it (QEMU and every kernel it boots).
+    pub fn needs(&self) -> Vec<crate::preflight::Need> {
+        let mut v = vec![crate::preflight::Need::Qemu];
+        v.extend(self.kernels().into_iter().map(crate::preflight::Need::for_kernel));
+        v
     }
 
     /// Every kernel the run boots or kexecs into, `[host].kernel` first.

@@ -22,6 +22,7 @@ use crate::oracle::timeline::UpdateEvents;
 use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
 use crate::qemu::MachineParams;
 use crate::report::Report;
+use crate::slots::HostSlot;
 use crate::traffic::clock::now_ns;
 use crate::traffic::inject::{InjectConfig, Injector, SentLog};
 use crate::update::{JumpStamps, KexecTarget};
@@ -47,7 +48,9 @@ pub fn run(name: &str, scenario: &Scenario, out: &Path) -> Result<Report> {
     for k in scenario.kernels() {
         sets.insert(k, BootSet::for_choice(k)?);
     }
-    let mut r = Runner::new(scenario, out, sets)?;
+    // The wait for a host slot comes before the run's clock starts.
+    let slot = HostSlot::acquire()?;
+    let mut r = Runner::new(scenario, out, sets, slot)?;
     let steps = r.drive();
     let report = r.judge(name, steps.err());
     let report = report.with_context(|| format!("judging the run; host files kept in {}", r.host_dir().display()))?;
@@ -94,6 +97,8 @@ struct Runner<'a> {
     /// changes after it are the ones that can interrupt the agent's DMA
     /// (before it, the host driver's unbind clears bus master by design).
     dma_trace_offset: u64,
+    /// The host slot taken before the run started, until `boot` uses it.
+    slot: Option<HostSlot>,
 }
 
 /// The RX side: layout, the background scanner and the injector.
@@ -108,7 +113,7 @@ struct RxRun {
 }
 
 impl<'a> Runner<'a> {
-    fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>) -> Result<Self> {
+    fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>, slot: HostSlot) -> Result<Self> {
         let set = sets.get(&sc.host.kernel).cloned().context("no BootSet for [host].kernel")?;
         let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let host_dir = out.join("host");
@@ -162,6 +167,7 @@ impl<'a> Runner<'a> {
             pk: pkernfs::PkRun::default(),
             luo: Vec::new(),
             dma_trace_offset: 0,
+            slot: Some(slot),
         })
     }
 
@@ -190,7 +196,11 @@ impl<'a> Runner<'a> {
     fn step(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::Boot => {
-                let host = Host::boot(&self.params, &self.host_dir(), Deadlines::default())?;
+                let slot = match self.slot.take() {
+                    Some(slot) => slot,
+                    None => HostSlot::acquire()?,
+                };
+                let host = Host::boot_in(slot, &self.params, &self.host_dir(), Deadlines::default())?;
                 let mem = GuestMemory::open(&host.paths.ram(), self.params.memory_mib << 20)?;
                 self.mem = Some(Arc::new(mem));
                 self.host = Some(host);
@@ -216,6 +226,7 @@ impl<'a> Runner<'a> {
                     kexec_started_ns: t.kexec_started_ns,
                     agent_down_ns: t.agent_down_ns,
                     kernel_up_ns: t.kernel_up_ns,
+                    kernel_up_from: t.kernel_up_from,
                     agent_up_ns: t.agent_up_ns,
                 });
                 jumped?;

@@ -1,73 +1,95 @@
-//! Shared fixtures for the system tier: SKIP (or, under CI, fail) when the
-//! machine cannot run QEMU hosts; run directories kept only when a test fails.
+//! Shared fixtures for the system tier's two test binaries (`scenarios`,
+//! `system`), both run by libtest-mimic so that a test this machine cannot
+//! run is *ignored* — counted as skipped by cargo test and nextest alike,
+//! never as passed — with its reason printed. Under CI (`CI` set) nothing is
+//! skipped: a missing prerequisite fails the test.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-/// Returns false (after printing `SKIP: reason`) when this machine cannot run
-/// the system tier. Under CI (`CI` set) a missing prerequisite is a failure.
-pub fn system_tier_available() -> bool {
-    match lulab::setup::require_qemu() {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("system tier cannot run on CI: {e:#}");
+use libtest_mimic::{Arguments, Trial};
+use lulab::preflight::{self, Need};
+
+/// The trials of one test binary, with the reasons some are skipped here.
+#[derive(Default)]
+pub struct Suite {
+    trials: Vec<Trial>,
+    skipped: Vec<(String, String)>,
+}
+
+impl Suite {
+    /// Adds the test `name` needing `needs`; `body` fails by panicking.
+    pub fn add(&mut self, name: impl Into<String>, needs: &[Need], body: impl FnOnce() + Send + 'static) {
+        let name = name.into();
+        let skip = preflight::skip_reason(needs);
+        let trial = Trial::test(name.clone(), move || {
+            body();
+            Ok(())
+        });
+        match skip {
+            Some(why) => {
+                self.trials.push(trial.with_ignored_flag(true));
+                self.skipped.push((name, why));
             }
-            println!("SKIP: {e:#}");
-            false
+            None => self.trials.push(trial),
         }
+    }
+
+    /// Runs the trials the command line selects (libtest's arguments, which
+    /// nextest speaks too) and exits as libtest does.
+    pub fn run(self) -> ExitCode {
+        let args = Arguments::from_args();
+        if !args.list {
+            for (name, why) in &self.skipped {
+                if args.filter.as_deref().is_none_or(|f| name.contains(f)) {
+                    println!("SKIP {name}: {why}");
+                }
+            }
+        }
+        libtest_mimic::run(&args, self.trials).exit_code()
     }
 }
 
-/// Our kernel with the host initramfs, built or taken from the cache; `None`
-/// (after `SKIP: reason`) when this machine cannot run the system tier or build
-/// the kernel. Under CI a missing prerequisite is a failure.
-pub fn our_kernel() -> Option<lulab::lab::BootSet> {
-    if !system_tier_available() {
-        return None;
-    }
-    match lulab::lab::BootSet::lulab() {
-        Ok(set) => Some(set),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            println!("SKIP: cannot build our kernel here: {e:#}");
-            None
-        }
-        Err(e) => panic!("building our kernel on CI: {e:#}"),
-    }
+/// QEMU, to boot a stock host.
+pub const STOCK: &[Need] = &[Need::Qemu, Need::StockKernel];
+/// QEMU and our kernel.
+pub const OURS: &[Need] = &[Need::Qemu, Need::KernelBuild];
+/// QEMU, our kernel and the stock one.
+pub const BOTH: &[Need] = &[Need::Qemu, Need::KernelBuild, Need::StockKernel];
+
+/// Our kernel with the host initramfs, built or taken from the cache (the
+/// preflight said this machine can: a failure here is the test's).
+pub fn our_kernel() -> lulab::lab::BootSet {
+    lulab::lab::BootSet::lulab().unwrap_or_else(|e| panic!("building our kernel: {e:#}"))
 }
 
-/// Runs `scenarios/NAME.toml` with its output in a [`TestRun`]; checks that
-/// report.json and report.md were written and agree with the returned report.
-pub fn run_scenario(name: &str) -> (lulab::report::Report, TestRun) {
-    let path = lulab::workspace_root().join("scenarios").join(format!("{name}.toml"));
-    let scenario = lulab::scenario::Scenario::load(&path).unwrap();
-    let t = TestRun::new(name);
-    let report = lulab::scenario::run::run(name, &scenario, t.dir()).unwrap();
+/// Debian's stock kernel with the host initramfs.
+pub fn stock_kernel() -> lulab::lab::BootSet {
+    lulab::lab::BootSet::stock().unwrap_or_else(|e| panic!("fetching the stock kernel: {e:#}"))
+}
+
+/// The directory scenario files are listed from: `scenarios/`, or
+/// `$LULAB_SCENARIOS` (a test shows that a new file there is a new test).
+pub fn scenario_dir() -> PathBuf {
+    std::env::var_os("LULAB_SCENARIOS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lulab::workspace_root().join("scenarios"))
+}
+
+/// Runs the scenario file `path` with its output in a [`TestRun`]; checks
+/// that report.json and report.md were written and agree with the report.
+pub fn run_scenario_file(path: &Path) -> (lulab::report::Report, TestRun) {
+    let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let scenario = lulab::scenario::Scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let t = TestRun::new(&name);
+    let report = lulab::scenario::run::run(&name, &scenario, t.dir()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.dir().join("report.json")).unwrap()).unwrap();
     assert_eq!(json["outcome"], report.outcome.to_string(), "report.json matches");
     assert!(t.dir().join("report.md").exists());
     (report, t)
-}
-
-/// A negative control on our kernel: runs `name` (`None` after SKIP, as
-/// [`our_kernel`]) and checks it was judged broken, as the scenario expects.
-pub fn negative_control(name: &str) -> Option<(lulab::report::Report, TestRun)> {
-    our_kernel()?;
-    let (r, t) = run_scenario(name);
-    assert_eq!(r.outcome, lulab::scenario::Verdict::Broken, "{name}");
-    assert!(r.as_expected, "{name}: {:#?}", r.reasons);
-    Some((r, t))
-}
-
-/// A positive scenario on our kernel: runs `name` (`None` after SKIP, as
-/// [`our_kernel`]) and checks it was judged intact, as the scenario expects.
-pub fn intact_run(name: &str) -> Option<(lulab::report::Report, TestRun)> {
-    our_kernel()?;
-    let (r, t) = run_scenario(name);
-    assert_eq!(r.outcome, lulab::scenario::Verdict::Intact, "{name}: {:#?}\n{:?}", r.reasons, r.dma);
-    assert!(r.as_expected, "{name}");
-    Some((r, t))
 }
 
 /// A run directory for one test, removed when the test passes and kept (with
@@ -119,18 +141,4 @@ pub fn wait_pidfile(dir: &Path, deadline: std::time::Instant) -> Option<i32> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     None
-}
-
-/// The timeline of a broken control: one update, every milestone seen, frames
-/// before the kexec and none DMAed while no agent ran (the device stopped).
-/// Frames may still land while the old kernel shuts down (`first_dma_after`
-/// is then set), so it is not asserted; nor is any time.
-pub fn assert_one_update_with_the_device_stopped(r: &lulab::report::Report, kernel: &str) {
-    assert_eq!(r.updates.len(), 1, "{:#?}", r.updates);
-    let u = &r.updates[0];
-    assert_eq!((u.index, u.kernel.as_str()), (1, kernel));
-    assert!(u.agent_down.is_some() && u.kernel_up.is_some() && u.agent_up.is_some(), "{u:#?}");
-    assert!(u.kexec_transition_ms.is_some() && u.agent_downtime_ms.is_some(), "{u:#?}");
-    assert!(u.last_dma_before.is_some(), "frames flowed before the kexec: {u:#?}");
-    assert_eq!(u.dma_while_agent_down, Some(0), "{u:#?}");
 }

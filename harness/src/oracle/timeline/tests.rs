@@ -30,6 +30,7 @@ fn update(kernel: &str, kexec: u64, down: u64, up: u64, back: u64) -> UpdateEven
         agent_down_ns: Some(at(down)),
         kernel_up_ns: Some(at(up)),
         agent_up_ns: Some(at(back)),
+        kernel_up_from: KernelUpFrom::Banner,
     }
 }
 
@@ -124,7 +125,7 @@ fn first_dma_after_belongs_to_its_own_update() {
 
 #[test]
 fn an_update_that_never_came_back_has_nulls_not_zeroes() {
-    let ev = UpdateEvents { kernel: "lulab".into(), kexec_started_ns: at(2000), agent_down_ns: Some(at(2001)), kernel_up_ns: None, agent_up_ns: None };
+    let ev = UpdateEvents { kernel: "lulab".into(), kexec_started_ns: at(2000), agent_down_ns: Some(at(2001)), ..Default::default() };
     let dma = stream(1000, 9000, |t| t < 2000);
     let u = &timeline(START, &[ev], Some(&dma))[0];
     assert_eq!((u.kernel_up, u.agent_up, u.agent_downtime_ms, u.kexec_transition_ms), (None, None, None, None));
@@ -141,4 +142,31 @@ fn completions_come_from_the_scanners_sightings_in_sighting_order() {
     s.delivered.insert(1, Delivery { slot: 1, sent_ns: 20, seen_ns: 200 });
     let c = Completion::from_sightings(&s);
     assert_eq!(c, [Completion { not_before_ns: 20, seen_ns: 200 }, Completion { not_before_ns: 10, seen_ns: 300 }]);
+}
+
+/// The stock kexec under load of the suite issue: the reply to `kexec_exec`
+/// was lost. The milestone is still there, bounded by the request, and the
+/// report says so; the downtime is then an upper bound, never missing.
+#[test]
+fn a_lost_kexec_reply_is_bounded_by_the_request_and_says_so() {
+    let mut ev = update("stock", 2000, 0, 12000, 18000);
+    ev.agent_down_ns = None;
+    let dma = stream(1000, 20000, |t| t < 2000);
+    let u = &timeline(START, &[ev], Some(&dma))[0];
+    assert_eq!((u.agent_down, u.agent_down_from), (Some(2000), AgentDownFrom::KexecRequest));
+    assert_eq!(u.agent_downtime_ms, Some(16000));
+    assert_eq!(u.dma_while_agent_down, Some(0));
+    let v = serde_json::to_value(u).unwrap();
+    assert_eq!((v["agent_down_from"].as_str(), v["kernel_up_from"].as_str()), (Some("kexec_request"), Some("banner")), "{v}");
+    // A reply that arrived is named as such.
+    let u = &timeline(START, &[update("lulab", 2000, 2003, 3100, 6400)], Some(&dma))[0];
+    assert_eq!((u.agent_down, u.agent_down_from), (Some(2003), AgentDownFrom::Reply));
+}
+
+#[test]
+fn reports_from_before_the_sources_read_as_reply_and_banner() {
+    let old = r#"{"index":1,"kernel":"stock","kexec_started":1,"kernel_up":2,"agent_down":1,"agent_up":3,
+        "agent_downtime_ms":2,"last_dma_before":null,"first_dma_after":null,"dma_while_agent_down":null,"kexec_transition_ms":1}"#;
+    let u: UpdateTimeline = serde_json::from_str(old).unwrap();
+    assert_eq!((u.agent_down_from, u.kernel_up_from), (AgentDownFrom::Reply, KernelUpFrom::Banner));
 }

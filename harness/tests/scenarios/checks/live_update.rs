@@ -1,15 +1,15 @@
-//! System tier: live update with the device kept running (persistent VT-d
-//! and iommufd across kexec, guest RAM in pkernfs). Judged from outside:
-//! the RX ledger over QEMU's RAM file, QEMU's VT-d trace, the memory oracle.
+//! Live update with the device kept running (persistent VT-d and iommufd
+//! across kexec, guest RAM in pkernfs): what each scenario's report and run
+//! directory must show beyond its verdict — the kernel's own account, the
+//! agent's adopted layouts, QEMU's root tables and translations.
 
-mod common;
+use std::path::Path;
 
-use common::{intact_run, negative_control};
 use lulab::console::KernelLog;
+use lulab::report::Report;
 
-#[test]
-fn rx_through_one_live_update_loses_nothing() {
-    let Some((r, t)) = intact_run("live-update-rx") else { return };
+/// `live-update-rx`.
+pub fn rx(r: &Report, dir: &Path) {
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
     assert_eq!(r.dma.bus_master_cleared, 0, "{:?}", r.dma);
@@ -19,16 +19,14 @@ fn rx_through_one_live_update_loses_nothing() {
     assert_eq!(r.updates.len(), 1);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "the device kept DMAing with no agent: {:?}", r.updates[0]);
     // The new agent adopted the device from the hand-over, on the same memory.
-    let adopted: lulab_proto::DmaLayout =
-        serde_json::from_str(&std::fs::read_to_string(t.dir().join("layout-0000:00:02.0-update1.json")).unwrap())
-            .unwrap();
+    let adopted = super::layout(dir, "layout-0000:00:02.0-update1.json");
     let p = adopted.persist.expect("a persistent layout");
     assert!(p.persistent);
     let h = p.resumed_from.expect("resumed from a hand-over");
     assert_eq!(h.generation, 1);
     // The kernel's own account: root tables and the domain in pkernfs,
     // adopted in place, switched atomically, the rebuilt domain sealed again.
-    let log = KernelLog::of_run(&t.dir().join("host"));
+    let log = KernelLog::of_run(&dir.join("host"));
     for line in [
         "context table(s) now in iommu/root-pgtables",
         "kept in iommu/root-pgtables",
@@ -47,24 +45,20 @@ fn rx_through_one_live_update_loses_nothing() {
     assert_eq!(r.iommu.root_tables_outside_pkernfs, 0, "{:?}", r.iommu);
 }
 
-#[test]
-fn nvme_reads_in_flight_across_a_live_update_land_in_the_right_buffers() {
-    let Some((r, t)) = intact_run("live-update-nvme") else { return };
+/// `live-update-nvme`.
+pub fn nvme(r: &Report, dir: &Path) {
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.nvme.blocks_read, r.nvme.lost, r.nvme.corrupted), (4096, 0, 0), "{:?}", r.nvme);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
     assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
-    let adopted: lulab_proto::DmaLayout =
-        serde_json::from_str(&std::fs::read_to_string(t.dir().join("layout-0000:00:03.0-update1.json")).unwrap())
-            .unwrap();
+    let adopted = super::layout(dir, "layout-0000:00:03.0-update1.json");
     let h = adopted.persist.and_then(|p| p.resumed_nvme).expect("resumed from an NVMe hand-over");
     assert!(h.next > h.done, "commands were in flight at the hand-over: {h:?}");
     assert!(h.next < 4096 / 8, "the reads were not finished before the update: {h:?}");
 }
 
-#[test]
-fn rx_through_twenty_live_updates_in_a_row_stays_intact() {
-    let Some((r, _t)) = intact_run("live-update-soak") else { return };
+/// `live-update-soak`.
+pub fn soak(r: &Report, _: &Path) {
     assert_eq!(r.live_updates, 20);
     assert_eq!(r.updates.len(), 20);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
@@ -74,9 +68,8 @@ fn rx_through_twenty_live_updates_in_a_row_stays_intact() {
     }
 }
 
-#[test]
-fn two_devices_in_separate_persistent_domains_dma_only_into_their_own_pages() {
-    let Some((r, _t)) = intact_run("live-update-isolation") else { return };
+/// `live-update-isolation`.
+pub fn isolation(r: &Report, _: &Path) {
     let iso = r.isolation.as_ref().expect("the isolation oracle ran");
     assert_eq!((iso.foreign, iso.cross_device), (0, 0), "{iso:?}");
     for dev in ["0000:00:02.0", "0000:00:03.0"] {
@@ -90,14 +83,13 @@ fn two_devices_in_separate_persistent_domains_dma_only_into_their_own_pages() {
 /// Negative control of the kernel's check before the atomic switch: the
 /// resuming agent maps the buffers 2 MiB off, the kernel refuses to switch
 /// and the device stays on its frozen domain (no fault, translation on).
-#[test]
-fn rebuilt_mappings_that_differ_from_the_frozen_ones_are_refused() {
-    let Some((r, t)) = negative_control("live-update-remap-mismatch") else { return };
+/// `live-update-remap-mismatch`.
+pub fn remap_mismatch(r: &Report, dir: &Path) {
     assert!(r.reasons.iter().any(|s| s.contains("Invalid argument")), "{:#?}", r.reasons);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
     assert_eq!(r.dma.corrupted, 0, "{:?}", r.dma);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "still translating through the frozen domain: {:?}", r.updates[0]);
-    let log = KernelLog::of_run(&t.dir().join("host"));
+    let log = KernelLog::of_run(&dir.join("host"));
     assert!(log.contains("rebuilt mappings differ from the frozen ones"), "the kernel's refusal is logged");
     assert!(!log.contains("switched from frozen domain"));
 }
@@ -105,29 +97,27 @@ fn rebuilt_mappings_that_differ_from_the_frozen_ones_are_refused() {
 /// Negative control of the root-table oracle: a new kernel that copies the
 /// VT-d tables out of pkernfs (kdump path, `lulab_vtd_adopt=copy`) keeps the
 /// DMA going, but QEMU sees a root table outside the carve-out.
-#[test]
-fn a_kernel_that_copies_the_root_table_out_of_pkernfs_is_caught() {
-    let Some((r, t)) = negative_control("live-update-root-copied") else { return };
+/// `live-update-root-copied`.
+pub fn root_copied(r: &Report, dir: &Path) {
     assert!(r.iommu.root_tables_outside_pkernfs >= 1, "{:?}", r.iommu);
     assert!(r.reasons.iter().any(|s| s.contains("root table set outside pkernfs")), "{:#?}", r.reasons);
     // Only the root table is wrong: the device kept DMAing, nothing was lost.
     assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
-    let log = KernelLog::of_run(&t.dir().join("host"));
+    let log = KernelLog::of_run(&dir.join("host"));
     assert!(log.contains("lulab_vtd_adopt=copy: copying the tables out of pkernfs"), "the knob took effect");
 }
 
 /// The unseal/reseal path: mappings changed on a sealed persistent domain
 /// before each of two updates; each change puts the device back on the live
 /// tables, each kexec seals the domain again, nothing is lost.
-#[test]
-fn mappings_changed_after_sealing_are_sealed_again_at_kexec() {
-    let Some((r, t)) = intact_run("live-update-remap") else { return };
+/// `live-update-remap`.
+pub fn remap(r: &Report, dir: &Path) {
     assert_eq!(r.live_updates, 2);
     assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled, r.iommu.root_tables_outside_pkernfs), (0, 0, 0), "{:?}", r.iommu);
     assert!(r.updates.iter().all(|u| u.dma_while_agent_down.unwrap_or(0) > 0), "{:?}", r.updates);
-    let log = KernelLog::of_run(&t.dir().join("host"));
+    let log = KernelLog::of_run(&dir.join("host"));
     assert_eq!(log.count("mappings changed: back on its live tables"), 2, "one unseal per probe");
     // Sealed at each mark (3 kernels) and again at each kexec (2).
     let fuller = log.fuller(|c| c.matches(" sealed: ").count());
@@ -141,17 +131,15 @@ const NVME: &str = "0000:00:03.0";
 /// with the same IOVAs: the NVMe loses its translation at the kexec, the
 /// next kernel's nvme driver takes it, the new agent takes it back and reads
 /// on; its DMA never lands in the e1000e's guest RAM, before, during or after.
-#[test]
-fn a_non_persistent_second_device_never_reaches_the_persistent_guest_ram() {
-    let Some((r, t)) = intact_run("live-update-isolation-nonpersistent") else { return };
+/// `live-update-isolation-nonpersistent`.
+pub fn isolation_nonpersistent(r: &Report, dir: &Path) {
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
     assert_eq!((r.nvme.blocks_read, r.nvme.lost, r.nvme.corrupted), (16384, 0, 0), "{:?}", r.nvme);
     // Reads were unfinished at the kexec; the next agent read on from where they stood.
     let [restart] = r.nvme.restarts.as_slice() else { panic!("one NVMe restart expected: {:?}", r.nvme) };
     assert!(restart.resumed_at_lba > 0 && restart.resumed_at_lba < 16384, "{restart:?}");
-    let retaken: lulab_proto::DmaLayout =
-        serde_json::from_str(&std::fs::read_to_string(t.dir().join(format!("layout-{NVME}-update1.json"))).unwrap()).unwrap();
+    let retaken = super::layout(dir, &format!("layout-{NVME}-update1.json"));
     assert!(retaken.persist.is_none() && retaken.iommu == lulab_proto::IommuApi::Iommufd, "{retaken:?}");
     let iso = r.isolation.as_ref().expect("the isolation oracle ran");
     assert_eq!((iso.foreign, iso.cross_device, iso.updates), (0, 0, 1), "{iso:#?}");
@@ -166,15 +154,14 @@ fn a_non_persistent_second_device_never_reaches_the_persistent_guest_ram() {
     assert_eq!(r.iommu.faults, 0, "{:?}", r.iommu);
     assert_eq!(r.memory.unexpected_changes, 0, "{:?}", r.memory);
     assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "{:?}", r.updates[0]);
-    let log = KernelLog::of_run(&t.dir().join("host"));
+    let log = KernelLog::of_run(&dir.join("host"));
     assert!(log.contains(&format!("{NVME}: not persistent: stopped before kexec")), "the agent quiesced the NVMe before the kexec");
 }
 
 /// Negative control of the isolation oracle: the same run with the NVMe's
 /// buffer IOVAs mapping the e1000e's guest-RAM file; every oracle must see it.
-#[test]
-fn nvme_reads_mapped_onto_the_nics_guest_ram_are_caught_by_every_oracle() {
-    let Some((r, _t)) = negative_control("live-update-isolation-breach") else { return };
+/// `live-update-isolation-breach`.
+pub fn isolation_breach(r: &Report, _: &Path) {
     let iso = r.isolation.as_ref().expect("the isolation oracle ran");
     let nvme = &iso.devices[NVME];
     assert!(iso.cross_device > 0 && nvme.into_other_devices > 0, "{iso:#?}");
@@ -188,4 +175,26 @@ fn nvme_reads_mapped_onto_the_nics_guest_ram_are_caught_by_every_oracle() {
     // The memory oracle: the e1000e's canary, never mapped for the e1000e, changed.
     assert!(r.memory.unexpected_changes > 0, "{:?}", r.memory);
     assert!(why.contains("changed although no device may write them"), "{why}");
+}
+
+/// `luo-memfd-rx`: upstream's LUO keeps the memory, not the DMA (the same
+/// stream as `live-update-rx`; `lulab compare` puts the two side by side).
+pub fn luo_memfd(luo: &Report, dir: &Path) {
+    assert_eq!(luo.live_updates, 1);
+    let section = luo.luo.as_ref().expect("a luo section");
+    assert_eq!(section.updates.len(), 1, "the new agent retrieved the session once: {section:#?}");
+    let u = &section.updates[0];
+    // The memory survived: same pages, every held frame and the canary intact.
+    assert!(section.memory_survived, "{section:#?}");
+    assert!(u.found.frames_checked > 0 && u.found.memfd_pages > 0, "{u:#?}");
+    assert_eq!(luo.memory.unexpected_changes, 0, "{:?}", luo.memory);
+    // The DMA did not: the device was not kept, frames never arrived.
+    assert!(!section.device_survived && !u.found.broken.is_empty(), "{u:#?}");
+    assert!(luo.dma.lost + luo.dma.queued_on_host > 0, "{:?}", luo.dma);
+    assert!(luo.dma.delivered < luo.dma.sent, "{:?}", luo.dma);
+    assert!(luo.dma.bus_master_cleared > 0 || luo.iommu.translation_disabled > 0, "{:?} {:?}", luo.dma, luo.iommu);
+    super::one_update_with_the_device_stopped(luo, "lulab");
+    assert!(luo.reasons.iter().any(|r| r.contains("LUO kept the memory but not the device")), "{:#?}", luo.reasons);
+    let log = KernelLog::of_run(&dir.join("host"));
+    assert!(log.contains("liveupdate number"), "the next kernel retrieved LUO state from KHO");
 }

@@ -1,22 +1,15 @@
 //! System tier for our kernel: built (or taken from the cache), booted by the
 //! harness exactly like the stock kernel, with the pkernfs unit's banner and
-//! every KUnit test passing, parsed from the kernel log's KTAP — and the
-//! `kernel-boot` scenario as expected.
+//! every KUnit test passing, parsed from the kernel log's KTAP.
 
-mod common;
-
-use common::{our_kernel, TestRun};
+use crate::common::{our_kernel, Suite, TestRun, OURS};
 use lulab::console::KernelLog;
 use lulab::host::{Deadlines, Host};
 use lulab::ktap::Ktap;
 use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
 
-/// True when this machine can build our kernel (toolchain via apt, source via
-/// the private apt configuration); prints SKIP otherwise (fails under CI).
-
-#[test]
 fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
-    let Some(set) = our_kernel() else { return };
+    let set = our_kernel();
     let run = TestRun::new("kernel-boot");
     let params = set.machine(run.dir()).unwrap();
     let mut host = Host::boot(&params, run.dir(), Deadlines::default()).expect("our kernel boots");
@@ -48,21 +41,8 @@ fn our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass() {
     assert!(persist.iter().all(|(_, s)| *s == lulab::ktap::Status::Passed), "{persist:?}");
 }
 
-#[test]
-fn kernel_boot_scenario_is_intact_with_kunit_counts() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let path = lulab::workspace_root().join("scenarios/kernel-boot.toml");
-    let scenario = lulab::scenario::Scenario::load(&path).unwrap();
-    let run = TestRun::new("kernel-boot-scenario");
-    let r = lulab::scenario::run::run("kernel-boot", &scenario, run.dir()).unwrap();
-    assert!(r.as_expected, "{:#?}", r.reasons);
-    let k = r.kunit.expect("kunit counts in the report");
-    assert!(k.passed >= 4 && k.failed == 0, "{k:?}");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.dir().join("report.json")).unwrap()).unwrap();
-    assert_eq!(json["kunit"]["failed"], 0);
-    assert!(r.versions.kernel.contains("7.3"), "{}", r.versions.kernel);
-}
 
+/// This module's tests, with what each needs.
+pub fn trials(s: &mut Suite) {
+    s.add("system::kernel_boot::our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass", OURS, our_kernel_boots_with_pkernfs_and_all_kunit_tests_pass);
+}

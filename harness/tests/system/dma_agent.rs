@@ -3,23 +3,22 @@
 //! through VFIO, and every check is made from OUTSIDE the guest, in the
 //! host's RAM file (1 GiB q35 host: file offset == guest-physical address).
 //!
-//! Without QEMU the tests print `SKIP: reason` (a failure under `CI`).
+//! Without QEMU the tests are skipped with the reason (a failure under `CI`);
+//! hosts take a machine host slot like every other (`lulab::slots`).
 //! Run directories live under `$LULAB_RUNS` (or the system temp dir) and are
 //! removed when a test passes.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::common::{Suite, STOCK};
 use lulab::host::{Deadlines, Host};
 use lulab::lab::BootSet;
 use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
 use lulab_proto::{DmaConfig, DmaLayout, DmaRegion, DmaStatus, IommuApi, Op, Reply};
 
-/// One TCG host at a time: two would halve each other's speed.
-static SERIAL: Mutex<()> = Mutex::new(());
 const NIC_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const CANARY: &[u8] = b"lulab-canary-never-dma-";
 
@@ -46,17 +45,6 @@ impl Drop for RunDir {
     }
 }
 
-/// False (after `SKIP: …`) when QEMU is missing; panics instead under CI.
-fn available() -> bool {
-    match lulab::setup::require_qemu() {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI must not skip the DMA agent tier: {e:#}"),
-        Err(e) => {
-            println!("SKIP: {e:#}");
-            false
-        }
-    }
-}
 
 /// Boots a stock-kernel host; `prepare` may write files into the run dir first.
 fn boot(run: &RunDir, prepare: impl FnOnce(&Path)) -> Host {
@@ -163,12 +151,7 @@ fn accept_net(host: &mut Host) -> UnixStream {
     }
 }
 
-#[test]
 fn e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file() {
-    if !available() {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const FRAMES: u32 = 500;
     const RING: u32 = 256;
     let run = RunDir::new("dma-e1000e");
@@ -228,12 +211,7 @@ fn e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file() {
 /// Without refill each descriptor is used once: `ring - 1` frames land in
 /// buffers 0.. in order and stay there; later frames are held back by QEMU
 /// (back-pressure), not written anywhere.
-#[test]
 fn e1000e_rx_without_refill_uses_each_descriptor_once() {
-    if !available() {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const RING: u32 = 64;
     const FRAMES: u32 = 100;
     let run = RunDir::new("dma-e1000e-once");
@@ -283,12 +261,7 @@ fn block(lba: u64) -> Vec<u8> {
     b
 }
 
-#[test]
 fn nvme_reads_land_in_agent_buffers_seen_from_the_ram_file() {
-    if !available() {
-        return;
-    }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const START: u64 = 100;
     // 11 blocks (5632 bytes) per command: slots start at every 512-byte
     // offset of a page, so reads need PRP1 only, PRP1 + PRP2, or a PRP list;
@@ -340,4 +313,11 @@ fn nvme_reads_land_in_agent_buffers_seen_from_the_ram_file() {
     check_canary(&ram, &layout);
     dma_status(&mut host, Op::DmaStop { pci: NVME_ADDR.into() });
     host.shutdown().expect("QEMU exits");
+}
+
+/// This module's tests, with what each needs.
+pub fn trials(s: &mut Suite) {
+    s.add("system::dma_agent::e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file", STOCK, e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file);
+    s.add("system::dma_agent::e1000e_rx_without_refill_uses_each_descriptor_once", STOCK, e1000e_rx_without_refill_uses_each_descriptor_once);
+    s.add("system::dma_agent::nvme_reads_land_in_agent_buffers_seen_from_the_ram_file", STOCK, nvme_reads_land_in_agent_buffers_seen_from_the_ram_file);
 }

@@ -1,33 +1,14 @@
-//! System tier: the pkernfs scenarios of issue 6 beyond the kexec one.
-//! `pkernfs-corrupt`: a corrupted superblock, inode and allocator are each
-//! refused after a kexec (EUCLEAN, the kernel naming the structure), nothing in
-//! the carve-out is written, and once the harness restores the byte the image
-//! mounts with every file intact. `pkernfs-stock-roundtrip`: Debian's stock
-//! kernel leaves the carve-out alone (byte-identical, not System RAM) and our
-//! kernel mounts it again afterwards.
+//! pkernfs scenarios: files across kexec, corrupted structures refused and
+//! left untouched, the stock-kernel round trip, and the mount-time grid
+//! (mount after kexec against carve-out size, file count and file data; the
+//! times are printed, a benchmark: nothing asserts on them).
 
-mod common;
+use std::path::Path;
 
-use common::{our_kernel, run_scenario, TestRun};
-use lulab::report::{CarveoutHash, Report};
-use lulab::scenario::Verdict;
+use lulab::report::{mount_table, CarveoutHash, Report};
 
-/// Runs `scenarios/NAME.toml`; `None` (after SKIP) when QEMU, our kernel or
-/// (with `stock`) Debian's kernel is not available here (a failure under CI).
-fn run(name: &str, stock: bool) -> Option<(Report, serde_json::Value, TestRun)> {
-    our_kernel()?;
-    if stock {
-        if let Err(e) = lulab::lab::BootSet::stock() {
-            if std::env::var_os("CI").is_some() {
-                panic!("fetching the stock kernel on CI: {e:#}");
-            }
-            println!("SKIP: cannot fetch the stock kernel here: {e:#}");
-            return None;
-        }
-    }
-    let (r, t) = run_scenario(name);
-    let json = serde_json::from_str(&std::fs::read_to_string(t.dir().join("pkernfs.json")).unwrap()).unwrap();
-    Some((r, json, t))
+fn pkernfs_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("pkernfs.json")).unwrap()).unwrap()
 }
 
 /// The hashes taken `at` (in order).
@@ -35,11 +16,29 @@ fn hashes<'a>(all: &'a [CarveoutHash], at: &str) -> Vec<&'a str> {
     all.iter().filter(|h| h.at == at).map(|h| h.xxh3_128.as_str()).collect()
 }
 
-#[test]
-fn corrupted_structures_are_refused_named_untouched_and_mount_once_restored() {
-    let Some((r, json, _t)) = run("pkernfs-corrupt", false) else { return };
-    assert!(r.as_expected, "{:#?}", r.reasons);
-    assert_eq!(r.outcome, Verdict::Intact);
+/// `pkernfs-kexec`: files inside and outside after 0..=3 updates; no device,
+/// so every DMA field of the timeline is null rather than 0.
+pub fn kexec(r: &Report, dir: &Path) {
+    assert_eq!(r.live_updates, 3);
+    assert_eq!(r.updates.iter().map(|u| u.index).collect::<Vec<_>>(), [1, 2, 3], "{:#?}", r.updates);
+    for u in &r.updates {
+        assert_eq!(u.kernel, "lulab");
+        assert!(u.kexec_transition_ms.is_some() && u.agent_downtime_ms.is_some(), "{u:#?}");
+        assert_eq!((u.last_dma_before, u.first_dma_after, u.dma_while_agent_down), (None, None, None), "{u:#?}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert!(report["updates"][2]["kexec_transition_ms"].is_u64(), "{}", report["updates"]);
+    let json = pkernfs_json(dir);
+    let checks = json["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 8, "inside + outside after 0..=3 updates: {checks:?}");
+    assert!(json["mmap_passes"].as_u64().unwrap() >= 3, "{json}");
+}
+
+/// `pkernfs-corrupt`: a corrupted superblock, inode and allocator are each
+/// refused after a kexec (EUCLEAN, the kernel naming the structure), nothing
+/// in the carve-out is written, and once restored the image mounts intact.
+pub fn corrupt(r: &Report, dir: &Path) {
+    let json = pkernfs_json(dir);
     assert_eq!(r.live_updates, 3);
     let pk = r.pkernfs.as_ref().expect("report.json has a pkernfs section");
     assert_eq!(pk.files, 2);
@@ -74,10 +73,10 @@ fn corrupted_structures_are_refused_named_untouched_and_mount_once_restored() {
     assert!(json["findings"].as_array().unwrap().is_empty(), "{json}");
 }
 
-#[test]
-fn stock_kernel_round_trip_leaves_the_carve_out_and_every_file_intact() {
-    let Some((r, json, _t)) = run("pkernfs-stock-roundtrip", true) else { return };
-    assert!(r.as_expected, "{:#?}", r.reasons);
+/// `pkernfs-stock-roundtrip`: Debian's stock kernel leaves the carve-out
+/// alone (byte-identical, not System RAM) and ours mounts it again after.
+pub fn stock_roundtrip(r: &Report, dir: &Path) {
+    let json = pkernfs_json(dir);
     assert_eq!(r.live_updates, 2);
     assert!(r.timings_ms.contains_key("live_update1_to_agent") && r.timings_ms.contains_key("live_update2_to_agent"));
     let pk = r.pkernfs.as_ref().expect("report.json has a pkernfs section");
@@ -104,4 +103,34 @@ fn stock_kernel_round_trip_leaves_the_carve_out_and_every_file_intact() {
     }
     assert!(json["findings"].as_array().unwrap().is_empty(), "{json}");
     assert_eq!(json["expected"].as_object().unwrap().len(), 3, "{json}");
+}
+
+/// One mount-grid scenario: its carve-out and its points (files, bytes per file) in step order.
+fn mount_grid(name: &str, r: &Report, mib: u64, points: [(u64, u64); 4]) {
+    assert_eq!(r.live_updates, 4, "{name}");
+    let pk = r.pkernfs.as_ref().expect("report.json has a pkernfs section");
+    assert_eq!(pk.mounts.len(), points.len(), "{name}: one timed mount per kexec: {:#?}", pk.mounts);
+    for (i, (m, (files, size))) in pk.mounts.iter().zip(points).enumerate() {
+        assert_eq!((m.live_updates, m.kernel.as_str(), m.carveout_mib), (i as u32 + 1, "lulab", mib), "{name}: {m:#?}");
+        assert_eq!((m.files, m.data_bytes), (files, files * size), "{name}: {m:#?}");
+        assert_eq!(m.files_found, Some(files), "{name}: {m:#?}");
+        assert!(m.mount_us > 0, "{name}: a mount cannot take 0 µs: {m:#?}");
+    }
+    for n in 1..=4 {
+        let c = format!("outside after {n} live update(s): fill/ {0} of {0} files as written", points[n - 1].0);
+        assert!(pk.checks.contains(&c), "{name}: no {c:?} in {:#?}", pk.checks);
+    }
+    println!("{name}: pkernfs mount after kexec, in-guest mount(2) under TCG:\n{}", mount_table(&pk.mounts));
+}
+
+pub fn mount_64m(r: &Report, _: &Path) {
+    mount_grid("pkernfs-mount-64m", r, 64, [(10, 4096), (500, 4096), (500, 80 << 10), (10, 4 << 20)]);
+}
+
+pub fn mount_256m(r: &Report, _: &Path) {
+    mount_grid("pkernfs-mount-256m", r, 256, [(10, 4096), (500, 4096), (500, 320 << 10), (10, 16 << 20)]);
+}
+
+pub fn mount_1g(r: &Report, _: &Path) {
+    mount_grid("pkernfs-mount-1g", r, 1024, [(10, 4096), (500, 4096), (500, 1280 << 10), (10, 64 << 20)]);
 }

@@ -3,62 +3,28 @@
 //! what is wrong. Cold build about 8 min on 2 cores; cached, seconds.
 //!
 //! When the machine cannot build (not Debian, not root with packages missing,
-//! `LULAB_SKIP_KERNEL_BUILD` set) the tests print `SKIP: <reason>` and return,
+//! `LULAB_SKIP_KERNEL_BUILD` set) the tests are skipped with the reason,
 //! except under CI (`CI` set), where that is a failure.
 
 use std::path::{Path, PathBuf};
+
+use crate::common::Suite;
+use lulab::preflight::Need;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use lulab::kernel::build::{self, toolchain, KernelSpec};
+use lulab::kernel::build::{self, KernelSpec};
 
-/// One kernel build at a time in this process (apt and dpkg hold locks too).
+/// One kernel build at a time in this process (apt and dpkg hold locks too;
+/// nextest runs each test in its own process: its `kernel-build` group
+/// serialises them there).
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Why this machine cannot run the tier, if it cannot.
-fn unavailable() -> Option<String> {
-    if std::env::var_os("LULAB_SKIP_KERNEL_BUILD").is_some() {
-        return Some("LULAB_SKIP_KERNEL_BUILD is set".into());
-    }
-    if !lulab::cmd::on_path("apt-get") || !lulab::cmd::on_path("dpkg-deb") {
-        return Some("not a Debian system (apt-get / dpkg-deb missing)".into());
-    }
-    if !Path::new("/usr/share/keyrings/debian-archive-keyring.gpg").exists() {
-        return Some("no Debian archive keyring (/usr/share/keyrings/debian-archive-keyring.gpg)".into());
-    }
-    let missing: Vec<&str> = toolchain::PACKAGES.iter().copied().filter(|p| !lulab::setup::dpkg_installed(p)).collect();
-    if !missing.is_empty() && !is_root() {
-        return Some(format!("not root, cannot install {}", missing.join(" ")));
-    }
-    None
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// True when the test should go on; prints SKIP (or panics under CI) otherwise.
-fn ready() -> bool {
-    match unavailable() {
-        None => true,
-        Some(why) if std::env::var_os("CI").is_some() => panic!("CI must not skip the kernel tier: {why}"),
-        Some(why) => {
-            println!("SKIP: {why}");
-            false
-        }
-    }
-}
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-#[test]
 fn builds_our_kernel_with_every_requested_option_then_hits_the_cache() {
-    if !ready() {
-        return;
-    }
     let _g = lock();
     let spec = KernelSpec::lulab();
     let root = lulab::cache::root();
@@ -117,11 +83,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-#[test]
 fn an_impossible_option_fails_naming_it() {
-    if !ready() {
-        return;
-    }
     let _g = lock();
     let tmp = tempfile::tempdir().unwrap();
     let spec = kernel_copy(tmp.path());
@@ -132,11 +94,7 @@ fn an_impossible_option_fails_naming_it() {
     assert!(!msg.contains("CONFIG_PKERNFS="), "only the impossible option may be listed: {msg}");
 }
 
-#[test]
 fn a_patch_that_does_not_apply_fails_naming_it() {
-    if !ready() {
-        return;
-    }
     let _g = lock();
     let tmp = tempfile::tempdir().unwrap();
     let spec = kernel_copy(tmp.path());
@@ -151,11 +109,7 @@ fn a_patch_that_does_not_apply_fails_naming_it() {
     assert!(msg.contains("patch 0099-does-not-apply.patch does not apply: fs/Kconfig"), "{msg}");
 }
 
-#[test]
 fn a_missing_source_package_fails_naming_what_was_looked_for() {
-    if !ready() {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let mut spec = KernelSpec::lulab();
     spec.source_package = "linux-source-0.1".into();
@@ -166,4 +120,12 @@ fn a_missing_source_package_fails_naming_what_was_looked_for() {
         "{msg}"
     );
     println!("{msg}");
+}
+
+/// This module's tests, with what each needs.
+pub fn trials(s: &mut Suite) {
+    s.add("system::kernel_build::builds_our_kernel_with_every_requested_option_then_hits_the_cache", &[Need::KernelBuild], builds_our_kernel_with_every_requested_option_then_hits_the_cache);
+    s.add("system::kernel_build::an_impossible_option_fails_naming_it", &[Need::KernelBuild], an_impossible_option_fails_naming_it);
+    s.add("system::kernel_build::a_patch_that_does_not_apply_fails_naming_it", &[Need::KernelBuild], a_patch_that_does_not_apply_fails_naming_it);
+    s.add("system::kernel_build::a_missing_source_package_fails_naming_what_was_looked_for", &[Need::KernelBuild], a_missing_source_package_fails_naming_what_was_looked_for);
 }

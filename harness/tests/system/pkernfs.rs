@@ -5,11 +5,9 @@
 //! carve-out in the RAM file). The carve-out is verified to be out of the
 //! direct map. A kexec that forgets `memmap=…!…` must refuse the mount.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{our_kernel, TestRun};
+use crate::common::{our_kernel, Suite, TestRun, OURS};
 use lulab::guest_memory::GuestMemory;
 use lulab::host::{Deadlines, Host};
 use lulab::lab::BootSet;
@@ -90,9 +88,8 @@ fn outside(ram: &GuestMemory, name: &str) -> FileDigest {
     FileDigest { size, fnv1a64: h.finish() }
 }
 
-#[test]
 fn pkernfs_files_survive_kexec_with_sizes_and_contents() {
-    let Some(set) = our_kernel() else { return };
+    let set = our_kernel();
     let run = TestRun::new("pkernfs-kexec");
     let (mut host, target, ram_size) = boot(&set, &run);
     assert_out_of_direct_map(&mut host);
@@ -149,9 +146,8 @@ fn pkernfs_files_survive_kexec_with_sizes_and_contents() {
     host.shutdown().unwrap();
 }
 
-#[test]
 fn kexec_that_forgets_memmap_refuses_the_mount() {
-    let Some(set) = our_kernel() else { return };
+    let set = our_kernel();
     let run = TestRun::new("pkernfs-forget-memmap");
     let (mut host, mut target, _) = boot(&set, &run);
     mount(&mut host).unwrap();
@@ -171,37 +167,9 @@ fn kexec_that_forgets_memmap_refuses_the_mount() {
     host.shutdown().unwrap();
 }
 
-#[test]
-fn pkernfs_kexec_scenario_is_intact_after_three_updates() {
-    if our_kernel().is_none() {
-        return;
-    }
-    let path = lulab::workspace_root().join("scenarios/pkernfs-kexec.toml");
-    let scenario = lulab::scenario::Scenario::load(&path).unwrap();
-    let run = TestRun::new("pkernfs-kexec-scenario");
-    let r = lulab::scenario::run::run("pkernfs-kexec", &scenario, run.dir()).unwrap();
-    assert!(r.as_expected, "{:#?}", r.reasons);
-    assert_eq!(r.live_updates, 3);
-    // The timeline: three updates, each with its transition; no device, so
-    // every DMA field is null rather than 0.
-    assert_eq!(r.updates.iter().map(|u| u.index).collect::<Vec<_>>(), [1, 2, 3], "{:#?}", r.updates);
-    for u in &r.updates {
-        assert_eq!(u.kernel, "lulab");
-        assert!(u.kexec_transition_ms.is_some() && u.agent_downtime_ms.is_some(), "{u:#?}");
-        assert_eq!((u.last_dma_before, u.first_dma_after, u.dma_while_agent_down), (None, None, None), "{u:#?}");
-    }
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.dir().join("report.json")).unwrap()).unwrap();
-    assert!(report["updates"][2]["kexec_transition_ms"].is_u64(), "{}", report["updates"]);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.dir().join("pkernfs.json")).unwrap()).unwrap();
-    let checks = json["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 8, "inside + outside after 0..=3 updates: {checks:?}");
-    assert!(json["mmap_passes"].as_u64().unwrap() >= 3, "{json}");
-}
 
-#[test]
 fn corrupted_superblock_is_refused_and_left_untouched() {
-    let Some(set) = our_kernel() else { return };
+    let set = our_kernel();
     let run = TestRun::new("pkernfs-corrupt-sb");
     let (mut host, target, ram_size) = boot(&set, &run);
     mount(&mut host).unwrap();
@@ -251,9 +219,8 @@ fn mmap_write(host: &mut Host, name: &str, size: u64, seed: u64) {
     }
 }
 
-#[test]
 fn shared_mmap_uses_2mib_mappings_and_its_writes_survive_kexec() {
-    let Some(set) = our_kernel() else { return };
+    let set = our_kernel();
     let run = TestRun::new("pkernfs-mmap-pmd");
     let (mut host, target, ram_size) = boot(&set, &run);
     mount(&mut host).unwrap();
@@ -293,4 +260,12 @@ fn shared_mmap_uses_2mib_mappings_and_its_writes_survive_kexec() {
     assert_eq!(pmd4 - pmd3, 4, "8 MiB file after kexec: 2 MiB mappings");
     assert_eq!(digest(&mut host, "ram"), pattern::digest(23, 8 << 20));
     host.shutdown().unwrap();
+}
+
+/// This module's tests, with what each needs.
+pub fn trials(s: &mut Suite) {
+    s.add("system::pkernfs::pkernfs_files_survive_kexec_with_sizes_and_contents", OURS, pkernfs_files_survive_kexec_with_sizes_and_contents);
+    s.add("system::pkernfs::kexec_that_forgets_memmap_refuses_the_mount", OURS, kexec_that_forgets_memmap_refuses_the_mount);
+    s.add("system::pkernfs::corrupted_superblock_is_refused_and_left_untouched", OURS, corrupted_superblock_is_refused_and_left_untouched);
+    s.add("system::pkernfs::shared_mmap_uses_2mib_mappings_and_its_writes_survive_kexec", OURS, shared_mmap_uses_2mib_mappings_and_its_writes_survive_kexec);
 }

@@ -1,18 +1,12 @@
 //! System tier: a stock host kexecs into the same kernel through the agent
 //! and the harness follows it to the new agent.
 
-mod common;
-
-use common::{system_tier_available, TestRun};
+use crate::common::{Suite, TestRun, STOCK};
 use lulab::host::{Deadlines, Host};
 use lulab::lab::BootSet;
 use lulab::update::KexecTarget;
 
-#[test]
 fn stock_host_kexecs_and_the_new_agent_answers() {
-    if !system_tier_available() {
-        return;
-    }
     let run = TestRun::new("kexec");
     let set = BootSet::stock().unwrap();
     let params = set.machine(run.dir()).unwrap();
@@ -31,4 +25,9 @@ fn stock_host_kexecs_and_the_new_agent_answers() {
     assert_eq!(console.matches("lulab-init: ready").count(), 2, "two boots on the console");
     println!("live update timings: {t:?}");
     host.shutdown().unwrap();
+}
+
+/// This module's tests, with what each needs.
+pub fn trials(s: &mut Suite) {
+    s.add("system::kexec::stock_host_kexecs_and_the_new_agent_answers", STOCK, stock_host_kexecs_and_the_new_agent_answers);
 }

@@ -1,20 +1,11 @@
-//! System tier: the two controls of the DMA ledger on the stock kernel.
-//! The positive control must come out intact, the negative control (a stock
-//! kexec under RX load) broken — each for reasons the oracles can name.
+//! The DMA ledger's two controls on Debian's stock kernel, and the IOMMU
+//! oracle's fault control: each for reasons the oracles can name.
 
-mod common;
+use std::path::Path;
 
-use common::{assert_one_update_with_the_device_stopped, run_scenario, system_tier_available};
-use lulab::scenario::Verdict;
+use lulab::report::Report;
 
-#[test]
-fn baseline_rx_is_intact() {
-    if !system_tier_available() {
-        return;
-    }
-    let (r, _t) = run_scenario("baseline-rx");
-    assert_eq!(r.outcome, Verdict::Intact, "reasons: {:#?}", r.reasons);
-    assert!(r.as_expected);
+pub fn baseline_rx(r: &Report, _: &Path) {
     assert_eq!(r.dma.sent, 600);
     assert_eq!(r.dma.delivered, r.dma.sent, "{:?}", r.dma);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.queued_on_host), (0, 0, 0));
@@ -27,14 +18,7 @@ fn baseline_rx_is_intact() {
     assert!(r.updates.is_empty(), "{:#?}", r.updates);
 }
 
-#[test]
-fn stock_kexec_rx_is_broken_and_says_why() {
-    if !system_tier_available() {
-        return;
-    }
-    let (r, _t) = run_scenario("stock-kexec-rx");
-    assert_eq!(r.outcome, Verdict::Broken);
-    assert!(r.as_expected);
+pub fn stock_kexec_rx(r: &Report, _: &Path) {
     assert_eq!(r.live_updates, 1);
     // Frames flowed before the kexec (300 were written before the jump), not after.
     assert!(r.dma.delivered >= 200 && r.dma.delivered < r.dma.sent, "{:?}", r.dma);
@@ -45,17 +29,10 @@ fn stock_kexec_rx_is_broken_and_says_why() {
     let why = r.reasons.join("\n");
     assert!(why.contains("RX stalled") || why.contains("lost"), "{why}");
     assert!(why.contains("translation switched off"), "{why}");
-    assert_one_update_with_the_device_stopped(&r, "stock");
+    super::one_update_with_the_device_stopped(r, "stock");
 }
 
-#[test]
-fn iommu_fault_rx_is_broken_with_counted_faults() {
-    if !system_tier_available() {
-        return;
-    }
-    let (r, _t) = run_scenario("iommu-fault-rx");
-    assert_eq!(r.outcome, Verdict::Broken);
-    assert!(r.as_expected);
+pub fn iommu_fault_rx(r: &Report, _: &Path) {
     // 256 descriptors, the last 64 on an unmapped IOVA: exactly the 192 mapped
     // slots receive, every frame after them faults in VT-d and is lost.
     assert_eq!(r.dma.delivered, 192, "{:?}", r.dma);

@@ -1,0 +1,106 @@
+//! Every scenario file is a test: one trial per `scenarios/*.toml`, named
+//! `<tier>::<file stem>` (`system::live-update-rx`, `long::live-update-soak`),
+//! so a new file is a new test with no Rust change, and CI can filter a tier.
+//!
+//! Each trial runs the file and passes exactly when the outcome is the one
+//! the file expects (the verdict is asserted here, once). What a scenario
+//! file cannot say — kernel log lines, the agent's layout files, counts a
+//! kernel engineer wants pinned — lives in `checks/`, keyed by file stem,
+//! and runs on the same report after the verdict. A file that does not
+//! parse is a failing trial naming the file, line and field.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod checks;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use common::{run_scenario_file, scenario_dir, Suite};
+use lulab::scenario::{Scenario, Tier};
+
+fn main() -> ExitCode {
+    let mut suite = Suite::default();
+    registry_trials(&mut suite);
+    for path in scenario_files(&scenario_dir()) {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        match Scenario::load(&path) {
+            Ok(sc) => {
+                let name = format!("{}::{stem}", sc.tier);
+                suite.add(name, &sc.needs(), move || run_one(&path, &stem));
+            }
+            // Listed in the system tier, failing with the parse error.
+            Err(e) => {
+                let msg = e.to_string();
+                suite.add(format!("{}::{stem}", Tier::System), &[], move || panic!("{msg}"));
+            }
+        }
+    }
+    suite.run()
+}
+
+/// `dir/*.toml`, sorted.
+fn scenario_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("listing scenarios in {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn run_one(path: &Path, stem: &str) {
+    let (r, t) = run_scenario_file(path);
+    assert!(
+        r.as_expected,
+        "{stem}: expected {}, outcome {}\nreasons:\n  {}\nrun directory: {}",
+        r.expect,
+        r.outcome,
+        r.reasons.join("\n  "),
+        t.dir().display()
+    );
+    if let Some(check) = checks::for_scenario(stem) {
+        check(&r, t.dir());
+    }
+}
+
+/// Trials about the list itself (no QEMU): every check names a file, and a
+/// file added to the directory is a test.
+fn registry_trials(suite: &mut Suite) {
+    suite.add("registry::every_check_names_a_scenario_file", &[], || {
+        let stems: Vec<String> = scenario_files(&scenario_dir())
+            .iter()
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for name in checks::NAMES {
+            assert!(stems.iter().any(|s| s == name), "checks/ has checks for {name:?}, but there is no scenarios/{name}.toml");
+        }
+    });
+    suite.add("registry::a_new_scenario_file_is_a_new_test", &[], || {
+        let dir = tempfile::tempdir().unwrap();
+        let src = lulab::workspace_root().join("scenarios/baseline-rx.toml");
+        let text = std::fs::read_to_string(&src).unwrap();
+        std::fs::write(dir.path().join("my-new-scenario.toml"), &text).unwrap();
+        std::fs::write(dir.path().join("my-long-one.toml"), text.replacen("expect =", "tier = \"long\"\nexpect =", 1)).unwrap();
+        std::fs::write(dir.path().join("broken-file.toml"), "expect = \"intact\"\nno_such_field = 1\n").unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--list", "--format", "terse"])
+            .env("LULAB_SCENARIOS", dir.path())
+            .output()
+            .unwrap();
+        let list = String::from_utf8_lossy(&out.stdout);
+        for name in ["system::my-new-scenario: test", "long::my-long-one: test", "system::broken-file: test"] {
+            assert!(list.lines().any(|l| l == name), "{name:?} not listed:\n{list}");
+        }
+        // The malformed one fails naming its file and field.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "system::broken-file"])
+            .env("LULAB_SCENARIOS", dir.path())
+            .output()
+            .unwrap();
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{all}");
+        assert!(all.contains("broken-file.toml") && all.contains("no_such_field"), "{all}");
+    });
+}
