@@ -2,6 +2,7 @@
 
 mod interactive;
 mod table;
+mod test_cmd;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,17 @@ enum Cmd {
         #[arg(required = true, num_args = 2..)]
         reports: Vec<PathBuf>,
     },
+    /// The README's test command: set up, build the kernels once, then run a
+    /// test tier with cargo-nextest (exit status: nextest's). Arguments after
+    /// `--` go to nextest, e.g. `-- --partition hash:1/3` to shard over machines.
+    Test {
+        /// Which tier (a nextest profile of .config/nextest.toml).
+        #[arg(long, value_enum, default_value = "all")]
+        tier: test_cmd::TierArg,
+        /// Passed on to `cargo nextest run`.
+        #[arg(last = true)]
+        nextest_args: Vec<String>,
+    },
     /// Image stage on its own: build (or take from cache) the host initramfs.
     Image {
         #[command(subcommand)]
@@ -79,6 +91,7 @@ fn main() -> Result<()> {
         Cmd::Setup => lulab::setup::ensure_host(),
         Cmd::Boot { out } => boot(out),
         Cmd::Demo => demo(),
+        Cmd::Test { tier, nextest_args } => std::process::exit(test_cmd::run(tier, &nextest_args)?),
         Cmd::Compare { reports } => {
             let reports = reports.iter().map(|p| lulab::report::Report::read(p)).collect::<Result<Vec<_>>>()?;
             print!("{}", lulab::report::compare::side_by_side(&reports.iter().collect::<Vec<_>>()));
