@@ -86,7 +86,6 @@ impl Host {
     /// Boots `params` with its files in `run_dir`, once a host slot is free
     /// (the wait comes before any deadline starts).
     pub fn boot(params: &MachineParams, run_dir: &Path, deadlines: Deadlines) -> Result<Self> {
-        crate::setup::require_qemu()?;
         Self::boot_in(HostSlot::acquire()?, params, run_dir, deadlines)
     }
 

@@ -4,9 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{pid_alive, wait_pidfile, Suite, TestRun, STOCK};
+use crate::common::{pid_alive, stock_kernel, wait_pidfile, Suite, TestRun, STOCK};
 use lulab::host::{Deadlines, Host};
-use lulab::lab::BootSet;
 use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
 
 /// Upper bound for a QEMU to start: a host first waits for a free host slot
@@ -16,7 +15,7 @@ const SLOT_AND_START: Duration = Duration::from_secs(30 * 60);
 
 fn stock_host_boots_with_iommu_and_devices_in_groups() {
     let run = TestRun::new("boot");
-    let set = BootSet::stock().expect("stock kernel + initramfs");
+    let set = stock_kernel();
     let params = set.machine(run.dir()).unwrap();
     let mut host = Host::boot(&params, run.dir(), Deadlines::default()).expect("boot");
 
@@ -45,7 +44,7 @@ fn stock_host_boots_with_iommu_and_devices_in_groups() {
 
 fn boot_that_does_not_finish_names_deadline_console_and_run_dir() {
     let run = TestRun::new("boot-stuck");
-    let set = BootSet::stock().unwrap();
+    let set = stock_kernel();
     let mut params = set.machine(run.dir()).unwrap();
     // A shell instead of our /init: the kernel boots, "lulab-init: ready" never comes.
     params.cmdline.push("rdinit=/bin/sh".into());
@@ -62,7 +61,7 @@ fn boot_that_does_not_finish_names_deadline_console_and_run_dir() {
 
 fn qemu_that_dies_reports_exit_status_and_stderr() {
     let run = TestRun::new("boot-killed");
-    let set = BootSet::stock().unwrap();
+    let set = stock_kernel();
     let params = set.machine(run.dir()).unwrap();
     let dir = run.dir().to_path_buf();
     let killer = std::thread::spawn(move || {
@@ -102,7 +101,7 @@ fn missing_or_old_qemu_says_how_to_install() {
 
 fn sigint_mid_boot_leaves_no_qemu_behind() {
     // Build once here so the child does not spend its time building.
-    BootSet::stock().unwrap();
+    stock_kernel();
     for sig in [nix::sys::signal::Signal::SIGINT, nix::sys::signal::Signal::SIGTERM] {
         let run = TestRun::new(&format!("boot-{sig}"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_lulab"))

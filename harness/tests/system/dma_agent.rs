@@ -13,9 +13,8 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::common::{Suite, STOCK};
+use crate::common::{stock_kernel, Suite, STOCK};
 use lulab::host::{Deadlines, Host};
-use lulab::lab::BootSet;
 use lulab::qemu::params::{NIC_ADDR, NVME_ADDR};
 use lulab_proto::{DmaConfig, DmaLayout, DmaRegion, DmaStatus, IommuApi, Op, Reply};
 
@@ -48,7 +47,7 @@ impl Drop for RunDir {
 
 /// Boots a stock-kernel host; `prepare` may write files into the run dir first.
 fn boot(run: &RunDir, prepare: impl FnOnce(&Path)) -> Host {
-    let set = BootSet::stock().expect("stock kernel and initramfs");
+    let set = stock_kernel();
     let params = set.machine(&run.0).expect("machine parameters");
     assert!(params.memory_mib <= 2048, "the RAM-file == GPA identity needs a host below 2 GiB");
     prepare(&run.0);

@@ -1,14 +1,13 @@
 //! System tier: a stock host kexecs into the same kernel through the agent
 //! and the harness follows it to the new agent.
 
-use crate::common::{Suite, TestRun, STOCK};
+use crate::common::{stock_kernel, Suite, TestRun, STOCK};
 use lulab::host::{Deadlines, Host};
-use lulab::lab::BootSet;
 use lulab::update::KexecTarget;
 
 fn stock_host_kexecs_and_the_new_agent_answers() {
     let run = TestRun::new("kexec");
-    let set = BootSet::stock().unwrap();
+    let set = stock_kernel();
     let params = set.machine(run.dir()).unwrap();
     let mut host = Host::boot(&params, run.dir(), Deadlines::default()).unwrap();
     let before = host.agent.read_file("/proc/sys/kernel/random/boot_id").unwrap();
