@@ -132,7 +132,11 @@ impl<'a> Runner<'a> {
         }
         params.cmdline.extend(sc.host.cmdline.iter().cloned());
         let extra = if sc.check_isolation { crate::oracle::isolation::ISOLATION_TRACE_EVENTS } else { &[] };
-        for e in crate::oracle::trace_events().into_iter().chain(extra.iter().map(|s| s.to_string())) {
+        // LULAB_QEMU_TRACE=ev1,ev2 adds QEMU trace events to a run (debugging a device model).
+        let asked: Vec<String> = std::env::var("LULAB_QEMU_TRACE")
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default();
+        for e in crate::oracle::trace_events().into_iter().chain(extra.iter().map(|s| s.to_string())).chain(asked) {
             if !params.trace_events.contains(&e) {
                 params.trace_events.push(e);
             }

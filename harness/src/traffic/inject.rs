@@ -118,6 +118,10 @@ pub struct Injector {
     stop: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
     thread: Option<JoinHandle<SentLog>>,
+    /// The connection itself, held open until the injector is stopped: when
+    /// QEMU's stream netdev reads EOF it goes link-down, and frames it has
+    /// already taken but the NIC has not (back-pressure) are never delivered.
+    _conn: UnixStream,
 }
 
 impl Injector {
@@ -134,6 +138,7 @@ impl Injector {
             )));
         }
         stream.set_nonblocking(true).map_err(InjectError::Socket)?;
+        let conn = stream.try_clone().map_err(InjectError::Socket)?;
         let stop = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
         let mut pump = Pump::new(stream, cfg, stop.clone(), written.clone());
@@ -141,7 +146,7 @@ impl Injector {
             .name("lulab-inject".into())
             .spawn(move || pump.run())
             .map_err(InjectError::Spawn)?;
-        Ok(Self { stop, written, thread: Some(thread) })
+        Ok(Self { stop, written, thread: Some(thread), _conn: conn })
     }
 
     /// Frames fully written so far.
@@ -315,6 +320,30 @@ mod tests {
                 f
             })
             .collect()
+    }
+
+    /// QEMU's stream netdev goes link-down at EOF and never delivers the
+    /// frames it already took from the socket (back-pressure): the
+    /// connection must outlive the last write, until `stop`.
+    #[test]
+    fn the_connection_stays_open_after_the_last_frame_until_stop() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut cfg = InjectConfig::new(7, 5000.0, 128);
+        cfg.max_frames = Some(5);
+        let inj = Injector::start(a, cfg).unwrap();
+        read_messages(&mut b, 5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !inj.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "injector did not finish");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        b.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let e = b.read(&mut buf).expect_err("no EOF while the injector lives");
+        assert_eq!(e.kind(), ErrorKind::WouldBlock);
+        inj.stop().unwrap();
+        b.set_nonblocking(false).unwrap();
+        assert_eq!(b.read(&mut buf).unwrap(), 0, "EOF once stopped");
     }
 
     #[test]
