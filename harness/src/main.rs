@@ -30,13 +30,28 @@ enum Cmd {
     },
     /// The headline demo: set up, build, boot a host, then RX through a live update: controls and the device kept running.
     Demo,
-    /// Run one scenario; exits 0 exactly when the outcome is the expected one.
+    /// Run one scenario. Exit status: 0 the outcome is the expected one;
+    /// 1 it is not (intact where broken was expected, or the reverse);
+    /// 2 the scenario could not be carried out (outcome `error`, a file that
+    /// does not parse, a machine that lacks what it needs).
     Run {
         /// Scenario file (scenarios/*.toml).
         scenario: PathBuf,
         /// Output directory (default: reports/<timestamp>-<scenario>).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Validate scenario files without running them (exit 1 if any is
+    /// invalid; errors name the file, line and field).
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// The scenario catalogue: name, expected outcome, tier, kernels, description.
+    List {
+        /// Directory of scenario files (default: the workspace's scenarios/).
+        dir: Option<PathBuf>,
     },
     /// Print reports side by side (Markdown), e.g. a live update on pkernfs
     /// against the same run on upstream's LUO.
@@ -92,15 +107,29 @@ fn main() -> Result<()> {
         Cmd::Boot { out } => boot(out),
         Cmd::Demo => demo(),
         Cmd::Test { tier, nextest_args } => std::process::exit(test_cmd::run(tier, &nextest_args)?),
+        Cmd::Check { files } => {
+            let (all, out) = lulab::scenario::catalogue::check(&files);
+            print!("{out}");
+            std::process::exit(if all { 0 } else { 1 });
+        }
+        Cmd::List { dir } => {
+            let dir = dir.unwrap_or_else(|| lulab::workspace_root().join("scenarios"));
+            let files = lulab::scenario::catalogue::files(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            print!("{}", lulab::scenario::catalogue::list(&files));
+            Ok(())
+        }
         Cmd::Compare { reports } => {
             let reports = reports.iter().map(|p| lulab::report::Report::read(p)).collect::<Result<Vec<_>>>()?;
             print!("{}", lulab::report::compare::side_by_side(&reports.iter().collect::<Vec<_>>()));
             Ok(())
         }
-        Cmd::Run { scenario, out } => {
-            let ok = run_scenario(&scenario, out)?.as_expected;
-            std::process::exit(if ok { 0 } else { 1 });
-        }
+        Cmd::Run { scenario, out } => std::process::exit(match run_scenario(&scenario, out) {
+            Ok(report) => exit_status(&report),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                EXIT_ERROR
+            }
+        }),
         Cmd::Kernel { cmd: KernelCmd::Build } => {
             let k = lulab::kernel::build::build(&lulab::kernel::build::KernelSpec::lulab())?;
             println!("bzImage: {}", k.bzimage.display());
@@ -125,6 +154,19 @@ fn main() -> Result<()> {
             println!("modules loaded at boot: {}", set.initramfs.loaded_modules.join(" "));
             Ok(())
         }
+    }
+}
+
+/// `lulab run`'s exit status when the scenario could not be carried out.
+const EXIT_ERROR: i32 = 2;
+
+/// 0 as expected, 1 a verdict other than the expected one, 2 an `error`
+/// outcome that was not expected.
+fn exit_status(report: &lulab::report::Report) -> i32 {
+    match (report.as_expected, report.outcome) {
+        (true, _) => 0,
+        (false, lulab::scenario::Verdict::Error) => EXIT_ERROR,
+        (false, _) => 1,
     }
 }
 

@@ -2,6 +2,8 @@
 //! a closed list of steps, with the verdict they expect. Parsing is strict
 //! (`deny_unknown_fields`); errors name the file, line and field.
 
+pub mod catalogue;
+mod locate;
 mod luo;
 mod pkernfs;
 pub mod run;
@@ -20,8 +22,13 @@ use serde::{Deserialize, Serialize};
 pub enum Verdict {
     /// No DMA lost or corrupted, no IOMMU fault, memory intact.
     Intact,
-    /// At least one oracle found damage.
+    /// At least one oracle found damage, or a step found the system under
+    /// test refusing or failing a check (the reasons say which).
     Broken,
+    /// The scenario could not be carried out: QEMU died, a step's deadline
+    /// passed, the harness lost its host, or the scenario asks for something
+    /// this machine or kernel cannot do. Never counted as `broken`.
+    Error,
 }
 
 impl std::fmt::Display for Verdict {
@@ -29,6 +36,7 @@ impl std::fmt::Display for Verdict {
         f.write_str(match self {
             Verdict::Intact => "intact",
             Verdict::Broken => "broken",
+            Verdict::Error => "error",
         })
     }
 }
@@ -305,10 +313,12 @@ pub enum ScenarioError {
         message: String,
     },
     /// Well-formed but inconsistent.
-    #[error("{path}: {message}")]
+    #[error("{path}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
         /// The file.
         path: String,
+        /// Line of the field the message names (when it is written in the file).
+        line: Option<usize>,
         /// What is wrong, naming the field.
         message: String,
     },
@@ -326,7 +336,11 @@ impl Scenario {
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
         let s: Scenario = toml::from_str(text)
             .map_err(|e| ScenarioError::Parse { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
-        s.validate().map_err(|message| ScenarioError::Invalid { path: origin.to_string(), message })?;
+        s.validate().map_err(|message| {
+            let line = locate::field_of(&message).and_then(|f| locate::line_of(text, f));
+            ScenarioError::Invalid { path: origin.to_string(), line, message }
+        })?;
+        s.no_stray_step_fields(text, origin)?;
         Ok(s)
     }
 
@@ -406,6 +420,27 @@ impl Scenario {
         Ok(())
     }
 
+    /// serde's `deny_unknown_fields` does not reach the unit variants of an
+    /// internally tagged enum (`do = "boot"` with `speed = 1` parses): those
+    /// steps take no field but `do`, checked here on the raw table.
+    fn no_stray_step_fields(&self, text: &str, origin: &str) -> Result<(), ScenarioError> {
+        let raw: toml::Table = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        let Some(toml::Value::Array(raw_steps)) = raw.get("steps") else { return Ok(()) };
+        for (i, (step, raw)) in self.steps.iter().zip(raw_steps).enumerate() {
+            let Some(stray) = raw.as_table().and_then(|t| t.keys().find(|k| *k != "do")).filter(|_| step.takes_no_fields()) else {
+                continue;
+            };
+            let name = raw.get("do").and_then(|v| v.as_str()).unwrap_or("?");
+            return Err(ScenarioError::Invalid {
+                path: origin.to_string(),
+                line: locate::line_in_step(text, i, stray),
+                message: format!("steps[{i}].{stray}: unknown field: `do = \"{name}\"` takes no fields"),
+            });
+        }
+        Ok(())
+    }
+
     /// Number of live updates the steps perform.
     pub fn live_updates(&self) -> usize {
         self.steps.iter().filter(|s| matches!(s, Step::LiveUpdate { .. })).count()
@@ -433,6 +468,29 @@ impl Scenario {
 }
 
 impl Step {
+    /// A step with no field but `do` (a unit variant).
+    pub fn takes_no_fields(&self) -> bool {
+        match self {
+            Step::Boot
+            | Step::StartDma
+            | Step::Inject
+            | Step::StageUpdate
+            | Step::PkernfsPrepare
+            | Step::PkernfsMmap
+            | Step::PkernfsVerify
+            | Step::PkernfsRestore
+            | Step::PkernfsUntouched
+            | Step::PkernfsExpectBusy
+            | Step::DmaRemapProbe => true,
+            Step::AwaitSent { .. }
+            | Step::LiveUpdate { .. }
+            | Step::Settle { .. }
+            | Step::PkernfsCorrupt { .. }
+            | Step::PkernfsExpectRefused { .. }
+            | Step::PkernfsFill { .. } => false,
+        }
+    }
+
     /// A `pkernfs_*` step (needs a `[pkernfs]` table).
     pub fn is_pkernfs(&self) -> bool {
         matches!(

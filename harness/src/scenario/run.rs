@@ -27,6 +27,9 @@ use crate::traffic::clock::now_ns;
 use crate::traffic::inject::{InjectConfig, Injector, SentLog};
 use crate::update::{JumpStamps, KexecTarget};
 
+pub use finding::Finding;
+
+mod finding;
 mod judge;
 mod non_persistent;
 mod persist;
@@ -344,7 +347,10 @@ impl<'a> Runner<'a> {
             }
             self.host()?.qemu.check_alive()?;
             if Instant::now() > deadline {
-                bail!("only {written} of {want} frames written to the NIC before the deadline (QEMU not reading: back-pressure)");
+                // QEMU alive and not reading: the device stopped taking frames.
+                return Finding::err(format!(
+                    "RX stalled: only {written} of {want} frames written to the NIC before the deadline (QEMU not reading: back-pressure)"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -7,6 +7,7 @@
 mod common;
 
 mod boot;
+mod cli;
 mod dma_agent;
 mod kernel_boot;
 mod kernel_build;
@@ -16,6 +17,7 @@ mod pkernfs;
 fn main() -> std::process::ExitCode {
     let mut s = common::Suite::default();
     boot::trials(&mut s);
+    cli::trials(&mut s);
     kexec::trials(&mut s);
     dma_agent::trials(&mut s);
     kernel_build::trials(&mut s);

@@ -20,11 +20,14 @@ use crate::scenario::Verdict;
 
 impl Runner<'_> {
     /// Runs every oracle and builds the report; `aborted` is the error that
-    /// stopped the steps early, if any (it makes the outcome broken).
+    /// stopped the steps early, if any: a [`super::Finding`] makes the
+    /// outcome broken, anything else an error (the oracles still report).
     pub(super) fn judge(&mut self, name: &str, aborted: Option<anyhow::Error>) -> Result<Report> {
         let mut reasons = Vec::new();
+        let could_not_run = aborted.as_ref().is_some_and(|e| !super::Finding::in_chain(e));
         if let Some(e) = &aborted {
-            reasons.push(format!("run aborted: {e:#}"));
+            let what = if could_not_run { "run aborted (could not be carried out)" } else { "run stopped by a finding" };
+            reasons.push(format!("{what}: {e:#}"));
         }
         let trace = TraceSummary::from_file(&self.host_dir().join("trace.log"), 0)?;
         // From the end of `start_dma` on (the host driver's unbind before it
@@ -46,7 +49,11 @@ impl Runner<'_> {
         if let Some(host) = self.host.take() {
             host.shutdown().context("shutting the host down")?;
         }
-        let outcome = if reasons.is_empty() { Verdict::Intact } else { Verdict::Broken };
+        let outcome = match (could_not_run, reasons.is_empty()) {
+            (true, _) => Verdict::Error,
+            (false, true) => Verdict::Intact,
+            (false, false) => Verdict::Broken,
+        };
         let mut timings_ms: std::collections::BTreeMap<String, u64> = self.timings.iter().cloned().collect();
         timings_ms.insert("total".into(), self.start.elapsed().as_millis() as u64);
         Ok(Report {

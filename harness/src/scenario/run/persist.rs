@@ -11,7 +11,8 @@
 use anyhow::{bail, ensure, Context, Result};
 use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistBacking, PersistSpec, PhysRange, Reply};
 
-use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
+use super::finding::check;
+use super::{Finding, NvmeSpec, RxSpec, Runner, RX_BUF};
 use crate::pkernfs::format::{Image, ROOT_INO};
 use crate::pkernfs::host::read_carveout;
 use crate::qemu::params::NIC_ADDR;
@@ -89,7 +90,7 @@ impl Runner<'_> {
             let before = size(self)?;
             for (what, argv) in [("unlink", vec!["rm", "-f", file.as_str()]), ("truncate", vec!["truncate", "-s", "0", file.as_str()])] {
                 let r = self.exec(&argv)?;
-                ensure!(
+                check!(
                     r.status != Some(0) && r.stderr.to_lowercase().contains("busy"),
                     "{what} of {file}, which backs live DMA mappings, was not refused with EBUSY: exit {:?}, stderr {:?}",
                     r.status,
@@ -97,7 +98,7 @@ impl Runner<'_> {
                 );
             }
             let after = size(self)?;
-            ensure!(before == after && !after.is_empty(), "{file}: size {before} before, {after} after the refused unlink/truncate");
+            check!(before == after && !after.is_empty(), "{file}: size {before} before, {after} after the refused unlink/truncate");
         }
         Ok(())
     }
@@ -132,7 +133,7 @@ impl Runner<'_> {
         let Some(persist) = self.nvme_persist_spec(&spec, true) else { return Ok(()) };
         let cfg = self.nvme_config(&spec, 0, IommuApi::Iommufd, Some(persist));
         let layout = self.resume_engine(cfg, "nvme_resume")?;
-        ensure!(layout.persist.is_some_and(|p| p.resumed_nvme.is_some()), "the NVMe engine did not resume from a hand-over");
+        check!(layout.persist.is_some_and(|p| p.resumed_nvme.is_some()), "the NVMe engine did not resume from a hand-over");
         Ok(())
     }
 
@@ -147,12 +148,16 @@ impl Runner<'_> {
         // Before any agent maps it again, the file must still be pinned in
         // the image (a frozen domain maps it): read from the RAM file.
         if let Some(p) = before.persist.as_ref().filter(|p| p.backing == PersistBacking::Pkernfs) {
-            ensure!(self.image_file_pinned(&p.image_path)?, "pkernfs {} is not pinned after the kexec although a frozen IOMMU domain maps it", p.image_path);
+            check!(self.image_file_pinned(&p.image_path)?, "pkernfs {} is not pinned after the kexec although a frozen IOMMU domain maps it", p.image_path);
         }
         let t = std::time::Instant::now();
-        let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60))? {
-            Reply::DmaStarted(l) => *l,
-            other => bail!("unexpected reply to the resuming dma_start for {pci}: {other:?}"),
+        // The kernel refusing the resumed engine (rebuilt mappings that differ
+        // from the frozen ones, a device it did not keep) is the update failing.
+        let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60)) {
+            Ok(Reply::DmaStarted(l)) => *l,
+            Ok(other) => bail!("unexpected reply to the resuming dma_start for {pci}: {other:?}"),
+            Err(e @ crate::agent::AgentError::Refused { .. }) => return Finding::err(format!("resuming {pci} after the update: {e}")),
+            Err(e) => return Err(e.into()),
         };
         let n = self.live_updates;
         self.mark(&format!("live_update{n}_{label}"), t);
@@ -164,7 +169,7 @@ impl Runner<'_> {
             let found = found.context("the resuming LUO agent reported no findings")?;
             self.luo.push(LuoUpdate { live_update: n, same_physical_pages: same, found: *found });
         }
-        ensure!(
+        check!(
             same || luo.is_some(),
             "the resumed engine of {pci} moved its memory: ring {:?} / buffers {:?}, was {:?} / {:?}",
             layout.ring.phys,
@@ -224,7 +229,7 @@ impl Runner<'_> {
             persist: Some(persist),
         };
         let layout = self.resume_engine(cfg, "agent_resume")?;
-        ensure!(layout.persist.is_some_and(|p| p.resumed_from.is_some()), "the agent did not resume from a hand-over");
+        check!(layout.persist.is_some_and(|p| p.resumed_from.is_some()), "the agent did not resume from a hand-over");
         Ok(())
     }
 }

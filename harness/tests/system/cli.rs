@@ -1,0 +1,70 @@
+//! `lulab run`'s exit status, as a CI script sees it: 0 the expected
+//! outcome, 1 another verdict, 2 the scenario could not be carried out
+//! (never counted as `broken`); `lulab check` validates without a host.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{Suite, TestRun, STOCK};
+
+const BOOT_ONLY: &str = "description = \"boot only\"\nexpect = \"intact\"\n\n[[steps]]\ndo = \"boot\"\n";
+
+/// Asks for VFIO DMA on a host without an emulated IOMMU: the agent cannot
+/// take the NIC, so the run cannot be carried out. It expects `broken`,
+/// which an error must never satisfy.
+const NO_IOMMU: &str = "description = \"VFIO DMA without an IOMMU\"\nexpect = \"broken\"\n\n[host]\nkernel = \"stock\"\nmemory_mib = 1024\niommu = false\n\n\
+[rx]\nring_size = 256\nrate_fps = 200.0\nframe_size = 256\nframes = 100\n\n[[steps]]\ndo = \"boot\"\n\n[[steps]]\ndo = \"start_dma\"\n";
+
+fn lulab(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lulab")).args(args).output().expect("running lulab");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().expect("lulab exited by a signal"), text)
+}
+
+fn scenario(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn run(dir: &Path, file: &str, name: &str) -> (i32, String) {
+    let out = dir.join(format!("run-{name}"));
+    lulab(&["run", file, "--out", &out.display().to_string()])
+}
+
+fn run_exits_0_1_2() {
+    let t = TestRun::new("cli-exit");
+    let d = t.dir();
+    let (code, text) = run(d, &scenario(d, "malformed", "description = 3\n"), "malformed");
+    assert_eq!(code, 2, "a file that does not parse: {text}");
+    assert!(text.contains("malformed.toml") && text.contains("line 1"), "{text}");
+
+    let (code, text) = run(d, &scenario(d, "boot-intact", BOOT_ONLY), "intact");
+    assert_eq!(code, 0, "expected outcome: {text}");
+    let (code, text) = run(d, &scenario(d, "boot-broken", &BOOT_ONLY.replace("\"intact\"", "\"broken\"")), "mismatch");
+    assert_eq!(code, 1, "intact where broken was expected: {text}");
+    assert!(text.contains("expected broken, outcome intact"), "{text}");
+
+    let (code, text) = run(d, &scenario(d, "no-iommu", NO_IOMMU), "error");
+    assert_eq!(code, 2, "could not be carried out: {text}");
+    assert!(text.contains("outcome error") && text.contains("StartDma"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("run-error/report.json")).unwrap()).unwrap();
+    assert_eq!(report["outcome"], "error");
+    assert_eq!(report["as_expected"], false);
+}
+
+fn check_validates_without_a_host() {
+    let t = TestRun::new("cli-check");
+    let d = t.dir();
+    let good = scenario(d, "good", BOOT_ONLY);
+    let bad = scenario(d, "bad", &BOOT_ONLY.replace("[[steps]]", "[[steps]]\nspeed = 1"));
+    assert_eq!(lulab(&["check", &good]).0, 0);
+    let (code, text) = lulab(&["check", &good, &bad]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("bad.toml:5: steps[0].speed: unknown field"), "{text}");
+}
+
+pub fn trials(s: &mut Suite) {
+    s.add("system::cli::run_exits_0_1_2", STOCK, run_exits_0_1_2);
+    s.add("system::cli::check_validates_without_a_host", &[], check_validates_without_a_host);
+}
