@@ -155,22 +155,19 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    /// QEMU's side: hangs up on the first client after reading its request,
-    /// answers the second.
-    #[test]
-    fn a_hang_up_is_followed_by_one_reconnect_and_the_same_request() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let server = std::thread::spawn(move || {
+    /// QEMU's side of the socket for two clients in turn: reads one request
+    /// from each, answers it when `answer[i]`, then hangs up. Returns the
+    /// request lines.
+    fn fake_qemu(path: &Path, answer: [bool; 2]) -> std::thread::JoinHandle<Vec<String>> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
             let mut lines = Vec::new();
-            for answer in [false, true] {
+            for answer in answer {
                 let (s, _) = listener.accept().unwrap();
-                let mut r = BufReader::new(s.try_clone().unwrap());
                 let mut line = String::new();
-                r.read_line(&mut line).unwrap();
-                let req: serde_json::Value = serde_json::from_str(&line).unwrap();
+                BufReader::new(s.try_clone().unwrap()).read_line(&mut line).unwrap();
                 if answer {
+                    let req: serde_json::Value = serde_json::from_str(&line).unwrap();
                     let resp = Response { id: req["id"].as_u64().unwrap(), result: Ok(Reply::Done) };
                     let mut out = serde_json::to_vec(&resp).unwrap();
                     out.push(b'\n');
@@ -179,7 +176,14 @@ mod tests {
                 lines.push(line);
             }
             lines
-        });
+        })
+    }
+
+    #[test]
+    fn a_hang_up_is_followed_by_one_reconnect_and_the_same_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let server = fake_qemu(&path, [false, true]);
         let mut client = AgentClient::connect(&path).unwrap();
         let reply = client.call(Op::Ping, Duration::from_secs(10)).unwrap();
         assert!(matches!(reply, Reply::Done));
@@ -192,14 +196,7 @@ mod tests {
     fn a_second_hang_up_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let server = std::thread::spawn(move || {
-            for _ in 0..2 {
-                let (s, _) = listener.accept().unwrap();
-                let mut line = String::new();
-                BufReader::new(s).read_line(&mut line).unwrap();
-            }
-        });
+        let server = fake_qemu(&path, [false, false]);
         let mut client = AgentClient::connect(&path).unwrap();
         let err = client.call(Op::Ping, Duration::from_secs(10)).unwrap_err();
         assert!(err.to_string().contains("again after reconnecting"), "{err}");

@@ -156,6 +156,11 @@ impl KernelLog {
         Self { uart: read(&paths.console_log()), virtio: read(&paths.kernel_log()) }
     }
 
+    /// Neither copy holds anything.
+    pub fn is_empty(&self) -> bool {
+        self.uart.trim().is_empty() && self.virtio.trim().is_empty()
+    }
+
     /// The copy on which `measure` is larger (the virtio one on a tie).
     pub fn fuller(&self, measure: impl Fn(&str) -> usize) -> &str {
         if measure(&self.uart) > measure(&self.virtio) {

@@ -92,6 +92,14 @@ enum KernelCmd {
         /// Console log (printk timestamps are fine).
         log: PathBuf,
     },
+    /// Kernel warnings, BUGs, oopses, sanitizer and lockdep reports, RCU
+    /// stalls and hung tasks in console logs, each with its first lines
+    /// (exit 1 if any).
+    Splats {
+        /// Console logs (console.log, kmsg.log).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +155,20 @@ fn main() -> Result<()> {
             println!("kunit: passed {} failed {} skipped {} (complete: {})", c.passed, c.failed, c.skipped, k.complete());
             Ok(())
         }
+        Cmd::Kernel { cmd: KernelCmd::Splats { logs } } => {
+            let mut any = false;
+            for log in &logs {
+                let text = String::from_utf8_lossy(&std::fs::read(log).with_context(|| format!("reading {}", log.display()))?).into_owned();
+                for s in lulab::oracle::kernel_log::scan(&text) {
+                    any = true;
+                    println!("{}:{}: {:?}", log.display(), s.line, s.kind);
+                    for q in &s.quote {
+                        println!("    {q}");
+                    }
+                }
+            }
+            std::process::exit(i32::from(any));
+        }
         Cmd::Image { cmd: ImageCmd::Build } => {
             let set = BootSet::stock()?;
             println!("kernel:    {} ({})", set.kernel.bzimage.display(), set.kernel.source_version);
@@ -199,8 +221,9 @@ fn run_scenario(path: &std::path::Path, out: Option<PathBuf>) -> Result<lulab::r
         report.outcome,
         if report.as_expected { "as expected" } else { "NOT as expected" }
     );
-    for r in &report.reasons {
-        println!("  - {r}");
+    for f in &report.findings {
+        let named = report.expect_reasons.is_empty() || report.expect_reasons.contains(&f.reason);
+        println!("  - {}{}: {}", f.reason, if named { "" } else { " (not an expected reason)" }, f.detail);
     }
     println!("report: {}/report.md", out.display());
     Ok(report)

@@ -50,7 +50,8 @@ pub struct DeviceEvidence {
     pub written_to_guest: Option<u64>,
     /// Frames dropped with a traced reason ([`DROP_EVENTS`]).
     pub trace_drops: u64,
-    /// The device's missed-packets counter (MPC) over the window.
+    /// The device's missed-packets counter (MPC) over the window, as the
+    /// agent read it inside the guest: reported, never evidence on its own.
     pub missed_packets: u64,
     /// Receive-no-buffers (RNBC): informational, not a drop on its own.
     pub no_buffers: u64,
@@ -107,9 +108,10 @@ impl DeviceEvidence {
         self
     }
 
-    /// Frames the device may be said to have dropped.
+    /// Frames the device may be said to have dropped: only what QEMU's own
+    /// trace shows (an in-guest counter is a hint, not a verdict).
     pub fn drops(&self) -> u64 {
-        self.trace_drops.max(self.missed_packets)
+        self.trace_drops
     }
 }
 

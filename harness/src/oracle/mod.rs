@@ -11,6 +11,7 @@
 
 pub mod iommu;
 pub mod isolation;
+pub mod kernel_log;
 pub mod ledger;
 pub mod memory;
 pub mod nvme;

@@ -10,8 +10,22 @@ pub fn render(r: &Report) -> String {
     let mark = if r.as_expected { "PASS" } else { "FAIL" };
     let _ = writeln!(s, "# {} — {mark}\n", r.scenario);
     let _ = writeln!(s, "{}\n", r.description);
-    let _ = writeln!(s, "| expected | outcome | live updates |\n|---|---|---|\n| {} | **{}** | {} |\n", r.expect, r.outcome, r.live_updates);
-    if !r.reasons.is_empty() {
+    let expected = if r.expect_reasons.is_empty() {
+        r.expect.to_string()
+    } else {
+        format!("{} ({})", r.expect, r.expect_reasons.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", "))
+    };
+    let _ = writeln!(s, "| expected | outcome | live updates |\n|---|---|---|\n| {expected} | **{}** | {} |\n", r.outcome, r.live_updates);
+    if !r.findings.is_empty() {
+        let title = if r.outcome == crate::scenario::Verdict::Error { "Why it could not be carried out" } else { "Why it is broken" };
+        let _ = writeln!(s, "## {title}\n");
+        for f in &r.findings {
+            let other = !r.expect_reasons.is_empty() && !r.expect_reasons.contains(&f.reason);
+            let _ = writeln!(s, "- `{}`{} {}", f.reason, if other { " (**not expected**)" } else { "" }, f.detail);
+        }
+        s.push('\n');
+    } else if !r.reasons.is_empty() {
+        // A report from before findings had reasons (schema < 5).
         let _ = writeln!(s, "## Why it is broken\n");
         for reason in &r.reasons {
             let _ = writeln!(s, "- {reason}");

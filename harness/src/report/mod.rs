@@ -2,12 +2,14 @@
 //! `report.md`, written into a run's output directory.
 
 pub mod compare;
+mod finding;
 mod luo;
 mod markdown;
 mod pkernfs;
 mod timeline;
 
 pub use crate::oracle::timeline::UpdateTimeline;
+pub use finding::{Finding, Reason};
 pub use luo::{LuoSection, LuoUpdate};
 pub use markdown::mount_table;
 pub use pkernfs::{CarveoutHash, PkernfsMount, PkernfsRefusal, PkernfsSection, UntouchedCheck};
@@ -21,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::scenario::Verdict;
 
 /// Version of the report.json layout. Bumped only when a field is added
-/// (2: `pkernfs`; 3: `updates`; 4: `luo`), and not for every one: fields
+/// (2: `pkernfs`; 3: `updates`; 4: `luo`; 5: `findings`, outcome `error`), and not for every one: fields
 /// inside a section (`pkernfs.mounts`) are added without a bump, so existing
 /// snapshots and readers keep working.
-pub const SCHEMA: u32 = 4;
+pub const SCHEMA: u32 = 5;
 
 /// One scenario run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,10 +41,18 @@ pub struct Report {
     pub expect: Verdict,
     /// What the oracles concluded.
     pub outcome: Verdict,
-    /// `outcome == expect`.
+    /// `outcome == expect`, and for `broken` with `expect_reasons` the
+    /// findings' reasons are exactly those.
     pub as_expected: bool,
-    /// Why the outcome is broken (empty when intact), one line per finding.
+    /// Why the outcome is broken or error (empty when intact), one line per
+    /// finding: `findings[i].detail`.
     pub reasons: Vec<String>,
+    /// The same findings with their reason from the closed list (schema 5).
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// The scenario's `expect_reasons` (schema 5; empty when it names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_reasons: Vec<Reason>,
     /// Versions of everything involved.
     pub versions: Versions,
     /// e1000e RX ledger.

@@ -10,6 +10,11 @@ fn sample() -> Report {
         outcome: Verdict::Broken,
         as_expected: true,
         reasons: vec!["412 frames lost (sent but never DMAed)".into(), "VT-d translation switched off 1 time(s)".into()],
+        findings: vec![
+            Finding::new(Reason::DmaLost, "412 frames lost (sent but never DMAed)"),
+            Finding::new(Reason::IommuTranslationOff, "VT-d translation switched off 1 time(s)"),
+        ],
+        expect_reasons: vec![Reason::DmaLost, Reason::DmaStalled, Reason::IommuTranslationOff],
         versions: Versions { qemu: "10.0.2".into(), kernel: "6.12.95+deb12-amd64".into(), lulab: "0.1.0".into() },
         dma: DmaSection {
             sent: 800,

@@ -40,24 +40,33 @@ fn indent(e: &ScenarioError) -> String {
     e.to_string().lines().collect::<Vec<_>>().join("\n        ")
 }
 
-/// `lulab list`: name, expected outcome, tier, kernels, description; one
-/// line each. A file that does not parse is listed as invalid, not skipped.
+/// `lulab list`: name, expected outcome, its reasons, tier, kernels,
+/// description; one line each. A file that does not parse is listed as
+/// invalid, not skipped.
 pub fn list(paths: &[PathBuf]) -> String {
-    let mut rows = vec![["name".to_string(), "expect".into(), "tier".into(), "kernels".into(), "description".into()]];
+    let mut rows = vec![["name".to_string(), "expect".into(), "reasons".into(), "tier".into(), "kernels".into(), "description".into()]];
     for p in paths {
         let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         rows.push(match Scenario::load(p) {
             Ok(s) => {
                 let kernels = s.kernels().iter().map(|k| kernel_name(*k)).collect::<Vec<_>>().join("+");
-                [name, s.expect.to_string(), s.tier.to_string(), kernels, s.description]
+                let reasons = if s.expect_reasons.is_empty() {
+                    "-".to_string()
+                } else {
+                    s.expect_reasons.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")
+                };
+                [name, s.expect.to_string(), reasons, s.tier.to_string(), kernels, s.description]
             }
-            Err(e) => [name, "-".into(), "-".into(), "-".into(), format!("INVALID: {}", e.to_string().lines().next().unwrap_or(""))],
+            Err(e) => [name, "-".into(), "-".into(), "-".into(), "-".into(), format!("INVALID: {}", e.to_string().lines().next().unwrap_or(""))],
         });
     }
-    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in &rows {
-        let _ = writeln!(out, "{:w0$}  {:w1$}  {:w2$}  {:w3$}  {}", r[0], r[1], r[2], r[3], r[4], w0 = widths[0], w1 = widths[1], w2 = widths[2], w3 = widths[3]);
+        for (cell, w) in r.iter().zip(&widths) {
+            let _ = write!(out, "{cell:w$}  ");
+        }
+        let _ = writeln!(out, "{}", r[5]);
     }
     out
 }
@@ -79,7 +88,7 @@ mod tests {
         p
     }
 
-    const OK: &str = "description = \"fine\"\nexpect = \"broken\"\ntier = \"long\"\n\n[[steps]]\ndo = \"boot\"\n";
+    const OK: &str = "description = \"fine\"\nexpect = \"broken\"\nexpect_reasons = [\"dma.lost\"]\ntier = \"long\"\n\n[[steps]]\ndo = \"boot\"\n";
 
     #[test]
     fn check_names_file_line_and_field_of_an_unknown_field() {
@@ -89,7 +98,7 @@ mod tests {
         let (all, out) = check(&[good, bad.clone()]);
         assert!(!all);
         assert!(out.contains("ok      ") && out.contains("good.toml (long, expects broken)"), "{out}");
-        let want = format!("invalid {}: TOML parse error at line 4", bad.display());
+        let want = format!("invalid {}: TOML parse error at line 5", bad.display());
         assert!(out.contains(&want) && out.contains("unknown field `speed`"), "{out}");
     }
 
@@ -99,7 +108,7 @@ mod tests {
         let bad = write(d.path(), "bad.toml", &format!("{OK}[[steps]]\ndo = \"fault\"\n"));
         let (all, out) = check(&[bad]);
         assert!(!all);
-        assert!(out.contains("line 8") && out.contains("unknown variant `fault`"), "{out}");
+        assert!(out.contains("line 9") && out.contains("unknown variant `fault`"), "{out}");
     }
 
     #[test]
@@ -112,7 +121,19 @@ mod tests {
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
         assert!(lines[1].starts_with("a ") && lines[1].contains("INVALID"), "{out}");
-        assert!(lines[2].starts_with("b ") && lines[2].contains("broken") && lines[2].contains("long") && lines[2].ends_with("fine"), "{out}");
+        assert!(lines[2].starts_with("b ") && lines[2].contains("broken") && lines[2].contains("dma.lost") && lines[2].contains("long") && lines[2].ends_with("fine"), "{out}");
+    }
+
+    #[test]
+    fn broken_must_name_its_reasons_and_only_broken_may() {
+        let d = tempfile::tempdir().unwrap();
+        let none = write(d.path(), "none.toml", &OK.replace("expect_reasons = [\"dma.lost\"]\n", ""));
+        let intact = write(d.path(), "intact.toml", &OK.replace("\"broken\"", "\"intact\""));
+        let unknown = write(d.path(), "unknown.toml", &OK.replace("dma.lost", "dma.misplaced"));
+        let (_, out) = check(&[none, intact, unknown]);
+        assert!(out.contains("none.toml:2: expect: \"broken\" must name its reasons in expect_reasons, from: run.error, dma.lost"), "{out}");
+        assert!(out.contains("intact.toml:3: expect_reasons: only for expect = \"broken\""), "{out}");
+        assert!(out.contains("unknown.toml: TOML parse error at line 3") && out.contains("unknown variant `dma.misplaced`"), "{out}");
     }
 
     #[test]

@@ -14,14 +14,29 @@ pub fn line_of(text: &str, field: &str) -> Option<usize> {
         let l = l.trim();
         l == format!("[{table}]") || l == format!("[[{table}]]")
     };
-    let start = lines.iter().position(|l| header(l))?;
-    let Some(key) = key else { return Some(start + 1) };
-    lines[start + 1..]
+    let key_line = |l: &&str| l.split_once('=').is_some_and(|(k, _)| k.trim() == table);
+    let Some(start) = lines.iter().position(|l| header(l)) else {
+        // A top-level key (`expect_reasons`), written before the first table.
+        return if key.is_none() {
+            lines.iter().take_while(|l| !l.trim_start().starts_with('[')).position(key_line).map(|i| i + 1)
+        } else {
+            None
+        };
+    };
+    match key {
+        Some(key) => Some(key_in_table(&lines, start, key)),
+        None => Some(start + 1),
+    }
+}
+
+/// The 1-based line of `key` in the table whose header is at index
+/// `header`, or of the header when the key is not written there.
+fn key_in_table(lines: &[&str], header: usize, key: &str) -> usize {
+    lines[header + 1..]
         .iter()
         .take_while(|l| !l.trim_start().starts_with('['))
         .position(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
-        .map(|i| start + 2 + i)
-        .or(Some(start + 1))
+        .map_or(header + 1, |i| header + 2 + i)
 }
 
 /// The 1-based line of `key` in the `index`-th `[[steps]]` entry (or of
@@ -29,12 +44,7 @@ pub fn line_of(text: &str, field: &str) -> Option<usize> {
 pub fn line_in_step(text: &str, index: usize, key: &str) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.iter().enumerate().filter(|(_, l)| l.trim() == "[[steps]]").map(|(i, _)| i).nth(index)?;
-    lines[start + 1..]
-        .iter()
-        .take_while(|l| !l.trim_start().starts_with('['))
-        .position(|l| l.split_once('=').is_some_and(|(k, _)| k.trim() == key))
-        .map(|i| start + 2 + i)
-        .or(Some(start + 1))
+    Some(key_in_table(&lines, start, key))
 }
 
 /// The field a validation message names first (`rx.ring_size: …` → `rx.ring_size`).
@@ -62,6 +72,12 @@ mod tests {
         assert_eq!(line_of(TEXT, "rx.refill"), Some(3));
         assert_eq!(line_of(TEXT, "steps"), Some(11));
         assert_eq!(line_of(TEXT, "pkernfs.base_mib"), None);
+    }
+
+    #[test]
+    fn a_top_level_key_is_found_before_the_first_table() {
+        assert_eq!(line_of(TEXT, "description"), Some(1));
+        assert_eq!(line_of(TEXT, "expect"), None);
     }
 
     #[test]

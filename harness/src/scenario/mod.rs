@@ -79,6 +79,10 @@ pub struct Scenario {
     pub description: String,
     /// The verdict that makes the run a pass.
     pub expect: Verdict,
+    /// With `expect = "broken"` (required there): the reasons its findings
+    /// may have; a finding of any other reason and the run is not as expected.
+    #[serde(default)]
+    pub expect_reasons: Vec<crate::report::Reason>,
     /// Which test tier runs it (`system`, the default, or `long`): the
     /// suite's test is named `<tier>::<file stem>`, so a CI job can filter.
     #[serde(default)]
@@ -292,6 +296,22 @@ fn default_quiet_ms() -> u64 {
     5000
 }
 
+/// Whether a run with `outcome` and `found` is what a scenario expecting
+/// `expect` (with `reasons` for `broken`) asked for: the same outcome, and
+/// for `broken` every finding's reason among the named ones (the named
+/// reasons are the ones this failure may show; timing decides whether, say,
+/// frames were still queued when the NIC stopped). An `error` never
+/// satisfies `broken`.
+pub fn as_expected(expect: Verdict, reasons: &[crate::report::Reason], outcome: Verdict, found: &[crate::report::Finding]) -> bool {
+    if outcome != expect {
+        return false;
+    }
+    if expect != Verdict::Broken || reasons.is_empty() {
+        return true;
+    }
+    !found.is_empty() && found.iter().all(|f| reasons.contains(&f.reason))
+}
+
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -346,6 +366,18 @@ impl Scenario {
 
     fn validate(&self) -> Result<(), String> {
         self.host.validate()?;
+        match (self.expect, self.expect_reasons.is_empty()) {
+            (Verdict::Broken, true) => {
+                return Err(format!(
+                    "expect: \"broken\" must name its reasons in expect_reasons, from: {}",
+                    crate::report::Reason::ALL.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+                ))
+            }
+            (Verdict::Intact | Verdict::Error, false) => {
+                return Err(format!("expect_reasons: only for expect = \"broken\" (this one expects {})", self.expect))
+            }
+            _ => {}
+        }
         if self.steps.first() != Some(&Step::Boot) {
             return Err("steps: the first step must be `do = \"boot\"`".into());
         }

@@ -348,9 +348,10 @@ impl<'a> Runner<'a> {
             self.host()?.qemu.check_alive()?;
             if Instant::now() > deadline {
                 // QEMU alive and not reading: the device stopped taking frames.
-                return Finding::err(format!(
-                    "RX stalled: only {written} of {want} frames written to the NIC before the deadline (QEMU not reading: back-pressure)"
-                ));
+                return Finding::err(
+                    finding::Reason::DmaStalled,
+                    format!("RX stalled: only {written} of {want} frames written to the NIC before the deadline (QEMU not reading: back-pressure)"),
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -132,3 +132,20 @@ fn a_field_on_a_step_that_takes_none_is_an_error_with_its_line() {
     let e = Scenario::parse(&text, "s.toml").unwrap_err().to_string();
     assert!(e.contains("unknown field `speed`"), "{e}");
 }
+
+#[test]
+fn as_expected_wants_the_outcome_and_for_broken_only_named_reasons() {
+    use crate::report::{Finding, Reason};
+    let lost = [Finding::new(Reason::DmaLost, "3 lost")];
+    let two = [Finding::new(Reason::DmaLost, "3 lost"), Finding::new(Reason::IommuFault, "9 faults")];
+    let named = [Reason::DmaLost, Reason::IommuFault];
+    assert!(as_expected(Verdict::Intact, &[], Verdict::Intact, &[]));
+    assert!(!as_expected(Verdict::Intact, &[], Verdict::Broken, &lost));
+    assert!(as_expected(Verdict::Broken, &named, Verdict::Broken, &lost), "a subset of the named reasons");
+    assert!(as_expected(Verdict::Broken, &named, Verdict::Broken, &two));
+    assert!(!as_expected(Verdict::Broken, &[Reason::DmaLost], Verdict::Broken, &two), "iommu.fault is not named");
+    assert!(!as_expected(Verdict::Broken, &[Reason::NvmeLost], Verdict::Broken, &lost), "another reason");
+    let error = [Finding::new(Reason::RunError, "QEMU exited")];
+    assert!(!as_expected(Verdict::Broken, &named, Verdict::Error, &error), "an error is never broken");
+    assert!(as_expected(Verdict::Error, &[], Verdict::Error, &error));
+}

@@ -13,6 +13,8 @@
 mod common;
 mod checks;
 
+use lulab::report::Reason;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -57,9 +59,17 @@ fn run_one(path: &Path, stem: &str) {
         "{stem}: expected {}, outcome {}\nreasons:\n  {}\nrun directory: {}",
         r.expect,
         r.outcome,
-        r.reasons.join("\n  "),
+        r.findings.iter().map(|f| format!("{} {}", f.reason, f.detail)).collect::<Vec<_>>().join("\n  "),
         t.dir().display()
     );
+    // The reasons are part of the verdict: named otherwise, the same run fails.
+    if r.expect == lulab::scenario::Verdict::Broken {
+        let other = Reason::ALL.iter().copied().find(|x| !r.findings.iter().any(|f| f.reason == *x)).expect("a reason not found");
+        assert!(
+            !lulab::scenario::as_expected(r.expect, &[other], r.outcome, &r.findings),
+            "{stem}: the same findings must fail a scenario expecting only `{other}`"
+        );
+    }
     if let Some(check) = checks::for_scenario(stem) {
         check(&r, t.dir());
     }

@@ -12,7 +12,7 @@ const BOOT_ONLY: &str = "description = \"boot only\"\nexpect = \"intact\"\n\n[[s
 /// Asks for VFIO DMA on a host without an emulated IOMMU: the agent cannot
 /// take the NIC, so the run cannot be carried out. It expects `broken`,
 /// which an error must never satisfy.
-const NO_IOMMU: &str = "description = \"VFIO DMA without an IOMMU\"\nexpect = \"broken\"\n\n[host]\nkernel = \"stock\"\nmemory_mib = 1024\niommu = false\n\n\
+const NO_IOMMU: &str = "description = \"VFIO DMA without an IOMMU\"\nexpect = \"broken\"\nexpect_reasons = [\"dma.lost\"]\n\n[host]\nkernel = \"stock\"\nmemory_mib = 1024\niommu = false\n\n\
 [rx]\nring_size = 256\nrate_fps = 200.0\nframe_size = 256\nframes = 100\n\n[[steps]]\ndo = \"boot\"\n\n[[steps]]\ndo = \"start_dma\"\n";
 
 fn lulab(args: &[&str]) -> (i32, String) {
@@ -41,7 +41,7 @@ fn run_exits_0_1_2() {
 
     let (code, text) = run(d, &scenario(d, "boot-intact", BOOT_ONLY), "intact");
     assert_eq!(code, 0, "expected outcome: {text}");
-    let (code, text) = run(d, &scenario(d, "boot-broken", &BOOT_ONLY.replace("\"intact\"", "\"broken\"")), "mismatch");
+    let (code, text) = run(d, &scenario(d, "boot-broken", &BOOT_ONLY.replace("\"intact\"", "\"broken\"\nexpect_reasons = [\"dma.lost\"]")), "mismatch");
     assert_eq!(code, 1, "intact where broken was expected: {text}");
     assert!(text.contains("expected broken, outcome intact"), "{text}");
 

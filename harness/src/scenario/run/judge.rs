@@ -15,7 +15,7 @@ use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
 use crate::oracle::trace::TraceSummary;
 use crate::oracle::isolation::{self, IsolationSection};
 use crate::qemu::params::NIC_ADDR;
-use crate::report::{DmaSection, IommuSection, LuoSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
+use crate::report::{Finding, Reason, DmaSection, IommuSection, LuoSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
 use crate::scenario::Verdict;
 
 impl Runner<'_> {
@@ -23,37 +23,44 @@ impl Runner<'_> {
     /// stopped the steps early, if any: a [`super::Finding`] makes the
     /// outcome broken, anything else an error (the oracles still report).
     pub(super) fn judge(&mut self, name: &str, aborted: Option<anyhow::Error>) -> Result<Report> {
-        let mut reasons = Vec::new();
-        let could_not_run = aborted.as_ref().is_some_and(|e| !super::Finding::in_chain(e));
+        let mut found: Vec<Finding> = Vec::new();
+        let could_not_run = aborted.as_ref().is_some_and(|e| Finding::in_chain(e).is_none());
         if let Some(e) = &aborted {
-            let what = if could_not_run { "run aborted (could not be carried out)" } else { "run stopped by a finding" };
-            reasons.push(format!("{what}: {e:#}"));
+            found.push(match Finding::in_chain(e) {
+                Some(f) => Finding::new(f.reason, format!("run stopped by a finding: {e:#}")),
+                None => Finding::new(Reason::RunError, format!("run aborted (could not be carried out): {e:#}")),
+            });
         }
         let trace = TraceSummary::from_file(&self.host_dir().join("trace.log"), 0)?;
         // From the end of `start_dma` on (the host driver's unbind before it
         // clears bus master by design).
         let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
         let log = crate::console::KernelLog::of_run(&self.host_dir());
-        let dma = self.judge_rx(&trace, &since_dma, &mut reasons)?;
-        let nvme = self.judge_nvme(&mut reasons)?;
-        let memory = self.judge_memory(&mut reasons)?;
+        if self.mem.is_some() {
+            found.extend(self.missing_inputs(&trace, &log));
+        }
+        let dma = self.judge_rx(&trace, &since_dma, &mut found)?;
+        let nvme = self.judge_nvme(&mut found)?;
+        let memory = self.judge_memory(&mut found)?;
         let faults_log = log.fuller(|c| crate::oracle::iommu::scan_console(c).faults as usize);
-        let iommu = self.judge_iommu(&trace, &since_dma, faults_log, &mut reasons)?;
-        let kunit = self.judge_kunit(log.ktap(), &mut reasons);
+        let iommu = self.judge_iommu(&trace, &since_dma, faults_log, &mut found)?;
+        let kunit = self.judge_kunit(log.ktap(), &mut found);
         let updates = self.judge_timeline()?;
-        let isolation = self.judge_isolation(&mut reasons)?;
-        reasons.extend(self.pk.findings.iter().cloned());
-        reasons.extend(self.luo.iter().flat_map(|u| u.reasons()));
+        let isolation = self.judge_isolation(&mut found)?;
+        found.extend(self.pk.findings.iter().cloned());
+        found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
         self.pk.write(&self.out)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
         if let Some(host) = self.host.take() {
             host.shutdown().context("shutting the host down")?;
         }
-        let outcome = match (could_not_run, reasons.is_empty()) {
+        let could_not_run = could_not_run || found.iter().any(|f| f.reason == Reason::RunError);
+        let outcome = match (could_not_run, found.is_empty()) {
             (true, _) => Verdict::Error,
             (false, true) => Verdict::Intact,
             (false, false) => Verdict::Broken,
         };
+        let as_expected = crate::scenario::as_expected(self.sc.expect, &self.sc.expect_reasons, outcome, &found);
         let mut timings_ms: std::collections::BTreeMap<String, u64> = self.timings.iter().cloned().collect();
         timings_ms.insert("total".into(), self.start.elapsed().as_millis() as u64);
         Ok(Report {
@@ -62,8 +69,10 @@ impl Runner<'_> {
             description: self.sc.description.clone(),
             expect: self.sc.expect,
             outcome,
-            as_expected: outcome == self.sc.expect,
-            reasons,
+            as_expected,
+            reasons: found.iter().map(|f| f.detail.clone()).collect(),
+            findings: found,
+            expect_reasons: self.sc.expect_reasons.clone(),
             versions: Versions {
                 qemu: qemu.unwrap_or_default(),
                 kernel: format!("{} ({})", self.set.kernel.release, self.set.kernel.source_version),
@@ -84,8 +93,23 @@ impl Runner<'_> {
         })
     }
 
+    /// An oracle without its input says nothing, which must not read as
+    /// "nothing found": a booted host always leaves QEMU trace events (PCI
+    /// config writes at least) and console lines.
+    fn missing_inputs(&self, trace: &TraceSummary, log: &crate::console::KernelLog) -> Vec<Finding> {
+        let mut v = Vec::new();
+        if trace.counts.is_empty() {
+            let path = self.host_dir().join("trace.log");
+            v.push(Finding::new(Reason::RunError, format!("QEMU's trace log {} is missing or holds no event: the IOMMU and ledger oracles have no input", path.display())));
+        }
+        if log.is_empty() {
+            v.push(Finding::new(Reason::RunError, format!("both console logs in {} are empty: the KUnit and fault oracles have no input", self.host_dir().display())));
+        }
+        v
+    }
+
     /// `since_dma`: only bus-master clears while the agent's DMA ran count.
-    fn judge_rx(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, reasons: &mut Vec<String>) -> Result<DmaSection> {
+    fn judge_rx(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, found: &mut Vec<Finding>) -> Result<DmaSection> {
         let Some(rx) = self.rx.as_mut() else { return Ok(DmaSection::default()) };
         if let Some(inj) = rx.injector.take() {
             rx.sent = Some(inj.stop()?);
@@ -115,24 +139,24 @@ impl Runner<'_> {
         let l = Ledger::account(sent, &seen, &evidence);
         std::fs::write(self.out.join("ledger.json"), serde_json::to_string_pretty(&l)?)?;
         if l.lost > 0 {
-            reasons.push(format!(
+            found.push(Finding::new(Reason::DmaLost, format!(
                 "{} of {} frames sent to {NIC_ADDR} lost: never DMAed into the agent's buffers (first seqs {:?})",
                 l.lost, l.sent, l.first_lost_seqs
-            ));
+            )));
         }
         if l.corrupted > 0 {
-            reasons.push(format!("{} frames corrupted in the agent's buffers", l.corrupted));
+            found.push(Finding::new(Reason::DmaCorrupted, format!("{} frames corrupted in the agent's buffers", l.corrupted)));
         }
         let bm_cleared = since_dma.bus_master_cleared_from(NIC_ADDR.trim_start_matches("0000:"), true);
         if l.queued_on_host > 0 {
-            reasons.push(format!(
+            found.push(Finding::new(Reason::DmaStalled, format!(
                 "RX stalled: {} frames were never taken by the device (QEMU stopped reading its backend){}",
                 l.queued_on_host,
                 if bm_cleared > 0 { format!("; the guest cleared the NIC's bus-master bit {bm_cleared} time(s)") } else { String::new() }
-            ));
+            )));
         }
         if l.duplicates > 0 || l.unexpected > 0 {
-            reasons.push(format!("{} duplicate and {} never-sent frames found", l.duplicates, l.unexpected));
+            found.push(Finding::new(Reason::DmaUnexpected, format!("{} duplicate and {} never-sent frames found", l.duplicates, l.unexpected)));
         }
         Ok(DmaSection {
             sent: l.sent,
@@ -169,34 +193,34 @@ impl Runner<'_> {
 
     /// The running engine's blocks from the RAM file; blocks before
     /// `done_before` were in place when a kexec ended an earlier engine.
-    fn judge_nvme(&mut self, reasons: &mut Vec<String>) -> Result<NvmeSection> {
+    fn judge_nvme(&mut self, found: &mut Vec<Finding>) -> Result<NvmeSection> {
         let (Some(nv), Some(mem), Some(spec)) = (&self.nvme, &self.mem, &self.sc.nvme) else { return Ok(NvmeSection::default()) };
         let r = match &nv.ledger {
             Some(l) => l.check(mem)?,
             None => crate::oracle::nvme::NvmeReport::default(),
         };
         if r.lost > 0 {
-            reasons.push(format!("{} of {} NVMe blocks never arrived (first LBAs {:?})", r.lost, spec.lba_count, r.first_lost_lbas));
+            found.push(Finding::new(Reason::NvmeLost, format!("{} of {} NVMe blocks never arrived (first LBAs {:?})", r.lost, spec.lba_count, r.first_lost_lbas)));
         }
         if r.corrupted > 0 {
-            reasons.push(format!("{} NVMe blocks hold wrong data (first LBAs {:?})", r.corrupted, r.first_corrupted_lbas));
+            found.push(Finding::new(Reason::NvmeCorrupted, format!("{} NVMe blocks hold wrong data (first LBAs {:?})", r.corrupted, r.first_corrupted_lbas)));
         }
         Ok(NvmeSection { blocks_read: nv.done_before + r.blocks_read, corrupted: r.corrupted, lost: r.lost, restarts: nv.restarts.clone() })
     }
 
-    fn judge_memory(&mut self, reasons: &mut Vec<String>) -> Result<MemorySection> {
+    fn judge_memory(&mut self, found: &mut Vec<Finding>) -> Result<MemorySection> {
         let (Some(before), Some(mem)) = (&self.before, &self.mem) else { return Ok(MemorySection::default()) };
         let after = memory::hash_pages(mem, &self.watched)?;
         let mut d = memory::diff(before, &after, &self.allowed);
         d.merge(self.retired.clone());
         if !d.unexpected.is_empty() {
             let first: Vec<String> = d.unexpected.iter().take(4).map(|p| format!("{p:#x}")).collect();
-            reasons.push(format!(
+            found.push(Finding::new(Reason::MemoryChanged, format!(
                 "{} of {} agent pages changed although no device may write them (first at {})",
                 d.unexpected.len(),
                 d.pages_checked,
                 first.join(", ")
-            ));
+            )));
         }
         Ok(MemorySection {
             pages_checked: d.pages_checked,
@@ -208,39 +232,39 @@ impl Runner<'_> {
 
     /// KUnit results from the console's KTAP. Every boot of a KUnit kernel
     /// prints them again; all must pass.
-    fn judge_kunit(&self, console: &str, reasons: &mut Vec<String>) -> Option<crate::ktap::Counts> {
+    fn judge_kunit(&self, console: &str, found: &mut Vec<Finding>) -> Option<crate::ktap::Counts> {
         let ktap = crate::ktap::Ktap::parse(console);
         let counts = ktap.counts();
         if counts == crate::ktap::Counts::default() && !ktap.complete() {
             return None;
         }
         if counts.failed > 0 {
-            reasons.push(format!("{} KUnit tests failed: {}", counts.failed, ktap.failed().join(", ")));
+            found.push(Finding::new(Reason::KunitFailed, format!("{} KUnit tests failed: {}", counts.failed, ktap.failed().join(", "))));
         }
         if !ktap.complete() {
-            reasons.push("KTAP output is incomplete (the kernel stopped mid-test?)".into());
+            found.push(Finding::new(Reason::KunitFailed, "KTAP output is incomplete (the kernel stopped mid-test?)"));
         }
         Some(counts)
     }
 
-    fn judge_iommu(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, console: &str, reasons: &mut Vec<String>) -> Result<IommuSection> {
+    fn judge_iommu(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, console: &str, found: &mut Vec<Finding>) -> Result<IommuSection> {
         let r = IommuReport::from_logs(trace, console);
         if r.faults() > 0 {
-            reasons.push(format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults));
+            found.push(Finding::new(Reason::IommuFault, format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults)));
         }
         // Translation only has to stay on while a device is doing DMA; boot
         // switches it on, and nothing before `start_dma` switches it off.
         let dma_started = self.rx.is_some() || self.nvme.is_some();
         if r.translation_disabled > 0 && dma_started {
-            reasons.push(format!(
+            found.push(Finding::new(Reason::IommuTranslationOff, format!(
                 "VT-d translation switched off {} time(s) while the device was in use (vtd_dmar_enable 0)",
                 r.translation_disabled
-            ));
+            )));
         }
         let mut examples = r.qemu_fault_lines.clone();
         examples.extend(r.guest_fault_lines.iter().cloned());
         let roots = &since_dma.dmar_root;
-        let outside = self.judge_root_tables(roots, reasons);
+        let outside = self.judge_root_tables(roots, found);
         Ok(IommuSection {
             faults: r.faults(),
             qemu_faults: r.qemu_faults,
@@ -256,7 +280,7 @@ impl Runner<'_> {
     /// the IOMMU latched after DMA started must be `iommu/root-pgtables` in
     /// the carve-out (adopted in place by each new kernel), and each new
     /// kernel must have latched one. Returns the roots outside it.
-    fn judge_root_tables(&self, roots: &[u64], reasons: &mut Vec<String>) -> Vec<u64> {
+    fn judge_root_tables(&self, roots: &[u64], found: &mut Vec<Finding>) -> Vec<u64> {
         let Some(pk) = &self.sc.pkernfs else { return Vec::new() };
         let persistent = self.sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs)
             || self.sc.nvme.as_ref().is_some_and(|n| n.persist);
@@ -266,17 +290,17 @@ impl Runner<'_> {
         }
         if !outside.is_empty() {
             let list: Vec<String> = outside.iter().map(|a| format!("{a:#x}")).collect();
-            reasons.push(format!(
+            found.push(Finding::new(Reason::IommuRootOutsidePkernfs, format!(
                 "VT-d root table set outside pkernfs after DMA started ({}): a kernel put its own tables under the persistent device instead of adopting iommu/root-pgtables in place",
                 list.join(", ")
-            ));
+            )));
         }
         if (roots.len() as u64) < u64::from(self.live_updates) {
-            reasons.push(format!(
+            found.push(Finding::new(Reason::IommuRootNotAdopted, format!(
                 "VT-d root table latched {} time(s) after DMA started, fewer than the {} live update(s): no evidence each new kernel adopted iommu/root-pgtables (vtd_reg_dmar_root traced?)",
                 roots.len(),
                 self.live_updates
-            ));
+            )));
         }
         outside
     }
@@ -284,21 +308,21 @@ impl Runner<'_> {
     /// The isolation oracle over QEMU's IOTLB trace (scenarios with
     /// `check_isolation`), from the end of `start_dma` on: before, host
     /// drivers owned the devices.
-    fn judge_isolation(&mut self, reasons: &mut Vec<String>) -> Result<Option<IsolationSection>> {
+    fn judge_isolation(&mut self, found: &mut Vec<Finding>) -> Result<Option<IsolationSection>> {
         if !self.sc.check_isolation {
             return Ok(None);
         }
         let s = isolation::check_file(&self.host_dir().join("trace.log"), self.dma_trace_offset, &self.iso)?;
         if s.foreign > 0 {
             let outside: u64 = s.devices.values().map(|d| d.outside_own_pages).sum();
-            reasons.push(format!(
+            found.push(Finding::new(Reason::IsolationBreach, format!(
                 "isolation: {} DMA translations breach isolation: {} into another device's guest RAM, {} outside the device's own pages while its engine owned it; e.g. {:?}",
                 s.foreign, s.cross_device, outside, s.examples
-            ));
+            )));
         }
         let devices: std::collections::BTreeSet<&str> = self.iso.owners.iter().map(|o| o.pci.as_str()).collect();
         if devices.len() > 1 && s.translations.len() < devices.len() {
-            reasons.push(format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), devices.len()));
+            found.push(Finding::new(Reason::IsolationUntraced, format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), devices.len())));
         }
         Ok(Some(s))
     }

@@ -12,7 +12,8 @@ use anyhow::{bail, ensure, Context, Result};
 use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistBacking, PersistSpec, PhysRange, Reply};
 
 use super::finding::check;
-use super::{Finding, NvmeSpec, RxSpec, Runner, RX_BUF};
+use super::finding::{Finding, Reason};
+use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
 use crate::pkernfs::format::{Image, ROOT_INO};
 use crate::pkernfs::host::read_carveout;
 use crate::qemu::params::NIC_ADDR;
@@ -92,13 +93,14 @@ impl Runner<'_> {
                 let r = self.exec(&argv)?;
                 check!(
                     r.status != Some(0) && r.stderr.to_lowercase().contains("busy"),
+                    Reason::PkernfsNotBusy,
                     "{what} of {file}, which backs live DMA mappings, was not refused with EBUSY: exit {:?}, stderr {:?}",
                     r.status,
                     r.stderr
                 );
             }
             let after = size(self)?;
-            check!(before == after && !after.is_empty(), "{file}: size {before} before, {after} after the refused unlink/truncate");
+            check!(before == after && !after.is_empty(), Reason::PkernfsNotBusy, "{file}: size {before} before, {after} after the refused unlink/truncate");
         }
         Ok(())
     }
@@ -133,7 +135,7 @@ impl Runner<'_> {
         let Some(persist) = self.nvme_persist_spec(&spec, true) else { return Ok(()) };
         let cfg = self.nvme_config(&spec, 0, IommuApi::Iommufd, Some(persist));
         let layout = self.resume_engine(cfg, "nvme_resume")?;
-        check!(layout.persist.is_some_and(|p| p.resumed_nvme.is_some()), "the NVMe engine did not resume from a hand-over");
+        check!(layout.persist.is_some_and(|p| p.resumed_nvme.is_some()), Reason::UpdateResumeFailed, "the NVMe engine did not resume from a hand-over");
         Ok(())
     }
 
@@ -148,7 +150,7 @@ impl Runner<'_> {
         // Before any agent maps it again, the file must still be pinned in
         // the image (a frozen domain maps it): read from the RAM file.
         if let Some(p) = before.persist.as_ref().filter(|p| p.backing == PersistBacking::Pkernfs) {
-            check!(self.image_file_pinned(&p.image_path)?, "pkernfs {} is not pinned after the kexec although a frozen IOMMU domain maps it", p.image_path);
+            check!(self.image_file_pinned(&p.image_path)?, Reason::UpdateResumeFailed, "pkernfs {} is not pinned after the kexec although a frozen IOMMU domain maps it", p.image_path);
         }
         let t = std::time::Instant::now();
         // The kernel refusing the resumed engine (rebuilt mappings that differ
@@ -156,7 +158,9 @@ impl Runner<'_> {
         let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60)) {
             Ok(Reply::DmaStarted(l)) => *l,
             Ok(other) => bail!("unexpected reply to the resuming dma_start for {pci}: {other:?}"),
-            Err(e @ crate::agent::AgentError::Refused { .. }) => return Finding::err(format!("resuming {pci} after the update: {e}")),
+            Err(e @ crate::agent::AgentError::Refused { .. }) => {
+                return Finding::err(Reason::UpdateResumeFailed, format!("resuming {pci} after the update: {e}"))
+            }
             Err(e) => return Err(e.into()),
         };
         let n = self.live_updates;
@@ -171,6 +175,7 @@ impl Runner<'_> {
         }
         check!(
             same || luo.is_some(),
+            Reason::UpdateResumeFailed,
             "the resumed engine of {pci} moved its memory: ring {:?} / buffers {:?}, was {:?} / {:?}",
             layout.ring.phys,
             layout.buffers.phys,
@@ -229,7 +234,7 @@ impl Runner<'_> {
             persist: Some(persist),
         };
         let layout = self.resume_engine(cfg, "agent_resume")?;
-        check!(layout.persist.is_some_and(|p| p.resumed_from.is_some()), "the agent did not resume from a hand-over");
+        check!(layout.persist.is_some_and(|p| p.resumed_from.is_some()), Reason::UpdateResumeFailed, "the agent did not resume from a hand-over");
         Ok(())
     }
 }

@@ -29,7 +29,7 @@ pub(super) struct PkRun {
     /// One line per check made (`inside`/`outside`, after how many updates).
     pub(super) checks: Vec<String>,
     /// Damage found; each becomes a reason of the verdict.
-    pub(super) findings: Vec<String>,
+    pub(super) findings: Vec<crate::report::Finding>,
     /// Whole-carve-out hashes from the RAM file, in the order taken.
     pub(super) carveout_hashes: Vec<CarveoutHash>,
     /// One per `pkernfs_corrupt`.
@@ -159,7 +159,7 @@ impl Runner<'_> {
 
     fn pk_expect(&mut self, name: &str, got: FileDigest, want: FileDigest, what: &str) {
         if got != want {
-            self.pk.findings.push(format!("pkernfs: {name} {what}: {got:?}, pattern says {want:?}"));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {name} {what}: {got:?}, pattern says {want:?}")));
         }
         self.pk.expected.insert(name.to_string(), want);
     }
@@ -176,7 +176,7 @@ impl Runner<'_> {
         let timed = match mounted {
             Ok(timed) => timed,
             Err(e) => {
-                self.pk.findings.push(format!("pkernfs: mount refused after {n} live update(s): {e:#}"));
+                self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsMountRefused, format!("pkernfs: mount refused after {n} live update(s): {e:#}")));
                 return Ok(());
             }
         };
@@ -190,8 +190,8 @@ impl Runner<'_> {
             found += u64::from(got.is_ok());
             match got {
                 Ok(d) if d == want => {}
-                Ok(d) => self.pk.findings.push(format!("pkernfs: {name} after {n} update(s), inside: {d:?}, expected {want:?}")),
-                Err(e) => self.pk.findings.push(format!("pkernfs: {name} after {n} update(s), inside: {e}")),
+                Ok(d) => self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {name} after {n} update(s), inside: {d:?}, expected {want:?}"))),
+                Err(e) => self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {name} after {n} update(s), inside: {e}"))),
             }
         }
         if timed {
@@ -241,18 +241,18 @@ impl Runner<'_> {
         let jump = self.pk.last_jump.clone().context("`pkernfs_untouched` before any live update")?;
         let identical = now == jump;
         if !identical {
-            self.pk.findings.push(format!(
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCarveoutChanged, format!(
                 "pkernfs: after {n} update(s) ({kernel} kernel) the carve-out changed since the jump (xxh3-128 {jump} -> {now})"
-            ));
+            )));
         }
         let r = self.host()?.agent.exec(&["cat", "/proc/iomem"], Duration::from_secs(10))?;
         let iomem = iomem_over(&r.stdout, pk.base(), pk.size());
         let system_ram = iomem.iter().any(|l| l.contains("System RAM"));
         if iomem.is_empty() {
-            self.pk.findings.push(format!("pkernfs: after {n} update(s) ({kernel} kernel) no /proc/iomem line covers the carve-out"));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCarveoutChanged, format!("pkernfs: after {n} update(s) ({kernel} kernel) no /proc/iomem line covers the carve-out")));
         }
         if system_ram {
-            self.pk.findings.push(format!("pkernfs: after {n} update(s) the {kernel} kernel took the carve-out as System RAM: {iomem:?}"));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCarveoutChanged, format!("pkernfs: after {n} update(s) the {kernel} kernel took the carve-out as System RAM: {iomem:?}")));
         }
         self.pk.untouched.push(UntouchedCheck { live_updates: n, kernel: kernel.into(), identical, iomem, system_ram });
         Ok(())
@@ -264,15 +264,15 @@ impl Runner<'_> {
         let img = match Image::open(&mut bytes) {
             Ok(img) => img,
             Err(e) => {
-                self.pk.findings.push(format!("pkernfs: outside after {n} update(s): image refused: {}", e.describe()));
+                self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: outside after {n} update(s): image refused: {}", e.describe())));
                 return Ok(());
             }
         };
         for (name, want) in &self.pk.expected {
             match outside_digest(&img, name) {
                 Ok(d) if d == *want => {}
-                Ok(d) => self.pk.findings.push(format!("pkernfs: {name} after {n} update(s), outside: {d:?}, expected {want:?}")),
-                Err(e) => self.pk.findings.push(format!("pkernfs: {name} after {n} update(s), outside: {e}")),
+                Ok(d) => self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {name} after {n} update(s), outside: {d:?}, expected {want:?}"))),
+                Err(e) => self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {name} after {n} update(s), outside: {e}"))),
             }
         }
         self.pk.checks.push(format!("outside after {n} live update(s): image opens, {} files", self.pk.expected.len()));

@@ -87,12 +87,12 @@ impl Runner<'_> {
         // The format code on the host must refuse it the way the kernel will.
         let host_error = match Image::open(&mut bytes.clone()) {
             Ok(_) => {
-                self.pk.findings.push(format!("pkernfs: the host's format code accepts the image with a corrupted {corrupted}"));
+                self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!("pkernfs: the host's format code accepts the image with a corrupted {corrupted}")));
                 "accepted".to_string()
             }
             Err(e) => {
                 if e != c.expected {
-                    self.pk.findings.push(format!("pkernfs: corrupted {corrupted}: host refuses with {e:?}, helper expected {:?}", c.expected));
+                    self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!("pkernfs: corrupted {corrupted}: host refuses with {e:?}, helper expected {:?}", c.expected)));
                 }
                 e.describe().to_string()
             }
@@ -100,7 +100,7 @@ impl Runner<'_> {
         self.pk_poke(&changed)?;
         let corrupted_hash = self.pk_hash("corrupted")?;
         if corrupted_hash != hash_of(&bytes) {
-            self.pk.findings.push(format!("pkernfs: the carve-out changed while {corrupted} was being corrupted"));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!("pkernfs: the carve-out changed while {corrupted} was being corrupted")));
         }
         self.pk.refusals.push(PkernfsRefusal { corrupted, offset: c.offset, host_error, ..Default::default() });
         self.pk.pending = Some(Pending { saved, before, corrupted: corrupted_hash });
@@ -121,7 +121,7 @@ impl Runner<'_> {
         r.expected_structure = structure.to_string();
         match &mounted {
             Ok(_) => {
-                self.pk.findings.push(format!("pkernfs: after {n} update(s) the mount accepted the image with a corrupted {}", r.corrupted));
+                self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!("pkernfs: after {n} update(s) the mount accepted the image with a corrupted {}", r.corrupted)));
                 let _ = self.pk_call(Op::Umount { target: pk.mount.clone() }, Duration::from_secs(10));
             }
             Err(e) => {
@@ -131,24 +131,24 @@ impl Runner<'_> {
             }
         }
         if mounted.is_err() && r.errno.as_deref() != Some("EUCLEAN") {
-            self.pk.findings.push(format!("pkernfs: corrupted {}: mount failed, but not with EUCLEAN: {:?}", r.corrupted, r.mount_error));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!("pkernfs: corrupted {}: mount failed, but not with EUCLEAN: {:?}", r.corrupted, r.mount_error)));
         }
         r.kernel_line = dmesg.lines().rev().find(|l| l.contains(REFUSAL)).map(|l| l.trim().to_string());
         r.named_structure = r.kernel_line.as_deref().and_then(named_structure);
         if r.named_structure.as_deref() != Some(structure) {
-            self.pk.findings.push(format!(
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!(
                 "pkernfs: corrupted {}: the kernel named {:?}, expected {structure:?} (line {:?})",
                 r.corrupted, r.named_structure, r.kernel_line
-            ));
+            )));
         } else if !r.kernel_line.as_deref().is_some_and(|l| l.contains(&r.host_error)) {
-            self.pk.findings.push(format!("pkernfs: corrupted {}: kernel says {:?}, the host's format code {:?}", r.corrupted, r.kernel_line, r.host_error));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!("pkernfs: corrupted {}: kernel says {:?}, the host's format code {:?}", r.corrupted, r.kernel_line, r.host_error)));
         }
         r.untouched = before_mount == pending.corrupted && after_mount == pending.corrupted;
         if !r.untouched {
-            self.pk.findings.push(format!(
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!(
                 "pkernfs: corrupted {}: the carve-out was written (xxh3-128 corrupted {}, before mount {before_mount}, after the refused mount {after_mount})",
                 r.corrupted, pending.corrupted
-            ));
+            )));
         }
         r.as_expected =
             mounted.is_err() && r.errno.as_deref() == Some("EUCLEAN") && r.named_structure.as_deref() == Some(structure) && r.untouched;
@@ -164,11 +164,11 @@ impl Runner<'_> {
         let now = self.pk_hash("restored")?;
         let restored = now == pending.before;
         if !restored {
-            self.pk.findings.push(format!(
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsCorruptionMishandled, format!(
                 "pkernfs: after restoring {} byte(s) the carve-out hashes {now}, not {} as before the corruption",
                 pending.saved.len(),
                 pending.before
-            ));
+            )));
         }
         if let Some(r) = self.pk.refusals.last_mut() {
             r.restored = restored;

@@ -51,7 +51,7 @@ impl Runner<'_> {
             other => bail!("unexpected reply to fill_tree: {other:?}"),
         };
         if got != tree.stat() {
-            self.pk.findings.push(format!("pkernfs: fill tree written as {got:?}, asked for {:?}", tree.stat()));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: fill tree written as {got:?}, asked for {:?}", tree.stat())));
         }
         self.pk.fill = Some(tree);
         Ok(())
@@ -86,12 +86,12 @@ impl Runner<'_> {
             Ok(Reply::Tree(t)) => t,
             Ok(other) => bail!("unexpected reply to stat_tree: {other:?}"),
             Err(e) => {
-                self.pk.findings.push(format!("pkernfs: {FILL_DIR}/ after {n} update(s), inside: {e:#}"));
+                self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {FILL_DIR}/ after {n} update(s), inside: {e:#}")));
                 return Ok(0);
             }
         };
         if got != tree.stat() {
-            self.pk.findings.push(format!("pkernfs: {FILL_DIR}/ after {n} update(s), inside: {got:?}, expected {:?}", tree.stat()));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {FILL_DIR}/ after {n} update(s), inside: {got:?}, expected {:?}", tree.stat())));
         }
         self.pk.checks.push(format!("inside after {n} live update(s): {FILL_DIR}/ holds {} files, {} bytes", got.files, got.bytes));
         Ok(got.files)
@@ -112,11 +112,11 @@ impl Runner<'_> {
             };
             bad += 1;
             if bad <= 4 {
-                self.pk.findings.push(format!("pkernfs: {name} after {n} update(s), outside: {wrong}"));
+                self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {name} after {n} update(s), outside: {wrong}")));
             }
         }
         if bad > 4 {
-            self.pk.findings.push(format!("pkernfs: {bad} of {} files in {FILL_DIR}/ wrong outside after {n} update(s)", tree.files));
+            self.pk.findings.push(crate::report::Finding::new(crate::report::Reason::PkernfsData, format!("pkernfs: {bad} of {} files in {FILL_DIR}/ wrong outside after {n} update(s)", tree.files)));
         }
         self.pk.checks.push(format!("outside after {n} live update(s): {FILL_DIR}/ {} of {} files as written", tree.files - bad, tree.files));
     }
