@@ -24,7 +24,6 @@ impl Runner<'_> {
     /// outcome broken, anything else an error (the oracles still report).
     pub(super) fn judge(&mut self, name: &str, aborted: Option<anyhow::Error>) -> Result<Report> {
         let mut found: Vec<Finding> = Vec::new();
-        let could_not_run = aborted.as_ref().is_some_and(|e| Finding::in_chain(e).is_none());
         if let Some(e) = &aborted {
             found.push(match Finding::in_chain(e) {
                 Some(f) => Finding::new(f.reason, format!("run stopped by a finding: {e:#}")),
@@ -54,7 +53,8 @@ impl Runner<'_> {
         if let Some(host) = self.host.take() {
             host.shutdown().context("shutting the host down")?;
         }
-        let could_not_run = could_not_run || found.iter().any(|f| f.reason == Reason::RunError);
+        // An abort that was no finding, or an oracle without its input.
+        let could_not_run = found.iter().any(|f| f.reason == Reason::RunError);
         let outcome = match (could_not_run, found.is_empty()) {
             (true, _) => Verdict::Error,
             (false, true) => Verdict::Intact,
