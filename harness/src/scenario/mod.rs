@@ -106,9 +106,9 @@ pub struct Scenario {
     pub steps: Vec<Step>,
 }
 
-/// `[host]`.
+/// `[host]`; a field not written takes its default ([`HostSpec::default`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HostSpec {
     /// Kernel to boot.
     pub kernel: KernelChoice,
@@ -118,7 +118,6 @@ pub struct HostSpec {
     pub iommu: bool,
     /// Extra kernel parameters, on the first boot and every kexec (e.g.
     /// `lulab_vtd_adopt=copy`, a negative control). One word each.
-    #[serde(default)]
     pub cmdline: Vec<String>,
 }
 

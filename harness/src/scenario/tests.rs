@@ -149,3 +149,12 @@ fn as_expected_wants_the_outcome_and_for_broken_only_named_reasons() {
     assert!(!as_expected(Verdict::Broken, &named, Verdict::Error, &error), "an error is never broken");
     assert!(as_expected(Verdict::Error, &[], Verdict::Error, &error));
 }
+
+#[test]
+fn a_host_table_takes_the_default_of_every_field_it_does_not_write() {
+    let text = GOOD.replace("[rx]", "[host]\nkernel = \"lulab\"\n\n[rx]");
+    let s = Scenario::parse(&text, "s.toml").unwrap();
+    assert_eq!(s.host, HostSpec { kernel: KernelChoice::Lulab, ..HostSpec::default() });
+    let e = Scenario::parse(&GOOD.replace("[rx]", "[host]\nkernal = \"lulab\"\n\n[rx]"), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("unknown field `kernal`"), "{e}");
+}
