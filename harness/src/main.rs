@@ -48,7 +48,7 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// The scenario catalogue: name, expected outcome, tier, kernels, description.
+    /// The scenario catalogue: name, expected outcome and reasons, tier, kernels, description.
     List {
         /// Directory of scenario files (default: the workspace's scenarios/).
         dir: Option<PathBuf>,
