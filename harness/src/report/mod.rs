@@ -122,6 +122,11 @@ pub struct DmaSection {
     pub bus_master_cleared: u64,
     /// Injection → seen in the RAM file, microseconds (scan-granular).
     pub latency_us: LatencySection,
+    /// When the injector wrote its last frame into QEMU's socket, ms since
+    /// the run started (the `updates[]` clock): a live update after it has
+    /// no stream to keep landing while no agent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sent_ms: Option<u64>,
 }
 
 /// Latency summary.

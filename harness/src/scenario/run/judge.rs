@@ -175,6 +175,7 @@ impl Runner<'_> {
                 p99: l.latency.p99_us,
                 max: l.latency.max_us,
             },
+            last_sent_ms: sent.frames.iter().filter_map(|f| f.written_ns).max().map(|ns| ns.saturating_sub(self.start_ns) / 1_000_000),
         })
     }
 

@@ -63,7 +63,12 @@ pub fn soak(r: &Report, _: &Path) {
     assert_eq!(r.updates.len(), 20);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
-    for u in &r.updates {
+    // Frames can only land while no agent runs if the stream still runs:
+    // on a loaded machine the last updates may come after its last frame.
+    let last_sent = r.dma.last_sent_ms.expect("the injector wrote frames");
+    let covered: Vec<_> = r.updates.iter().filter(|u| u.agent_up.is_some_and(|up| up <= last_sent)).collect();
+    assert!(covered.len() >= 10, "only {} of 20 updates ended before the stream did (last frame at {last_sent} ms)", covered.len());
+    for u in covered {
         assert!(u.dma_while_agent_down.unwrap_or(0) > 0, "update {}: the device stopped while no agent ran: {u:?}", u.index);
     }
 }
