@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 mod locate;
+mod steps;
 mod luo;
 mod pkernfs;
 pub mod run;
@@ -102,7 +103,8 @@ pub struct Scenario {
     pub check_isolation: bool,
     /// Upstream's LUO switched on (absent: off).
     pub luo: Option<LuoSpec>,
-    /// What happens, in order.
+    /// What happens, in order (an entry written with `repeat = N` is here
+    /// N times).
     pub steps: Vec<Step>,
 }
 
@@ -353,13 +355,20 @@ impl Scenario {
 
     /// Parses scenario text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
-        let s: Scenario = toml::from_str(text)
+        let (text, repeats) = steps::take_repeats(text)
+            .map_err(|(line, message)| ScenarioError::Invalid { path: origin.to_string(), line: Some(line), message: format!("steps: {message}") })?;
+        let mut s: Scenario = toml::from_str(&text)
             .map_err(|e| ScenarioError::Parse { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        s.no_stray_step_fields(&text, origin)?;
+        s.steps = std::mem::take(&mut s.steps)
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, step)| std::iter::repeat_n(step, repeats.get(i).copied().unwrap_or(1)))
+            .collect();
         s.validate().map_err(|message| {
-            let line = locate::field_of(&message).and_then(|f| locate::line_of(text, f));
+            let line = locate::field_of(&message).and_then(|f| locate::line_of(&text, f));
             ScenarioError::Invalid { path: origin.to_string(), line, message }
         })?;
-        s.no_stray_step_fields(text, origin)?;
         Ok(s)
     }
 

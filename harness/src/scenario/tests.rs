@@ -158,3 +158,28 @@ fn a_host_table_takes_the_default_of_every_field_it_does_not_write() {
     let e = Scenario::parse(&GOOD.replace("[rx]", "[host]\nkernal = \"lulab\"\n\n[rx]"), "s.toml").unwrap_err().to_string();
     assert!(e.contains("unknown field `kernal`"), "{e}");
 }
+
+#[test]
+fn repeat_runs_an_entry_n_times_and_errors_keep_their_lines() {
+    let once = GOOD.replace("do = \"inject\"", "do = \"inject\"\n[[steps]]\ndo = \"stage_update\"\n[[steps]]\ndo = \"stage_update\"\n[[steps]]\ndo = \"stage_update\"");
+    let thrice = GOOD.replace("do = \"inject\"", "do = \"inject\"\n[[steps]]\ndo = \"stage_update\"\nrepeat = 3");
+    assert_eq!(Scenario::parse(&thrice, "t.toml").unwrap(), Scenario::parse(&once, "o.toml").unwrap());
+    // An error after a repeat still names its own line.
+    let bad = thrice.replace("do = \"settle\"", "do = \"fault\"");
+    let line = bad.lines().position(|l| l.contains("\"fault\"")).unwrap() + 1;
+    let e = Scenario::parse(&bad, "t.toml").unwrap_err().to_string();
+    assert!(e.contains(&format!("line {line}")) && e.contains("unknown variant `fault`"), "{e}");
+    let e = Scenario::parse(&thrice.replace("repeat = 3", "repeat = 0"), "t.toml").unwrap_err().to_string();
+    let line = thrice.lines().position(|l| l.starts_with("repeat")).unwrap() + 1;
+    assert!(e.starts_with(&format!("t.toml:{line}: steps: repeat = 0")), "{e}");
+}
+
+#[test]
+fn the_soak_is_twenty_updates_written_once() {
+    let s = Scenario::load(&crate::workspace_root().join("scenarios/live-update-soak.toml")).unwrap();
+    let mut want = vec![Step::Boot, Step::StartDma, Step::Inject, Step::AwaitSent { frames: Some(100) }];
+    want.extend(std::iter::repeat_n(Step::LiveUpdate { kernel: None }, 20));
+    want.extend([Step::AwaitSent { frames: None }, Step::Settle { quiet_ms: 5000 }]);
+    assert_eq!(s.steps, want);
+    assert_eq!(s.live_updates(), 20);
+}
