@@ -36,7 +36,7 @@ impl Runner<'_> {
         let since_dma = TraceSummary::from_file(&self.host_dir().join("trace.log"), self.dma_trace_offset)?;
         let log = crate::console::KernelLog::of_run(&self.host_dir());
         if self.mem.is_some() {
-            found.extend(self.missing_inputs(&trace, &log));
+            found.extend(missing_inputs(&self.host_dir(), &trace, &log));
         }
         let dma = self.judge_rx(&trace, &since_dma, &mut found)?;
         let nvme = self.judge_nvme(&mut found)?;
@@ -91,21 +91,6 @@ impl Runner<'_> {
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
         })
-    }
-
-    /// An oracle without its input says nothing, which must not read as
-    /// "nothing found": a booted host always leaves QEMU trace events (PCI
-    /// config writes at least) and console lines.
-    fn missing_inputs(&self, trace: &TraceSummary, log: &crate::console::KernelLog) -> Vec<Finding> {
-        let mut v = Vec::new();
-        if trace.counts.is_empty() {
-            let path = self.host_dir().join("trace.log");
-            v.push(Finding::new(Reason::RunError, format!("QEMU's trace log {} is missing or holds no event: the IOMMU and ledger oracles have no input", path.display())));
-        }
-        if log.is_empty() {
-            v.push(Finding::new(Reason::RunError, format!("both console logs in {} are empty: the KUnit and fault oracles have no input", self.host_dir().display())));
-        }
-        v
     }
 
     /// `since_dma`: only bus-master clears while the agent's DMA ran count.
@@ -326,5 +311,40 @@ impl Runner<'_> {
             found.push(Finding::new(Reason::IsolationUntraced, format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), devices.len())));
         }
         Ok(Some(s))
+    }
+}
+
+/// An oracle without its input says nothing, which must not read as
+/// "nothing found": a booted host (files in `host_dir`) always leaves QEMU
+/// trace events (PCI config writes at least) and console lines.
+fn missing_inputs(host_dir: &std::path::Path, trace: &TraceSummary, log: &crate::console::KernelLog) -> Vec<Finding> {
+    let mut v = Vec::new();
+    if trace.counts.is_empty() {
+        let path = host_dir.join("trace.log");
+        v.push(Finding::new(Reason::RunError, format!("QEMU's trace log {} is missing or holds no event: the IOMMU and ledger oracles have no input", path.display())));
+    }
+    if log.is_empty() {
+        v.push(Finding::new(Reason::RunError, format!("both console logs in {} are empty: the KUnit and fault oracles have no input", host_dir.display())));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_booted_run_without_trace_events_or_console_lines_could_not_be_judged() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::qemu::params::RunPaths::new(dir.path());
+        let empty = (TraceSummary::default(), crate::console::KernelLog::of_run(dir.path()));
+        let found = missing_inputs(dir.path(), &empty.0, &empty.1);
+        assert_eq!(found.iter().map(|f| f.reason).collect::<Vec<_>>(), [Reason::RunError, Reason::RunError], "{found:?}");
+        // With its inputs the same run has nothing to say here.
+        std::fs::write(paths.console_log(), "[    0.000000] Linux version 7.3.4-lulab\n").unwrap();
+        let mut trace = TraceSummary::default();
+        trace.add_line("1234@1796484211.696438:pci_cfg_write 00:02.0 @0x4 <- 0x6");
+        let log = crate::console::KernelLog::of_run(dir.path());
+        assert!(missing_inputs(dir.path(), &trace, &log).is_empty(), "{:?}", trace.counts);
     }
 }
