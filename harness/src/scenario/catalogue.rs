@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::{KernelChoice, Scenario, ScenarioError};
+use super::{Scenario, ScenarioError};
 
 /// Every `*.toml` in `dir`, sorted by name.
 pub fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -49,7 +49,7 @@ pub fn list(paths: &[PathBuf]) -> String {
         let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         rows.push(match Scenario::load(p) {
             Ok(s) => {
-                let kernels = s.kernels().iter().map(|k| kernel_name(*k)).collect::<Vec<_>>().join("+");
+                let kernels = s.kernels().iter().map(|k| k.name()).collect::<Vec<_>>().join("+");
                 let reasons = if s.expect_reasons.is_empty() {
                     "-".to_string()
                 } else {
@@ -69,13 +69,6 @@ pub fn list(paths: &[PathBuf]) -> String {
         let _ = writeln!(out, "{}", r[5]);
     }
     out
-}
-
-fn kernel_name(k: KernelChoice) -> &'static str {
-    match k {
-        KernelChoice::Stock => "stock",
-        KernelChoice::Lulab => "lulab",
-    }
 }
 
 #[cfg(test)]

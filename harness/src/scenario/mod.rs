@@ -72,6 +72,16 @@ pub enum KernelChoice {
     Lulab,
 }
 
+impl KernelChoice {
+    /// Its name in scenario files and reports (`stock`, `lulab`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelChoice::Stock => "stock",
+            KernelChoice::Lulab => "lulab",
+        }
+    }
+}
+
 /// A scenario file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

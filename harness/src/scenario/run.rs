@@ -229,7 +229,7 @@ impl<'a> Runner<'a> {
                 let mut t = JumpStamps::default();
                 let jumped = self.host()?.jump_stamped(Deadlines::default(), &mut t);
                 self.updates.push(UpdateEvents {
-                    kernel: pkernfs::kernel_name(kernel).into(),
+                    kernel: kernel.name().into(),
                     kexec_started_ns: t.kexec_started_ns,
                     agent_down_ns: t.agent_down_ns,
                     kernel_up_ns: t.kernel_up_ns,

@@ -43,13 +43,7 @@ fn main() -> ExitCode {
 
 /// `dir/*.toml`, sorted.
 fn scenario_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("listing scenarios in {}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    v.sort();
-    v
+    lulab::scenario::catalogue::files(dir).unwrap_or_else(|e| panic!("listing scenarios in {}: {e}", dir.display()))
 }
 
 fn run_one(path: &Path, stem: &str) {

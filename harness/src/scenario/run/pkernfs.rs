@@ -17,7 +17,7 @@ use super::pkernfs_fill::FillTree;
 use super::Runner;
 use crate::pkernfs::format::{Image, Ino, ROOT_INO};
 use crate::report::{CarveoutHash, PkernfsMount, PkernfsRefusal, PkernfsSection, UntouchedCheck};
-use crate::scenario::{KernelChoice, PkernfsSpec};
+use crate::scenario::PkernfsSpec;
 
 /// What the pkernfs steps expect and found.
 #[derive(Debug, Default, Serialize)]
@@ -74,13 +74,6 @@ impl PkRun {
 }
 
 /// `lulab` or `stock`, as in scenario files.
-pub(super) fn kernel_name(k: KernelChoice) -> &'static str {
-    match k {
-        KernelChoice::Lulab => "lulab",
-        KernelChoice::Stock => "stock",
-    }
-}
-
 /// xxh3-128 of `bytes` as 32 hex digits.
 pub(super) fn hash_hex(bytes: &[u8]) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
@@ -215,7 +208,7 @@ impl Runner<'_> {
     /// Records the hash of `bytes` (the carve-out) taken `at`.
     pub(super) fn pk_record_hash(&mut self, at: &str, bytes: &[u8]) -> String {
         let h = hash_hex(bytes);
-        let kernel = kernel_name(self.current).into();
+        let kernel = self.current.name().into();
         self.pk.carveout_hashes.push(CarveoutHash { at: at.into(), live_updates: self.live_updates, kernel, xxh3_128: h.clone() });
         h
     }
@@ -236,7 +229,7 @@ impl Runner<'_> {
     /// and the running kernel did not take it as System RAM (inside).
     pub(super) fn pk_untouched(&mut self) -> Result<()> {
         let pk = self.pk_spec()?;
-        let (n, kernel) = (self.live_updates, kernel_name(self.current));
+        let (n, kernel) = (self.live_updates, self.current.name());
         let now = self.pk_hash("untouched")?;
         let jump = self.pk.last_jump.clone().context("`pkernfs_untouched` before any live update")?;
         let identical = now == jump;

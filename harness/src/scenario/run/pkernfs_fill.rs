@@ -11,7 +11,7 @@ use lulab_proto::pattern;
 use lulab_proto::{Op, Reply, TreeStat};
 use serde::Serialize;
 
-use super::pkernfs::{kernel_name, outside_digest, FILE_OP};
+use super::pkernfs::{outside_digest, FILE_OP};
 use super::Runner;
 use crate::pkernfs::format::Image;
 use crate::report::PkernfsMount;
@@ -68,7 +68,7 @@ impl Runner<'_> {
             let named: u64 = self.pk.expected.values().map(|d| d.size).sum();
             self.pk.mounts.push(PkernfsMount {
                 live_updates: n,
-                kernel: kernel_name(self.current).into(),
+                kernel: self.current.name().into(),
                 carveout_mib: pk.size_mib,
                 files: self.pk.expected.len() as u64 + fill.files,
                 data_bytes: named + fill.bytes,
