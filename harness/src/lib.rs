@@ -8,10 +8,12 @@
 pub mod agent;
 pub mod cache;
 pub mod cmd;
+pub mod fault;
 pub mod console;
 pub mod guest_memory;
 pub mod host;
 pub mod image;
+pub mod journal;
 pub mod kernel;
 pub mod lab;
 pub mod oracle;

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use lulab_proto::{Op, Reply};
 use serde::Serialize;
 
+use crate::fault::{Faults, HostParts, Moment};
 use crate::host::{boot_needles, Deadlines, Host};
 use crate::traffic::clock::now_ns;
 
@@ -90,52 +91,56 @@ impl Host {
     /// console until the new agent answers.
     pub fn jump(&mut self, d: Deadlines) -> Result<UpdateTimings> {
         let mut s = JumpStamps::default();
-        self.jump_stamped(d, &mut s)?;
+        self.jump_stamped(d, &mut s, None)?;
         let ms = |t: Option<u64>| t.map_or(0, |t| t.saturating_sub(s.kexec_started_ns) / 1_000_000);
         Ok(UpdateTimings { to_banner_ms: ms(s.kernel_up_ns), to_init_ms: ms(s.init_ns), to_agent_ms: ms(s.agent_up_ns), ..Default::default() })
     }
 
     /// [`Host::jump`], stamping each milestone into `s` as it is seen, so
-    /// that a jump that fails half-way still tells how far it got.
-    pub fn jump_stamped(&mut self, d: Deadlines, s: &mut JumpStamps) -> Result<()> {
+    /// that a jump that fails half-way still tells how far it got. `faults`
+    /// armed for a moment of this update fire when it comes, and lasting
+    /// ones end on time while the jump waits on the console.
+    pub fn jump_stamped(&mut self, d: Deadlines, s: &mut JumpStamps, mut faults: Option<&mut Faults>) -> Result<()> {
         let jump = Instant::now();
+        let Host { qemu, qmp, console, agent, .. } = self;
+        fire(&mut faults, Moment::Kexec, HostParts { qmp, qemu, agent: Some(&mut *agent) })?;
         s.kexec_started_ns = now_ns();
         // The reply can be lost: the agent answers and jumps at once, and the
         // kexec resets the virtio-serial device before QEMU forwarded it. The
         // new kernel's banner on the console then answers instead.
         let mut unanswered = None;
-        match self.agent.call(Op::KexecExec, Duration::from_secs(10)) {
+        match agent.call(Op::KexecExec, Duration::from_secs(10)) {
             Ok(Reply::Done) => s.agent_down_ns = Some(now_ns()),
             Ok(other) => bail!("unexpected reply to kexec_exec: {other:?}"),
             Err(e) => unanswered = Some(e),
         }
+        fire(&mut faults, Moment::AgentDown, HostParts { qmp, qemu, agent: None })?;
         let deadline = jump + d.init;
         let needles = boot_needles();
-        let qemu = &mut self.qemu;
-        let found = match (self.console.expect(&needles, deadline, || qemu.check_alive()), unanswered) {
+        let found = match (console.expect(&needles, deadline, || poll(&mut faults, qmp, qemu)), unanswered) {
             (Ok(found), _) => found,
             (Err(e), None) => return Err(e).context("kexec: new kernel banner"),
             (Err(_), Some(e)) => return Err(e).context("asking the agent to kexec (no reply, and no new kernel on the console)"),
         };
         if found.index > 1 {
-            bail!("kernel panicked during kexec\n{}", self.console.tail(20));
+            bail!("kernel panicked during kexec\n{}", console.tail(20));
         }
         s.kernel_up_ns = Some(now_ns());
         if found.index != 0 {
             s.kernel_up_from = crate::oracle::timeline::KernelUpFrom::Init;
         }
+        fire(&mut faults, Moment::KernelUp, HostParts { qmp, qemu, agent: None })?;
         if found.index == 0 {
-            let found =
-                self.console.expect(&needles[1..], deadline, || qemu.check_alive()).context("kexec: /init of the new kernel")?;
+            let found = console.expect(&needles[1..], deadline, || poll(&mut faults, qmp, qemu)).context("kexec: /init of the new kernel")?;
             if found.index > 0 {
-                bail!("the new kernel panicked during boot\n{}", self.console.tail(20));
+                bail!("the new kernel panicked during boot\n{}", console.tail(20));
             }
         }
         s.init_ns = Some(now_ns());
-        self.agent
-            .wait_ready(Instant::now() + d.agent, || qemu.check_alive())
-            .context("kexec: the new agent did not answer")?;
+        fire(&mut faults, Moment::Init, HostParts { qmp, qemu, agent: None })?;
+        agent.wait_ready(Instant::now() + d.agent, || poll(&mut faults, qmp, qemu)).context("kexec: the new agent did not answer")?;
         s.agent_up_ns = Some(now_ns());
+        fire(&mut faults, Moment::AgentUp, HostParts { qmp, qemu, agent: Some(&mut *agent) })?;
         Ok(())
     }
 
@@ -157,6 +162,23 @@ impl Host {
                 return Ok(());
             }
         }
+    }
+}
+
+/// Fires the faults armed for `m`, if any.
+fn fire(faults: &mut Option<&mut Faults>, m: Moment, mut host: HostParts) -> Result<()> {
+    match faults.as_deref_mut() {
+        Some(f) => f.at(m, &mut host),
+        None => Ok(()),
+    }
+}
+
+/// While the jump waits: QEMU must live, and lasting faults end on time.
+fn poll(faults: &mut Option<&mut Faults>, qmp: &mut crate::qmp::Qmp, qemu: &mut crate::qemu::QemuProcess) -> Result<()> {
+    qemu.check_alive()?;
+    match faults.as_deref_mut() {
+        Some(f) => f.poll(&mut HostParts { qmp, qemu, agent: None }),
+        None => Ok(()),
     }
 }
 

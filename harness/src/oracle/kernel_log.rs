@@ -1,13 +1,15 @@
-//! The kernel-log oracle's scanner: kernel warnings, BUGs, oopses,
-//! sanitizer reports, lockdep splats, RCU stalls and hung tasks in a console
-//! log, each with its first lines quoted. (Wired into the judge with its
-//! negative control, a test-only kernel parameter that WARNs once during an
-//! update; see the fault-injection issue.)
+//! The kernel-log oracle: kernel warnings, BUGs, oopses, sanitizer reports,
+//! lockdep splats, RCU stalls and hung tasks in a host's console logs, each
+//! a `kernel.warning` finding with its first lines quoted. Every kernel of
+//! the run (the first boot and each kexec) prints into the same logs.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::console::KernelLog;
+use crate::report::{Finding, Reason};
 
 /// What kind of report the kernel printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SplatKind {
     /// `WARNING: CPU: … at file:line` (WARN_ON and friends).
@@ -29,7 +31,7 @@ pub enum SplatKind {
 }
 
 /// One report, where it starts and its first lines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Splat {
     /// Its kind.
     pub kind: SplatKind,
@@ -112,6 +114,20 @@ pub fn scan(log: &str) -> Vec<Splat> {
     out
 }
 
+/// The splats in a run's logs (the copy that holds more of them) and one
+/// `kernel.warning` finding each.
+pub fn judge(log: &KernelLog) -> (Vec<Splat>, Vec<Finding>) {
+    let splats = scan(log.fuller(|c| scan(c).len()));
+    let found = splats
+        .iter()
+        .map(|s| {
+            let first = s.quote.first().map(String::as_str).unwrap_or("");
+            Finding::new(Reason::KernelWarning, format!("the kernel printed a {:?} report (console line {}): {first}", s.kind, s.line))
+        })
+        .collect();
+    (splats, found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +140,20 @@ mod tests {
 [   12.400005] RIP: 0010:lu_switch+0x4a/0x90\n\
 [   12.400006] Call Trace:\n\
 [   12.400007] ---[ end trace 0000000000000000 ]---\n";
+
+    #[test]
+    fn a_splat_in_either_log_is_a_kernel_warning_finding_and_a_clean_log_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::qemu::params::RunPaths::new(dir.path());
+        std::fs::write(paths.console_log(), "[    0.000000] Linux version 7.3.4-lulab\n").unwrap();
+        let (splats, found) = judge(&KernelLog::of_run(dir.path()));
+        assert!(splats.is_empty() && found.is_empty());
+        std::fs::write(paths.kernel_log(), WARN).unwrap();
+        let (splats, found) = judge(&KernelLog::of_run(dir.path()));
+        assert_eq!(splats.len(), 1);
+        assert_eq!(found[0].reason, Reason::KernelWarning);
+        assert!(found[0].detail.contains("Warning report (console line 3): WARNING: CPU: 0 PID: 91"), "{}", found[0].detail);
+    }
 
     #[test]
     fn a_warn_is_one_splat_quoted_without_timestamps() {

@@ -147,7 +147,9 @@ pub struct MachineParams {
     pub start_paused: bool,
 }
 
-/// PCI slots, fixed so every report names the same addresses.
+/// The e1000e's qdev id (its NIC net client: QMP `set_link` names it).
+pub const NIC_ID: &str = "nic0";
+/// PCI slots, fixed so every report names the same addresses: the e1000e.
 pub const NIC_ADDR: &str = "0000:00:02.0";
 /// See [`NIC_ADDR`].
 pub const NVME_ADDR: &str = "0000:00:03.0";
@@ -212,7 +214,7 @@ impl MachineParams {
                     &format!("stream,id=net0,server=off,addr.type=unix,addr.path={}", p(paths.net_sock())),
                 ]),
             }
-            push(&["-device", &format!("e1000e,netdev=net0,mac={},addr=0x2", nic.mac)]);
+            push(&["-device", &format!("e1000e,id={NIC_ID},netdev=net0,mac={},addr=0x2", nic.mac)]);
         }
         if let Some(nvme) = &self.nvme {
             let mut drive = format!("file={},if=none,id=nvm0,format=raw,cache=writeback", p(nvme.backing.clone()));

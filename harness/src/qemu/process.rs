@@ -64,6 +64,14 @@ impl QemuProcess {
         self.child.id()
     }
 
+    /// Kills QEMU at once, as a crash would (SIGKILL, no QMP `quit`); the
+    /// exit shows in the next [`QemuProcess::check_alive`].
+    pub fn crash(&mut self) -> Result<()> {
+        self.child.kill().context("sending SIGKILL to QEMU")?;
+        let _ = self.wait_exit(Duration::from_secs(5));
+        Ok(())
+    }
+
     /// Fails with QEMU's exit status and stderr when it has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.try_wait()? {

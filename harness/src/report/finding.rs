@@ -76,6 +76,10 @@ pub enum Reason {
     /// Upstream LUO kept the memory but not the device, or not even the memory.
     #[serde(rename = "luo.not_kept")]
     LuoNotKept,
+    /// The kernel printed a warning, BUG, oops, sanitizer or lockdep
+    /// report, RCU stall or hung task (the kernel-log oracle).
+    #[serde(rename = "kernel.warning")]
+    KernelWarning,
 }
 
 impl Reason {
@@ -103,6 +107,7 @@ impl Reason {
         Reason::PkernfsCarveoutChanged,
         Reason::PkernfsCorruptionMishandled,
         Reason::LuoNotKept,
+        Reason::KernelWarning,
     ];
 
     /// The name scenarios and report.json use (`dma.lost`).

@@ -32,6 +32,7 @@ pub fn render(r: &Report) -> String {
         }
         s.push('\n');
     }
+    faults(&mut s, r);
     let d = &r.dma;
     let _ = writeln!(s, "## DMA ledger (e1000e RX, read from the RAM file)\n");
     let _ = writeln!(s, "| sent | delivered | corrupted | dropped by device | lost | queued on host |\n|---|---|---|---|---|---|");
@@ -164,6 +165,23 @@ fn isolation(s: &mut String, iso: &crate::oracle::isolation::IsolationSection) {
     }
     for e in &iso.examples {
         let _ = writeln!(s, "- {e}");
+    }
+    s.push('\n');
+}
+
+fn faults(s: &mut String, r: &Report) {
+    if r.faults.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "## Faults injected\n\n| step | kind | aimed at | hit (ms) | ended (ms) | what |\n|---|---|---|---|---|---|");
+    for f in &r.faults {
+        let at = match (f.at, f.update) {
+            (Some(m), Some(u)) => format!("`{}` of update {u}", m.name()),
+            _ => "its step".into(),
+        };
+        let ms = |v: Option<u64>| v.map_or("—".to_string(), |v| v.to_string());
+        let hit = if f.injected_ms.is_none() { "never (the run ended first)".to_string() } else { ms(f.injected_ms) };
+        let _ = writeln!(s, "| {} | `{}` | {at} | {hit} | {} | {} |", f.step + 1, f.kind, ms(f.ended_ms), f.detail);
     }
     s.push('\n');
 }

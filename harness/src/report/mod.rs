@@ -26,7 +26,7 @@ use crate::scenario::Verdict;
 /// (2: `pkernfs`; 3: `updates`; 4: `luo`; 5: `findings`, outcome `error`), and not for every one: fields
 /// inside a section (`pkernfs.mounts`) are added without a bump, so existing
 /// snapshots and readers keep working.
-pub const SCHEMA: u32 = 5;
+pub const SCHEMA: u32 = 6;
 
 /// One scenario run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +82,15 @@ pub struct Report {
     /// Upstream LUO evidence (schema 4; null unless the RX engine's memory
     /// is a LUO-preserved memfd).
     pub luo: Option<LuoSection>,
+    /// The kernel-log oracle (schema 6): every warning, BUG, oops,
+    /// sanitizer or lockdep report, RCU stall and hung task the host's
+    /// kernels printed, with its console line and first lines.
+    #[serde(default)]
+    pub kernel_splats: Vec<crate::oracle::kernel_log::Splat>,
+    /// Faults the scenario injected (schema 6): each step's kind, the
+    /// moment aimed at and when it actually hit and ended.
+    #[serde(default)]
+    pub faults: Vec<crate::fault::FaultHit>,
     /// Milestones in milliseconds (names are stable; the set grows).
     pub timings_ms: BTreeMap<String, u64>,
     /// Where the run's host files are.

@@ -47,6 +47,8 @@ fn sample() -> Report {
         kunit: None,
         pkernfs: None,
         luo: None,
+        kernel_splats: Vec::new(),
+        faults: Vec::new(),
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
         run_dir: "/work/reports/x".into(),
     }

@@ -98,10 +98,10 @@ mod tests {
     #[test]
     fn check_names_an_unknown_step_kind_and_its_line() {
         let d = tempfile::tempdir().unwrap();
-        let bad = write(d.path(), "bad.toml", &format!("{OK}[[steps]]\ndo = \"fault\"\n"));
+        let bad = write(d.path(), "bad.toml", &format!("{OK}[[steps]]\ndo = \"teleport\"\n"));
         let (all, out) = check(&[bad]);
         assert!(!all);
-        assert!(out.contains("line 9") && out.contains("unknown variant `fault`"), "{out}");
+        assert!(out.contains("bad.toml:9:") && out.contains("unknown variant `teleport`"), "{out}");
     }
 
     #[test]

@@ -47,6 +47,22 @@ pub fn line_in_step(text: &str, index: usize, key: &str) -> Option<usize> {
     Some(key_in_table(&lines, start, key))
 }
 
+/// The 1-based line in the `index`-th `[[steps]]` entry of the first
+/// backquoted word of `message` (serde's "unknown variant `x`" or "unknown
+/// field `x`"), as a key or as a quoted value; the entry's header when the
+/// message names nothing written there.
+pub fn line_of_named_in_step(text: &str, index: usize, message: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().enumerate().filter(|(_, l)| l.trim() == "[[steps]]").map(|(i, _)| i).nth(index)?;
+    let word = message.split('`').nth(1).filter(|w| !w.is_empty());
+    let hit = word.and_then(|w| {
+        lines[start + 1..].iter().take_while(|l| !l.trim_start().starts_with('[')).position(|l| {
+            l.split_once('=').is_some_and(|(k, v)| k.trim() == w || v.split('#').next().unwrap_or("").trim() == format!("\"{w}\""))
+        })
+    });
+    Some(hit.map_or(start + 1, |i| start + 2 + i))
+}
+
 /// The field a validation message names first (`rx.ring_size: …` → `rx.ring_size`).
 pub fn field_of(message: &str) -> Option<&str> {
     let (head, _) = message.split_once(':')?;

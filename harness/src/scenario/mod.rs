@@ -301,6 +301,9 @@ pub enum Step {
         /// Pattern seed of the first file.
         seed: u64,
     },
+    /// Inject a fault (`kind`, a closed list), here or `at` a moment of the
+    /// next `live_update` (see `crate::fault`).
+    Fault(crate::fault::FaultStep),
 }
 
 fn default_quiet_ms() -> u64 {
@@ -367,9 +370,20 @@ impl Scenario {
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScenarioError> {
         let (text, repeats) = steps::take_repeats(text)
             .map_err(|(line, message)| ScenarioError::Invalid { path: origin.to_string(), line: Some(line), message: format!("steps: {message}") })?;
-        let mut s: Scenario = toml::from_str(&text)
-            .map_err(|e| ScenarioError::Parse { path: origin.to_string(), message: e.to_string().trim_end().to_string() })?;
+        let mut s: Scenario = toml::from_str(&text).map_err(|e| {
+            Self::step_error(&text, origin)
+                .unwrap_or_else(|| ScenarioError::Parse { path: origin.to_string(), message: e.to_string().trim_end().to_string() })
+        })?;
         s.no_stray_step_fields(&text, origin)?;
+        crate::fault::validate(&s).map_err(|(i, message)| {
+            let line = match locate::field_of(&message) {
+                Some(f) if i == usize::MAX => locate::line_of(&text, f),
+                Some(f) => locate::line_in_step(&text, i, f),
+                None => None,
+            };
+            let message = if i == usize::MAX { message } else { format!("steps[{i}].{message}") };
+            ScenarioError::Invalid { path: origin.to_string(), line, message }
+        })?;
         s.steps = std::mem::take(&mut s.steps)
             .into_iter()
             .enumerate()
@@ -470,6 +484,20 @@ impl Scenario {
         Ok(())
     }
 
+    /// toml names the line of the whole steps array when one entry is wrong
+    /// (steps are an internally tagged enum): parse them one by one to
+    /// name the entry, and the line of the field or value it refuses.
+    fn step_error(text: &str, origin: &str) -> Option<ScenarioError> {
+        let raw: toml::Table = toml::from_str(text).ok()?;
+        let toml::Value::Array(steps) = raw.get("steps")? else { return None };
+        steps.iter().enumerate().find_map(|(i, v)| {
+            let e = Step::deserialize(v.clone()).err()?;
+            let message = e.to_string().trim_end().to_string();
+            let line = locate::line_of_named_in_step(text, i, &message);
+            Some(ScenarioError::Invalid { path: origin.to_string(), line, message: format!("steps[{i}]: {message}") })
+        })
+    }
+
     /// serde's `deny_unknown_fields` does not reach the unit variants of an
     /// internally tagged enum (`do = "boot"` with `speed = 1` parses): those
     /// steps take no field but `do`, checked here on the raw table.
@@ -537,7 +565,8 @@ impl Step {
             | Step::Settle { .. }
             | Step::PkernfsCorrupt { .. }
             | Step::PkernfsExpectRefused { .. }
-            | Step::PkernfsFill { .. } => false,
+            | Step::PkernfsFill { .. }
+            | Step::Fault(_) => false,
         }
     }
 

@@ -312,7 +312,7 @@ do = "pkernfs_verify"
         let e = steps(&fill(0, 4096)).unwrap_err();
         assert!(e.contains("files = 0"), "{e}");
         let e = steps("[[steps]]\ndo = \"pkernfs_fill\"\nfiles = 5\nseed = 1\n").unwrap_err();
-        assert!(e.contains("file_size") && e.contains("line"), "{e}");
+        assert!(e.contains("missing field `file_size`") && e.contains("t.toml:"), "{e}");
         let e = Scenario::parse(&PK.replace("name = \"big\"", "name = \"fill/big\""), "t.toml").unwrap_err().to_string();
         assert!(e.contains("\"fill/big\"") && e.contains("pkernfs_fill"), "{e}");
     }

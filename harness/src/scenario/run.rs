@@ -13,7 +13,9 @@ use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, IommuApi, Op, PhysRange, Repl
 
 use super::{KernelChoice, NvmeSpec, RxSpec, Scenario, Step};
 use crate::guest_memory::GuestMemory;
+use crate::fault::{Faults, HostParts};
 use crate::host::{Deadlines, Host};
+use crate::journal::{Event, Journal};
 use crate::lab::BootSet;
 use crate::oracle::memory::{self, PageHashes};
 use crate::oracle::nvme::{nvme_pattern, NvmeLedger};
@@ -102,6 +104,10 @@ struct Runner<'a> {
     dma_trace_offset: u64,
     /// The host slot taken before the run started, until `boot` uses it.
     slot: Option<HostSlot>,
+    /// What happened when (`journal.jsonl`).
+    journal: Journal,
+    /// Faults armed for moments of the next live update, and lasting ones.
+    faults: Faults,
 }
 
 /// The RX side: layout, the background scanner and the injector.
@@ -148,6 +154,10 @@ impl<'a> Runner<'a> {
             let mut f = std::fs::OpenOptions::new().write(true).open(&nv.backing)?;
             nvme_pattern::fill(&mut f, 0..n.lba_count, run_id).context("writing the NVMe backing file")?;
         }
+        let start_ns = now_ns();
+        let journal = Journal::create(Some(out), start_ns).context("creating the run's journal")?;
+        let mut faults = Faults::new(journal.clone());
+        faults.targets.nic_pci = NIC_ADDR.into();
         Ok(Self {
             sc,
             out: out.into(),
@@ -170,11 +180,13 @@ impl<'a> Runner<'a> {
             updates: Vec::new(),
             staged: None,
             start: Instant::now(),
-            start_ns: now_ns(),
+            start_ns,
             pk: pkernfs::PkRun::default(),
             luo: Vec::new(),
             dma_trace_offset: 0,
             slot: Some(slot),
+            journal,
+            faults,
         })
     }
 
@@ -193,14 +205,15 @@ impl<'a> Runner<'a> {
     fn drive(&mut self) -> Result<()> {
         for (i, step) in self.sc.steps.iter().enumerate() {
             let t = Instant::now();
-            self.step(step).with_context(|| format!("step {} ({step:?})", i + 1))?;
+            self.journal.record(Event::Step { index: i, name: step_name(step).into() });
+            self.step(i, step).with_context(|| format!("step {} ({step:?})", i + 1))?;
             let name = format!("step{}_{}", i + 1, step_name(step));
             self.mark(&name, t);
         }
         Ok(())
     }
 
-    fn step(&mut self, step: &Step) -> Result<()> {
+    fn step(&mut self, index: usize, step: &Step) -> Result<()> {
         match step {
             Step::Boot => {
                 let slot = match self.slot.take() {
@@ -209,6 +222,7 @@ impl<'a> Runner<'a> {
                 };
                 let host = Host::boot_in(slot, &self.params, &self.host_dir(), Deadlines::default())?;
                 let mem = GuestMemory::open(&host.paths.ram(), self.params.memory_mib << 20)?;
+                self.faults.targets.ram = Some((host.paths.ram(), self.params.memory_mib << 20));
                 self.mem = Some(Arc::new(mem));
                 self.host = Some(host);
                 Ok(())
@@ -227,7 +241,17 @@ impl<'a> Runner<'a> {
                 }
                 let kexec_at = self.before_jump()?;
                 let mut t = JumpStamps::default();
-                let jumped = self.host()?.jump_stamped(Deadlines::default(), &mut t);
+                self.faults.update = self.live_updates;
+                let host = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
+                let mut jumped = host.jump_stamped(Deadlines::default(), &mut t, Some(&mut self.faults));
+                // Lasting faults end before the engines resume (a paused VM
+                // cannot take them back); after a failed jump, as far as QEMU lets.
+                let ended = self.faults.finish(&mut HostParts { qmp: &mut host.qmp, qemu: &mut host.qemu, agent: Some(&mut host.agent) });
+                if jumped.is_ok() {
+                    jumped = ended;
+                }
+                let n = self.live_updates + 1;
+                self.journal_jump(n, &t);
                 self.updates.push(UpdateEvents {
                     kernel: kernel.name().into(),
                     kexec_started_ns: t.kexec_started_ns,
@@ -246,7 +270,9 @@ impl<'a> Runner<'a> {
                     self.timings.push((format!("live_update{n}_{k}"), ms(v)));
                 }
                 self.dma_resume()?;
-                self.after_update(kexec_at)
+                self.after_update(kexec_at)?;
+                self.journal.record(Event::Update { update: n, milestone: "done".into() });
+                Ok(())
             }
             Step::Settle { quiet_ms } => self.settle(Duration::from_millis(*quiet_ms)),
             Step::PkernfsPrepare => self.pk_prepare(),
@@ -259,6 +285,34 @@ impl<'a> Runner<'a> {
             Step::PkernfsExpectBusy => self.pk_expect_busy(),
             Step::DmaRemapProbe => self.dma_remap_probe(),
             Step::PkernfsFill { files, file_size, seed } => self.pk_fill(*files, *file_size, *seed),
+            Step::Fault(f) => self.fault(index, f),
+        }
+    }
+
+    /// A `do = "fault"` step: armed for its moment, or injected now.
+    fn fault(&mut self, index: usize, step: &crate::fault::FaultStep) -> Result<()> {
+        let fault = crate::fault::build(step).map_err(|m| anyhow::anyhow!("steps[{index}].{m}"))?;
+        if let Some(at) = step.at {
+            self.faults.arm(index, at, fault);
+            return Ok(());
+        }
+        let host = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
+        self.faults.now(index, fault, &mut HostParts { qmp: &mut host.qmp, qemu: &mut host.qemu, agent: Some(&mut host.agent) })
+    }
+
+    /// The milestones of live update `n` as the jump stamped them.
+    fn journal_jump(&self, n: u32, t: &JumpStamps) {
+        let stamps = [
+            ("kexec", Some(t.kexec_started_ns)),
+            ("agent_down", t.agent_down_ns),
+            ("kernel_up", t.kernel_up_ns),
+            ("init", t.init_ns),
+            ("agent_up", t.agent_up_ns),
+        ];
+        for (milestone, ns) in stamps {
+            if let Some(ns) = ns.filter(|ns| *ns > 0) {
+                self.journal.record_at(ns, Event::Update { update: n, milestone: milestone.into() });
+            }
         }
     }
 
@@ -319,7 +373,13 @@ impl<'a> Runner<'a> {
             None => format!("layout-{}.json", layout.pci),
             Some(n) => format!("layout-{}-update{n}.json", layout.pci),
         };
-        std::fs::write(self.out.join(name), serde_json::to_string_pretty(&layout)?)?;
+        std::fs::write(self.out.join(&name), serde_json::to_string_pretty(&layout)?)?;
+        let first = layout.dma_pages.first().map_or(0, |r| r.gpa);
+        let pages: u64 = layout.dma_pages.iter().map(|r| r.len.div_ceil(4096)).sum();
+        self.journal.record(Event::EngineStarted { pci: layout.pci.clone(), layout: format!("{name}: {pages} DMA pages from GPA {first:#x}"), update });
+        let engine = if layout.pci == NIC_ADDR { crate::fault::Engine::Rx } else { crate::fault::Engine::Nvme };
+        self.faults.targets.canary.retain(|(e, _)| *e != engine);
+        self.faults.targets.canary.push((engine, layout.canary.clone()));
         self.watched.extend(layout.dma_pages.iter().chain(&layout.canary).copied());
         self.allowed.extend(layout.dma_pages.iter().copied());
         Ok(layout)
@@ -436,5 +496,6 @@ fn step_name(s: &Step) -> &'static str {
         Step::PkernfsExpectBusy => "pkernfs_expect_busy",
         Step::DmaRemapProbe => "dma_remap_probe",
         Step::PkernfsFill { .. } => "pkernfs_fill",
+        Step::Fault(_) => "fault",
     }
 }

@@ -44,6 +44,8 @@ impl Runner<'_> {
         let faults_log = log.fuller(|c| crate::oracle::iommu::scan_console(c).faults as usize);
         let iommu = self.judge_iommu(&trace, &since_dma, faults_log, &mut found)?;
         let kunit = self.judge_kunit(log.ktap(), &mut found);
+        let (kernel_splats, splat_findings) = crate::oracle::kernel_log::judge(&log);
+        found.extend(splat_findings);
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut found)?;
         found.extend(self.pk.findings.iter().cloned());
@@ -88,6 +90,8 @@ impl Runner<'_> {
             kunit,
             pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
             luo: self.sc.luo.as_ref().map(|_| LuoSection::new(self.luo.clone())),
+            kernel_splats,
+            faults: crate::fault::from_journal(&self.journal.entries()),
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
         })

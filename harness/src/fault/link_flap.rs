@@ -1,0 +1,66 @@
+//! `link_flap`: the e1000e's link goes down, then up again (QMP `set_link`
+//! on the NIC, so the backend keeps reading: a cable pulled at the port).
+//! While the link is down the NIC cannot receive, and QEMU stops reading
+//! the backend (back-pressure) instead of dropping: nothing may be lost,
+//! and the device must take frames again once the link is back, also when
+//! it came back while no agent ran.
+//!
+//! (On the netdev instead, QEMU 10's stream backend stops reading its
+//! socket while the link is down and never starts again: measured, every
+//! frame after the flap stayed queued on the host.)
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::{Expectation, Fault, FaultKind, HostParts, Targets};
+use crate::scenario::Scenario;
+
+use crate::qemu::params::NIC_ID;
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) struct LinkFlap {
+    down_for: Duration,
+}
+
+impl LinkFlap {
+    pub(super) fn new(down_for: Duration) -> Self {
+        Self { down_for }
+    }
+}
+
+fn set_link(host: &mut HostParts, up: bool) -> Result<()> {
+    host.qmp.execute_raw("set_link", json!({ "name": NIC_ID, "up": up }), QMP_TIMEOUT)?;
+    Ok(())
+}
+
+impl Fault for LinkFlap {
+    fn kind(&self) -> FaultKind {
+        FaultKind::LinkFlap
+    }
+
+    fn requires(&self, sc: &Scenario) -> Result<(), String> {
+        match &sc.rx {
+            Some(_) => Ok(()),
+            None => Err("kind: \"link_flap\" flaps the e1000e's link: needs an [rx] table".into()),
+        }
+    }
+
+    fn inject(&mut self, host: &mut HostParts, _: &Targets) -> Result<String> {
+        set_link(host, false)?;
+        Ok(format!("link of {NIC_ID} down for {} ms", self.down_for.as_millis()))
+    }
+
+    fn lasts(&self) -> Option<Duration> {
+        Some(self.down_for)
+    }
+
+    fn end(&mut self, host: &mut HostParts) -> Result<()> {
+        set_link(host, true)
+    }
+
+    fn expects(&self) -> Expectation {
+        Expectation::Intact
+    }
+}

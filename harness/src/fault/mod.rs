@@ -1,0 +1,277 @@
+//! Faults injected into a run, at a step or at a moment of the next live
+//! update: one enum of kinds ([`FaultKind`]), one trait ([`Fault`]) that each
+//! kind implements (what it needs, how it is injected, what it makes the run
+//! expect), and the driver that fires them ([`Faults`]).
+//!
+//! A scenario asks for one with a step:
+//!
+//! ```toml
+//! [[steps]]
+//! do = "fault"
+//! kind = "link_flap"   # FaultKind
+//! at = "kernel_up"     # a Moment of the next live_update; absent: here
+//! duration_ms = 800    # for faults that last
+//! ```
+//!
+//! Adding a fault: a variant here, an implementation in its own file of this
+//! directory (registered in [`build`]), and a scenario file.
+
+mod bus_master_off;
+mod canary_write;
+mod driver;
+mod hits;
+mod link_flap;
+mod qemu_kill;
+mod vm_pause;
+
+pub use driver::{Faults, HostParts, Targets};
+pub use hits::{from_journal, FaultHit};
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::report::Reason;
+use crate::scenario::{Scenario, Verdict};
+
+/// Every kind of fault a scenario can inject. The list is closed: an unknown
+/// `kind` is a parse error naming its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The e1000e's link goes down for `duration_ms`, then up (QMP
+    /// `set_link` on the NIC): QEMU holds the frames back meanwhile.
+    LinkFlap,
+    /// The whole VM stops for `duration_ms`, then continues (QMP `stop` /
+    /// `cont`): devices and CPUs freeze, nothing may be lost.
+    VmPause,
+    /// QEMU is killed (SIGKILL): the run cannot be carried out.
+    QemuKill,
+    /// The harness writes into an engine's canary page through the RAM file
+    /// (`engine = "rx"` or `"nvme"`): a stray CPU write the memory oracle
+    /// must see.
+    CanaryWrite,
+    /// The host clears the NIC's PCI bus-master bit under the running
+    /// agent: the device can no longer DMA.
+    BusMasterOff,
+}
+
+impl FaultKind {
+    /// Every kind, in documentation order.
+    pub const ALL: &'static [FaultKind] =
+        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff];
+
+    /// Its name in scenario files (`link_flap`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// The moments of a live update a fault can be aimed at, in the order they
+/// happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Moment {
+    /// The next kernel is staged; `kexec_exec` is about to go to the old agent.
+    Kexec,
+    /// The old agent answered `kexec_exec`: the jump is under way, no agent runs.
+    AgentDown,
+    /// The new kernel's banner is on the console.
+    KernelUp,
+    /// The new kernel runs our /init.
+    Init,
+    /// The new agent answers, before it takes its engines back.
+    AgentUp,
+}
+
+impl Moment {
+    /// Every moment, in order.
+    pub const ALL: &'static [Moment] = &[Moment::Kexec, Moment::AgentDown, Moment::KernelUp, Moment::Init, Moment::AgentUp];
+
+    /// An agent answers at this moment (the old one before the jump, the new one after).
+    pub fn agent_runs(self) -> bool {
+        matches!(self, Moment::Kexec | Moment::AgentUp)
+    }
+
+    /// Its name in scenario files (`kernel_up`).
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+}
+
+/// The engine a fault aims at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    /// The e1000e RX engine (`[rx]`).
+    Rx,
+    /// The NVMe engine (`[nvme]`).
+    Nvme,
+}
+
+/// `do = "fault"`: the step as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultStep {
+    /// Which fault.
+    pub kind: FaultKind,
+    /// A moment of the next `live_update` (absent: where the step stands).
+    pub at: Option<Moment>,
+    /// How long a lasting fault lasts (`link_flap`, `vm_pause`).
+    pub duration_ms: Option<u64>,
+    /// The engine a fault aims at (`canary_write`).
+    pub engine: Option<Engine>,
+}
+
+/// What a fault makes a run expect (when nothing else in the scenario
+/// breaks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// The system under test must ride it out.
+    Intact,
+    /// Broken, for (some of) these reasons.
+    Broken(&'static [Reason]),
+    /// The run cannot be carried out.
+    Error,
+}
+
+impl Expectation {
+    /// The verdict.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Expectation::Intact => Verdict::Intact,
+            Expectation::Broken(_) => Verdict::Broken,
+            Expectation::Error => Verdict::Error,
+        }
+    }
+
+    /// What a run with all of `faults` expects: the gravest verdict, with
+    /// every broken fault's reasons.
+    pub fn combined(faults: &[Expectation]) -> (Verdict, Vec<Reason>) {
+        let verdict = faults.iter().map(Expectation::verdict).max_by_key(|v| match v {
+            Verdict::Intact => 0,
+            Verdict::Broken => 1,
+            Verdict::Error => 2,
+        });
+        let mut reasons: Vec<Reason> =
+            faults.iter().filter_map(|f| if let Expectation::Broken(r) = f { Some(*r) } else { None }).flatten().copied().collect();
+        reasons.sort();
+        reasons.dedup();
+        (verdict.unwrap_or(Verdict::Intact), reasons)
+    }
+}
+
+/// One kind of fault.
+pub trait Fault: Send {
+    /// Its kind.
+    fn kind(&self) -> FaultKind;
+    /// What the scenario must have for it (an `[rx]`, a persistent engine…);
+    /// the message starts with the field it names.
+    fn requires(&self, sc: &Scenario) -> Result<(), String>;
+    /// Whether it needs a running agent (then only at a step, or at a
+    /// moment where one answers).
+    fn needs_agent(&self) -> bool {
+        false
+    }
+    /// The moments it can be aimed at (a step without `at` always works).
+    fn moments(&self) -> &'static [Moment] {
+        Moment::ALL
+    }
+    /// Injects it; returns a line for the journal (what exactly was done).
+    fn inject(&mut self, host: &mut HostParts, targets: &Targets) -> Result<String>;
+    /// How long it lasts before [`Fault::end`] (None: it does not end).
+    fn lasts(&self) -> Option<Duration> {
+        None
+    }
+    /// Ends a lasting fault.
+    fn end(&mut self, _host: &mut HostParts) -> Result<()> {
+        Ok(())
+    }
+    /// What it makes the run expect.
+    fn expects(&self) -> Expectation;
+}
+
+/// The fault `step` asks for, with its parameters checked: the error names
+/// the field (`duration_ms: …`).
+pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
+    let only = |allowed: &[&str]| -> Result<(), String> {
+        for (name, given) in [("duration_ms", step.duration_ms.is_some()), ("engine", step.engine.is_some())] {
+            if given && !allowed.contains(&name) {
+                return Err(format!("{name}: kind = \"{}\" takes no `{name}`", step.kind));
+            }
+        }
+        Ok(())
+    };
+    let duration = |max_ms: u64| -> Result<Duration, String> {
+        match step.duration_ms {
+            None => Err(format!("duration_ms: kind = \"{}\" needs how long it lasts (1..={max_ms})", step.kind)),
+            Some(ms) if ms == 0 || ms > max_ms => Err(format!("duration_ms: {ms} must be in 1..={max_ms}")),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+        }
+    };
+    Ok(match step.kind {
+        FaultKind::LinkFlap => {
+            only(&["duration_ms"])?;
+            Box::new(link_flap::LinkFlap::new(duration(10_000)?))
+        }
+        FaultKind::VmPause => {
+            only(&["duration_ms"])?;
+            Box::new(vm_pause::VmPause::new(duration(5_000)?))
+        }
+        FaultKind::QemuKill => {
+            only(&[])?;
+            Box::new(qemu_kill::QemuKill)
+        }
+        FaultKind::CanaryWrite => {
+            only(&["engine"])?;
+            let engine = step.engine.ok_or_else(|| "engine: kind = \"canary_write\" needs engine = \"rx\" or \"nvme\"".to_string())?;
+            Box::new(canary_write::CanaryWrite::new(engine))
+        }
+        FaultKind::BusMasterOff => {
+            only(&[])?;
+            Box::new(bus_master_off::BusMasterOff)
+        }
+    })
+}
+
+/// Checks a scenario's `do = "fault"` steps (`steps` as written, before
+/// `repeat`): each builds, has what it needs, aims at a moment of a later
+/// `live_update` and an agent when it needs one; and the scenario expects
+/// what its faults make it expect. Errors name the step index and field.
+pub fn validate(sc: &Scenario) -> Result<(), (usize, String)> {
+    let mut expected = Vec::new();
+    for (i, step) in sc.steps.iter().enumerate() {
+        let crate::scenario::Step::Fault(f) = step else { continue };
+        let fault = build(f).map_err(|m| (i, m))?;
+        fault.requires(sc).map_err(|m| (i, m))?;
+        if let Some(at) = f.at {
+            let later = sc.steps[i + 1..].iter().any(|s| matches!(s, crate::scenario::Step::LiveUpdate { .. }));
+            if !later {
+                return Err((i, format!("at: \"{}\" is a moment of a live update, and no `live_update` step follows", at.name())));
+            }
+            if !fault.moments().contains(&at) {
+                let names: Vec<String> = fault.moments().iter().map(|m| format!("\"{}\"", m.name())).collect();
+                return Err((i, format!("at: kind = \"{}\" cannot be aimed at \"{}\" (it can at: {})", f.kind, at.name(), names.join(", "))));
+            }
+            if fault.needs_agent() && !at.agent_runs() {
+                return Err((i, format!("at: kind = \"{}\" needs a running agent: at \"kexec\" or \"agent_up\", or no `at`", f.kind)));
+            }
+        }
+        expected.push(fault.expects());
+    }
+    let (verdict, _) = Expectation::combined(&expected);
+    if verdict != Verdict::Intact && sc.expect != verdict {
+        return Err((usize::MAX, format!("expect: its faults make this run {verdict}, not {}", sc.expect)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

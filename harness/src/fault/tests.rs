@@ -1,0 +1,115 @@
+use super::*;
+use crate::journal::{Entry, Event};
+use crate::scenario::{Scenario, ScenarioError};
+
+const HEAD: &str = "description = \"d\"\nexpect = \"broken\"\nexpect_reasons = [\"dma.lost\"]\n\n[rx]\nring_size = 256\nrate_fps = 100.0\nframe_size = 256\nframes = 100\n\n[[steps]]\ndo = \"boot\"\n\n[[steps]]\ndo = \"start_dma\"\n\n[[steps]]\ndo = \"inject\"\n";
+
+fn parse(fault: &str, tail: &str) -> Result<Scenario, ScenarioError> {
+    Scenario::parse(&format!("{HEAD}\n[[steps]]\ndo = \"fault\"\n{fault}\n{tail}"), "f.toml")
+}
+
+fn err(fault: &str, tail: &str) -> String {
+    parse(fault, tail).unwrap_err().to_string()
+}
+
+const UPDATE: &str = "\n[[steps]]\ndo = \"live_update\"\n";
+
+#[test]
+fn a_fault_step_parses_with_its_moment() {
+    let s = parse("kind = \"link_flap\"\nduration_ms = 500\nat = \"kernel_up\"", UPDATE).unwrap();
+    let crate::scenario::Step::Fault(f) = &s.steps[3] else { panic!("{:?}", s.steps[3]) };
+    assert_eq!((f.kind, f.at, f.duration_ms), (FaultKind::LinkFlap, Some(Moment::KernelUp), Some(500)));
+}
+
+#[test]
+fn an_unknown_kind_is_refused_naming_it_and_its_line() {
+    let e = err("kind = \"cosmic_ray\"", "");
+    assert!(e.starts_with("f.toml:22: steps[3]") && e.contains("cosmic_ray") && e.contains("link_flap"), "{e}");
+}
+
+#[test]
+fn an_unknown_field_is_refused_naming_it_and_its_line() {
+    let e = err("kind = \"qemu_kill\"\nsevere = true", "");
+    assert!(e.starts_with("f.toml:23: steps[3]") && e.contains("severe"), "{e}");
+}
+
+#[test]
+fn a_parameter_the_kind_does_not_take_or_lacks_names_the_field_and_line() {
+    let e = err("kind = \"qemu_kill\"\nduration_ms = 5", "");
+    assert!(e.contains("f.toml:23") && e.contains("steps[3].duration_ms") && e.contains("takes no"), "{e}");
+    let e = err("kind = \"link_flap\"", "");
+    assert!(e.contains("steps[3].duration_ms") && e.contains("needs how long"), "{e}");
+    let e = err("kind = \"vm_pause\"\nduration_ms = 999999", "");
+    assert!(e.contains("1..=5000"), "{e}");
+    let e = err("kind = \"canary_write\"", "");
+    assert!(e.contains("steps[3].engine"), "{e}");
+    let e = err("kind = \"canary_write\"\nengine = \"nvme\"", "");
+    assert!(e.contains("[nvme]"), "{e}");
+}
+
+#[test]
+fn a_moment_needs_a_later_live_update_and_a_fault_that_can_hit_there() {
+    let e = err("kind = \"link_flap\"\nduration_ms = 5\nat = \"init\"", "");
+    assert!(e.contains("steps[3].at") && e.contains("no `live_update` step follows") && e.contains("f.toml:24"), "{e}");
+    let e = err("kind = \"bus_master_off\"\nat = \"kernel_up\"", UPDATE);
+    assert!(e.contains("cannot be aimed at \"kernel_up\""), "{e}");
+    let e = err("kind = \"vm_pause\"\nduration_ms = 5\nat = \"kexec\"", UPDATE);
+    assert!(e.contains("cannot be aimed at \"kexec\""), "{e}");
+}
+
+#[test]
+fn the_expected_verdict_follows_from_the_faults() {
+    // canary_write breaks a run: expecting intact contradicts it.
+    let text = format!("{HEAD}\n[[steps]]\ndo = \"fault\"\nkind = \"canary_write\"\nengine = \"rx\"\n")
+        .replace("expect = \"broken\"\nexpect_reasons = [\"dma.lost\"]", "expect = \"intact\"");
+    let e = Scenario::parse(&text, "f.toml").unwrap_err().to_string();
+    assert!(e.contains("f.toml:2") && e.contains("its faults make this run broken, not intact"), "{e}");
+    // qemu_kill makes it an error, whatever else.
+    let e = err("kind = \"qemu_kill\"", "");
+    assert!(e.contains("make this run error, not broken"), "{e}");
+    // A pause or a link flap does not decide the verdict.
+    assert!(parse("kind = \"vm_pause\"\nduration_ms = 5", "").is_ok());
+    assert!(parse("kind = \"link_flap\"\nduration_ms = 5", "").is_ok());
+}
+
+#[test]
+fn combined_takes_the_gravest_verdict_and_every_broken_reason() {
+    use crate::report::Reason;
+    let (v, r) = Expectation::combined(&[Expectation::Intact, Expectation::Broken(&[Reason::DmaLost])]);
+    assert_eq!((v, r), (Verdict::Broken, vec![Reason::DmaLost]));
+    let (v, _) = Expectation::combined(&[Expectation::Error, Expectation::Broken(&[Reason::MemoryChanged])]);
+    assert_eq!(v, Verdict::Error);
+    assert_eq!(Expectation::combined(&[]).0, Verdict::Intact);
+}
+
+#[test]
+fn every_kind_and_moment_is_documented() {
+    let doc = std::fs::read_to_string(crate::workspace_root().join("scenarios/README.md")).unwrap();
+    for k in FaultKind::ALL {
+        assert!(doc.contains(&format!("`{k}`")), "scenarios/README.md does not document fault kind `{k}`");
+    }
+    for m in Moment::ALL {
+        assert!(doc.contains(&format!("`{}`", m.name())), "scenarios/README.md does not document moment `{}`", m.name());
+    }
+}
+
+#[test]
+fn hits_say_when_each_fault_hit_and_ended_and_which_never_came() {
+    let e = |ms: u64, event: Event| Entry { ms, ns: ms * 1_000_000, event };
+    let journal = vec![
+        e(10, Event::FaultArmed { step: 3, kind: FaultKind::LinkFlap, at: Moment::KernelUp, update: 1 }),
+        e(11, Event::FaultArmed { step: 4, kind: FaultKind::QemuKill, at: Moment::AgentUp, update: 1 }),
+        e(20, Event::FaultInjected { step: 5, kind: FaultKind::VmPause, at: None, update: None, detail: "stop".into() }),
+        e(25, Event::FaultEnded { step: 5, kind: FaultKind::VmPause }),
+        e(40, Event::FaultInjected { step: 3, kind: FaultKind::LinkFlap, at: Some(Moment::KernelUp), update: Some(1), detail: "down".into() }),
+        e(45, Event::FaultEnded { step: 3, kind: FaultKind::LinkFlap }),
+    ];
+    let hits = from_journal(&journal);
+    assert_eq!(hits.len(), 3);
+    let flap = hits.iter().find(|h| h.step == 3).unwrap();
+    assert_eq!((flap.injected_ms, flap.ended_ms, flap.at), (Some(40), Some(45), Some(Moment::KernelUp)));
+    let kill = hits.iter().find(|h| h.step == 4).unwrap();
+    assert_eq!((kill.injected_ms, kill.update), (None, Some(1)));
+    let pause = hits.iter().find(|h| h.step == 5).unwrap();
+    assert_eq!((pause.injected_ms, pause.ended_ms, pause.at), (Some(20), Some(25), None));
+}
