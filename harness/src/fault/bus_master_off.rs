@@ -36,7 +36,7 @@ impl Fault for BusMasterOff {
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
         match &sc.rx {
             Some(_) => Ok(()),
-            None => Err("kind: \"bus_master_off\" stops the e1000e: needs an [rx] table".into()),
+            None => Err("fault: \"bus_master_off\" stops the e1000e: needs an [rx] table".into()),
         }
     }
 

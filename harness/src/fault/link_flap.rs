@@ -43,7 +43,7 @@ impl Fault for LinkFlap {
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
         match &sc.rx {
             Some(_) => Ok(()),
-            None => Err("kind: \"link_flap\" flaps the e1000e's link: needs an [rx] table".into()),
+            None => Err("fault: \"link_flap\" flaps the e1000e's link: needs an [rx] table".into()),
         }
     }
 

@@ -8,7 +8,7 @@
 //! ```toml
 //! [[steps]]
 //! do = "fault"
-//! kind = "link_flap"   # FaultKind
+//! fault = "link_flap"  # FaultKind
 //! at = "kernel_up"     # a Moment of the next live_update; absent: here
 //! duration_ms = 800    # for faults that last
 //! ```
@@ -20,6 +20,8 @@ mod bus_master_off;
 mod canary_write;
 mod driver;
 mod hits;
+mod kexec_bad_image;
+mod memory_pressure;
 mod link_flap;
 mod qemu_kill;
 mod vm_pause;
@@ -36,7 +38,7 @@ use crate::report::Reason;
 use crate::scenario::{Scenario, Verdict};
 
 /// Every kind of fault a scenario can inject. The list is closed: an unknown
-/// `kind` is a parse error naming its line.
+/// `fault` is a parse error naming its line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -55,12 +57,17 @@ pub enum FaultKind {
     /// The host clears the NIC's PCI bus-master bit under the running
     /// agent: the device can no longer DMA.
     BusMasterOff,
+    /// The host is asked to kexec-load an image that is not a kernel: it
+    /// must refuse, and the old kernel and agent keep running.
+    KexecBadImage,
+    /// The host fills `size_mib` MiB of its RAM file system and frees it.
+    MemoryPressure,
 }
 
 impl FaultKind {
     /// Every kind, in documentation order.
     pub const ALL: &'static [FaultKind] =
-        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff];
+        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff, FaultKind::KexecBadImage, FaultKind::MemoryPressure];
 
     /// Its name in scenario files (`link_flap`).
     pub fn name(self) -> String {
@@ -120,7 +127,8 @@ pub enum Engine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultStep {
-    /// Which fault.
+    /// Which fault (`fault = "link_flap"`).
+    #[serde(rename = "fault")]
     pub kind: FaultKind,
     /// A moment of the next `live_update` (absent: where the step stands).
     pub at: Option<Moment>,
@@ -128,6 +136,8 @@ pub struct FaultStep {
     pub duration_ms: Option<u64>,
     /// The engine a fault aims at (`canary_write`).
     pub engine: Option<Engine>,
+    /// How much (`memory_pressure`).
+    pub size_mib: Option<u64>,
 }
 
 /// What a fault makes a run expect (when nothing else in the scenario
@@ -202,16 +212,17 @@ pub trait Fault: Send {
 /// the field (`duration_ms: …`).
 pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
     let only = |allowed: &[&str]| -> Result<(), String> {
-        for (name, given) in [("duration_ms", step.duration_ms.is_some()), ("engine", step.engine.is_some())] {
+        let given = [("duration_ms", step.duration_ms.is_some()), ("engine", step.engine.is_some()), ("size_mib", step.size_mib.is_some())];
+        for (name, given) in given {
             if given && !allowed.contains(&name) {
-                return Err(format!("{name}: kind = \"{}\" takes no `{name}`", step.kind));
+                return Err(format!("{name}: fault = \"{}\" takes no `{name}`", step.kind));
             }
         }
         Ok(())
     };
     let duration = |max_ms: u64| -> Result<Duration, String> {
         match step.duration_ms {
-            None => Err(format!("duration_ms: kind = \"{}\" needs how long it lasts (1..={max_ms})", step.kind)),
+            None => Err(format!("duration_ms: fault = \"{}\" needs how long it lasts (1..={max_ms})", step.kind)),
             Some(ms) if ms == 0 || ms > max_ms => Err(format!("duration_ms: {ms} must be in 1..={max_ms}")),
             Some(ms) => Ok(Duration::from_millis(ms)),
         }
@@ -231,8 +242,19 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
         }
         FaultKind::CanaryWrite => {
             only(&["engine"])?;
-            let engine = step.engine.ok_or_else(|| "engine: kind = \"canary_write\" needs engine = \"rx\" or \"nvme\"".to_string())?;
+            let engine = step.engine.ok_or_else(|| "engine: fault = \"canary_write\" needs engine = \"rx\" or \"nvme\"".to_string())?;
             Box::new(canary_write::CanaryWrite::new(engine))
+        }
+        FaultKind::KexecBadImage => {
+            only(&[])?;
+            Box::new(kexec_bad_image::KexecBadImage)
+        }
+        FaultKind::MemoryPressure => {
+            only(&["size_mib"])?;
+            match step.size_mib {
+                Some(mib) if mib > 0 => Box::new(memory_pressure::MemoryPressure::new(mib)),
+                _ => return Err("size_mib: fault = \"memory_pressure\" needs how many MiB (> 0)".into()),
+            }
         }
         FaultKind::BusMasterOff => {
             only(&[])?;
@@ -256,12 +278,15 @@ pub fn validate(sc: &Scenario) -> Result<(), (usize, String)> {
             if !later {
                 return Err((i, format!("at: \"{}\" is a moment of a live update, and no `live_update` step follows", at.name())));
             }
+            if fault.moments().is_empty() {
+                return Err((i, format!("at: fault = \"{}\" is a step of its own and takes no `at`", f.kind)));
+            }
             if !fault.moments().contains(&at) {
                 let names: Vec<String> = fault.moments().iter().map(|m| format!("\"{}\"", m.name())).collect();
-                return Err((i, format!("at: kind = \"{}\" cannot be aimed at \"{}\" (it can at: {})", f.kind, at.name(), names.join(", "))));
+                return Err((i, format!("at: fault = \"{}\" cannot be aimed at \"{}\" (it can at: {})", f.kind, at.name(), names.join(", "))));
             }
             if fault.needs_agent() && !at.agent_runs() {
-                return Err((i, format!("at: kind = \"{}\" needs a running agent: at \"kexec\" or \"agent_up\", or no `at`", f.kind)));
+                return Err((i, format!("at: fault = \"{}\" needs a running agent: at \"kexec\" or \"agent_up\", or no `at`", f.kind)));
             }
         }
         expected.push(fault.expects());

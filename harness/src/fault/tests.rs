@@ -16,60 +16,60 @@ const UPDATE: &str = "\n[[steps]]\ndo = \"live_update\"\n";
 
 #[test]
 fn a_fault_step_parses_with_its_moment() {
-    let s = parse("kind = \"link_flap\"\nduration_ms = 500\nat = \"kernel_up\"", UPDATE).unwrap();
+    let s = parse("fault = \"link_flap\"\nduration_ms = 500\nat = \"kernel_up\"", UPDATE).unwrap();
     let crate::scenario::Step::Fault(f) = &s.steps[3] else { panic!("{:?}", s.steps[3]) };
     assert_eq!((f.kind, f.at, f.duration_ms), (FaultKind::LinkFlap, Some(Moment::KernelUp), Some(500)));
 }
 
 #[test]
 fn an_unknown_kind_is_refused_naming_it_and_its_line() {
-    let e = err("kind = \"cosmic_ray\"", "");
+    let e = err("fault = \"cosmic_ray\"", "");
     assert!(e.starts_with("f.toml:22: steps[3]") && e.contains("cosmic_ray") && e.contains("link_flap"), "{e}");
 }
 
 #[test]
 fn an_unknown_field_is_refused_naming_it_and_its_line() {
-    let e = err("kind = \"qemu_kill\"\nsevere = true", "");
+    let e = err("fault = \"qemu_kill\"\nsevere = true", "");
     assert!(e.starts_with("f.toml:23: steps[3]") && e.contains("severe"), "{e}");
 }
 
 #[test]
 fn a_parameter_the_kind_does_not_take_or_lacks_names_the_field_and_line() {
-    let e = err("kind = \"qemu_kill\"\nduration_ms = 5", "");
+    let e = err("fault = \"qemu_kill\"\nduration_ms = 5", "");
     assert!(e.contains("f.toml:23") && e.contains("steps[3].duration_ms") && e.contains("takes no"), "{e}");
-    let e = err("kind = \"link_flap\"", "");
+    let e = err("fault = \"link_flap\"", "");
     assert!(e.contains("steps[3].duration_ms") && e.contains("needs how long"), "{e}");
-    let e = err("kind = \"vm_pause\"\nduration_ms = 999999", "");
+    let e = err("fault = \"vm_pause\"\nduration_ms = 999999", "");
     assert!(e.contains("1..=5000"), "{e}");
-    let e = err("kind = \"canary_write\"", "");
+    let e = err("fault = \"canary_write\"", "");
     assert!(e.contains("steps[3].engine"), "{e}");
-    let e = err("kind = \"canary_write\"\nengine = \"nvme\"", "");
+    let e = err("fault = \"canary_write\"\nengine = \"nvme\"", "");
     assert!(e.contains("[nvme]"), "{e}");
 }
 
 #[test]
 fn a_moment_needs_a_later_live_update_and_a_fault_that_can_hit_there() {
-    let e = err("kind = \"link_flap\"\nduration_ms = 5\nat = \"init\"", "");
+    let e = err("fault = \"link_flap\"\nduration_ms = 5\nat = \"init\"", "");
     assert!(e.contains("steps[3].at") && e.contains("no `live_update` step follows") && e.contains("f.toml:24"), "{e}");
-    let e = err("kind = \"bus_master_off\"\nat = \"kernel_up\"", UPDATE);
+    let e = err("fault = \"bus_master_off\"\nat = \"kernel_up\"", UPDATE);
     assert!(e.contains("cannot be aimed at \"kernel_up\""), "{e}");
-    let e = err("kind = \"vm_pause\"\nduration_ms = 5\nat = \"kexec\"", UPDATE);
+    let e = err("fault = \"vm_pause\"\nduration_ms = 5\nat = \"kexec\"", UPDATE);
     assert!(e.contains("cannot be aimed at \"kexec\""), "{e}");
 }
 
 #[test]
 fn the_expected_verdict_follows_from_the_faults() {
     // canary_write breaks a run: expecting intact contradicts it.
-    let text = format!("{HEAD}\n[[steps]]\ndo = \"fault\"\nkind = \"canary_write\"\nengine = \"rx\"\n")
+    let text = format!("{HEAD}\n[[steps]]\ndo = \"fault\"\nfault = \"canary_write\"\nengine = \"rx\"\n")
         .replace("expect = \"broken\"\nexpect_reasons = [\"dma.lost\"]", "expect = \"intact\"");
     let e = Scenario::parse(&text, "f.toml").unwrap_err().to_string();
     assert!(e.contains("f.toml:2") && e.contains("its faults make this run broken, not intact"), "{e}");
     // qemu_kill makes it an error, whatever else.
-    let e = err("kind = \"qemu_kill\"", "");
+    let e = err("fault = \"qemu_kill\"", "");
     assert!(e.contains("make this run error, not broken"), "{e}");
     // A pause or a link flap does not decide the verdict.
-    assert!(parse("kind = \"vm_pause\"\nduration_ms = 5", "").is_ok());
-    assert!(parse("kind = \"link_flap\"\nduration_ms = 5", "").is_ok());
+    assert!(parse("fault = \"vm_pause\"\nduration_ms = 5", "").is_ok());
+    assert!(parse("fault = \"link_flap\"\nduration_ms = 5", "").is_ok());
 }
 
 #[test]
@@ -112,4 +112,19 @@ fn hits_say_when_each_fault_hit_and_ended_and_which_never_came() {
     assert_eq!((kill.injected_ms, kill.update), (None, Some(1)));
     let pause = hits.iter().find(|h| h.step == 5).unwrap();
     assert_eq!((pause.injected_ms, pause.ended_ms, pause.at), (Some(20), Some(25), None));
+}
+
+#[test]
+fn every_fault_scenario_is_in_the_catalogue_table() {
+    let root = crate::workspace_root();
+    let doc = std::fs::read_to_string(root.join("scenarios/README.md")).unwrap();
+    let table = doc.split("### The fault catalogue").nth(1).expect("scenarios/README.md has a fault catalogue");
+    for f in crate::scenario::catalogue::files(&root.join("scenarios")).unwrap() {
+        let s = Scenario::load(&f).unwrap();
+        if !s.steps.iter().any(|s| matches!(s, crate::scenario::Step::Fault(_))) {
+            continue;
+        }
+        let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+        assert!(table.contains(&format!("`{stem}`")), "{stem} is missing from the fault catalogue in scenarios/README.md");
+    }
 }

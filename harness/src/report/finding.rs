@@ -58,6 +58,9 @@ pub enum Reason {
     /// (refused by the kernel, no hand-over, memory moved, file not pinned).
     #[serde(rename = "update.resume_failed")]
     UpdateResumeFailed,
+    /// The kernel loaded a kexec image that is not a kernel.
+    #[serde(rename = "update.bad_image_loaded")]
+    UpdateBadImageLoaded,
     /// A DMA-backing pkernfs file was not refused unlink/truncate (EBUSY).
     #[serde(rename = "pkernfs.not_busy")]
     PkernfsNotBusy,
@@ -101,6 +104,7 @@ impl Reason {
         Reason::IsolationUntraced,
         Reason::KunitFailed,
         Reason::UpdateResumeFailed,
+        Reason::UpdateBadImageLoaded,
         Reason::PkernfsNotBusy,
         Reason::PkernfsData,
         Reason::PkernfsMountRefused,

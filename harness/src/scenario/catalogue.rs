@@ -105,6 +105,19 @@ mod tests {
     }
 
     #[test]
+    fn check_names_an_unknown_fault_kind_or_fault_field_and_its_line() {
+        let d = tempfile::tempdir().unwrap();
+        let bad = write(d.path(), "kind.toml", &format!("{OK}[[steps]]\ndo = \"fault\"\nfault = \"solar_flare\"\n"));
+        let (all, out) = check(&[bad]);
+        assert!(!all);
+        assert!(out.contains("kind.toml:10:") && out.contains("unknown variant `solar_flare`") && out.contains("vm_pause"), "{out}");
+        let bad = write(d.path(), "field.toml", &format!("{OK}[[steps]]\ndo = \"fault\"\nfault = \"vm_pause\"\nduration_ms = 5\nwhen = \"soon\"\n"));
+        let (all, out) = check(&[bad]);
+        assert!(!all);
+        assert!(out.contains("field.toml:12:") && out.contains("unknown field `when`"), "{out}");
+    }
+
+    #[test]
     fn list_prints_one_line_per_file_and_marks_the_invalid() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "b.toml", OK);
