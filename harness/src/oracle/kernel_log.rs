@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::console::KernelLog;
+use crate::oracle::registry::{Judged, Observations, Oracle};
 use crate::report::{Finding, Reason};
 
 /// What kind of report the kernel printed.
@@ -112,6 +113,34 @@ pub fn scan(log: &str) -> Vec<Splat> {
         quiet_until = i + 2;
     }
     out
+}
+
+/// The oracle: report.json `kernel_splats` (every [`Splat`]), one
+/// `kernel.warning` finding each.
+#[derive(Debug)]
+pub struct KernelLogOracle;
+
+impl Oracle for KernelLogOracle {
+    fn name(&self) -> &'static str {
+        "kernel_splats"
+    }
+
+    fn judge(&self, obs: &Observations) -> anyhow::Result<Judged> {
+        let (splats, findings) = judge(obs.log);
+        Ok(Judged { section: serde_json::to_value(splats)?, findings })
+    }
+
+    fn markdown(&self, section: &serde_json::Value) -> Option<String> {
+        let splats: Vec<Splat> = serde_json::from_value(section.clone()).ok()?;
+        if splats.is_empty() {
+            return None;
+        }
+        let mut s = String::from("## Kernel log\n\n");
+        for sp in splats {
+            s += &format!("- {:?} at console line {}:\n\n```\n{}\n```\n", sp.kind, sp.line, sp.quote.join("\n"));
+        }
+        Some(s)
+    }
 }
 
 /// The splats in a run's logs (the copy that holds more of them) and one

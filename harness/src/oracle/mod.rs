@@ -8,6 +8,8 @@
 //! - [`timeline`]: per live update, kexec → new kernel → agent back, and the DMA around it.
 //! - [`trace`]: QEMU's trace log as counts and example lines.
 //! - [`isolation`]: each device's DMA translated only into its own pages (QEMU's IOTLB trace).
+//! - [`kernel_log`]: warnings, BUGs, sanitizer and lockdep reports in the kernels' log;
+//!   the first oracle behind the [`registry::Oracle`] trait (the others move there next).
 
 pub mod iommu;
 pub mod isolation;
@@ -15,6 +17,7 @@ pub mod kernel_log;
 pub mod ledger;
 pub mod memory;
 pub mod nvme;
+pub mod registry;
 pub mod rx_scan;
 pub mod timeline;
 pub mod trace;
@@ -24,5 +27,6 @@ mod selftest;
 
 /// Every trace event these oracles read, for `MachineParams::trace_events`.
 pub fn trace_events() -> Vec<String> {
-    iommu::IOMMU_TRACE_EVENTS.iter().chain(ledger::LEDGER_TRACE_EVENTS).map(|s| s.to_string()).collect()
+    let registered: Vec<&'static str> = registry::registered().iter().flat_map(|o| o.trace_events().iter().copied()).collect();
+    iommu::IOMMU_TRACE_EVENTS.iter().chain(ledger::LEDGER_TRACE_EVENTS).chain(&registered).map(|s| s.to_string()).collect()
 }

@@ -73,6 +73,11 @@ pub fn render(r: &Report) -> String {
     if let Some(iso) = &r.isolation {
         isolation(&mut s, iso);
     }
+    for o in crate::oracle::registry::registered() {
+        if let Some(md) = r.sections.get(o.name()).and_then(|v| o.markdown(v)) {
+            let _ = writeln!(s, "{md}");
+        }
+    }
     if let Some(k) = &r.kunit {
         let _ = writeln!(s, "## KUnit (KTAP from the console)\n\n| passed | failed | skipped |\n|---|---|---|\n| {} | {} | {} |\n", k.passed, k.failed, k.skipped);
     }

@@ -82,11 +82,12 @@ pub struct Report {
     /// Upstream LUO evidence (schema 4; null unless the RX engine's memory
     /// is a LUO-preserved memfd).
     pub luo: Option<LuoSection>,
-    /// The kernel-log oracle (schema 6): every warning, BUG, oops,
-    /// sanitizer or lockdep report, RCU stall and hung task the host's
-    /// kernels printed, with its console line and first lines.
-    #[serde(default)]
-    pub kernel_splats: Vec<crate::oracle::kernel_log::Splat>,
+    /// The sections of the oracles behind the `Oracle` trait, each under
+    /// its name (schema 6: `kernel_splats`, the kernel-log oracle: every
+    /// warning, BUG, oops, sanitizer or lockdep report, RCU stall and hung
+    /// task the host's kernels printed, with its console line and first lines).
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, serde_json::Value>,
     /// Faults the scenario injected (schema 6): each step's kind, the
     /// moment aimed at and when it actually hit and ended.
     #[serde(default)]
@@ -242,4 +243,4 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

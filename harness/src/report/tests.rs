@@ -1,6 +1,6 @@
 use super::*;
 
-fn sample() -> Report {
+pub(crate) fn sample() -> Report {
     Report {
         isolation: None,
         schema: SCHEMA,
@@ -47,7 +47,7 @@ fn sample() -> Report {
         kunit: None,
         pkernfs: None,
         luo: None,
-        kernel_splats: Vec::new(),
+        sections: [("kernel_splats".to_string(), serde_json::json!([]))].into_iter().collect(),
         faults: Vec::new(),
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
         run_dir: "/work/reports/x".into(),

@@ -11,6 +11,7 @@ use super::Runner;
 use crate::oracle::iommu::IommuReport;
 use crate::oracle::ledger::{DeviceEvidence, Ledger};
 use crate::oracle::memory;
+use crate::oracle::registry::Observations;
 use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
 use crate::oracle::trace::TraceSummary;
 use crate::oracle::isolation::{self, IsolationSection};
@@ -44,8 +45,14 @@ impl Runner<'_> {
         let faults_log = log.fuller(|c| crate::oracle::iommu::scan_console(c).faults as usize);
         let iommu = self.judge_iommu(&trace, &since_dma, faults_log, &mut found)?;
         let kunit = self.judge_kunit(log.ktap(), &mut found);
-        let (kernel_splats, splat_findings) = crate::oracle::kernel_log::judge(&log);
-        found.extend(splat_findings);
+        let journal = self.journal.entries();
+        let obs = Observations { host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
+        let mut sections = std::collections::BTreeMap::new();
+        for o in crate::oracle::registry::registered() {
+            let judged = o.judge(&obs).with_context(|| format!("the {} oracle", o.name()))?;
+            sections.insert(o.name().to_string(), judged.section);
+            found.extend(judged.findings);
+        }
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut found)?;
         found.extend(self.pk.findings.iter().cloned());
@@ -90,8 +97,8 @@ impl Runner<'_> {
             kunit,
             pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
             luo: self.sc.luo.as_ref().map(|_| LuoSection::new(self.luo.clone())),
-            kernel_splats,
-            faults: crate::fault::from_journal(&self.journal.entries()),
+            sections,
+            faults: crate::fault::from_journal(&journal),
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
         })

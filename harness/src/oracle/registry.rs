@@ -1,0 +1,93 @@
+//! The oracle trait: what an oracle needs (trace events) and how it judges
+//! (observations collected once, after the steps and before the host goes
+//! away, plus the run's journal → its report section and findings). No
+//! oracle drives or shuts anything down.
+//!
+//! Adding an oracle: one file with its `Oracle` implementation (its section
+//! type, how it judges, its report.md lines) and one line in [`registered`].
+//! Its section appears in report.json under [`Oracle::name`].
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::console::KernelLog;
+use crate::journal::Entry;
+use crate::oracle::trace::TraceSummary;
+use crate::report::Finding;
+
+/// What the oracles judge from.
+#[derive(Debug)]
+pub struct Observations<'a> {
+    /// The host's run directory (QEMU's logs).
+    pub host_dir: &'a Path,
+    /// QEMU's whole trace log.
+    pub trace: &'a TraceSummary,
+    /// QEMU's trace log from the end of `start_dma` on.
+    pub since_dma: &'a TraceSummary,
+    /// Both copies of the kernels' log.
+    pub log: &'a KernelLog,
+    /// The run's journal, by time.
+    pub journal: &'a [Entry],
+}
+
+/// One oracle's verdict.
+#[derive(Debug, Default)]
+pub struct Judged {
+    /// Its report.json section.
+    pub section: serde_json::Value,
+    /// What it found.
+    pub findings: Vec<Finding>,
+}
+
+/// An oracle.
+pub trait Oracle: Send + Sync {
+    /// Its name: the key of its section in report.json.
+    fn name(&self) -> &'static str;
+    /// QEMU trace events it reads (added to every run).
+    fn trace_events(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Judges the observations.
+    fn judge(&self, obs: &Observations) -> Result<Judged>;
+    /// Its lines in report.md, from its section (None: nothing to show).
+    fn markdown(&self, _section: &serde_json::Value) -> Option<String> {
+        None
+    }
+}
+
+/// Every oracle that judges through the trait, in report order.
+pub fn registered() -> Vec<Box<dyn Oracle>> {
+    vec![Box::new(super::kernel_log::KernelLogOracle)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_never_shadow_a_fixed_report_field() {
+        let fixed = serde_json::to_value(crate::report::tests::sample()).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for o in registered() {
+            assert!(seen.insert(o.name()), "two oracles named {}", o.name());
+            let clash = fixed.as_object().unwrap().contains_key(o.name()) && !fixed[o.name()].is_array();
+            assert!(!clash, "oracle {} shadows a report.json field", o.name());
+        }
+    }
+
+    #[test]
+    fn the_kernel_log_oracle_judges_from_observations_into_its_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = crate::qemu::params::RunPaths::new(dir.path());
+        std::fs::write(paths.kernel_log(), "[ 1.0] ------------[ cut here ]------------\n[ 1.1] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2\n").unwrap();
+        let log = KernelLog::of_run(dir.path());
+        let t = TraceSummary::default();
+        let obs = Observations { host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
+        let o = registered().into_iter().find(|o| o.name() == "kernel_splats").unwrap();
+        let j = o.judge(&obs).unwrap();
+        assert_eq!(j.findings.len(), 1);
+        assert_eq!(j.section[0]["kind"], "warning");
+        assert!(o.markdown(&j.section).unwrap().contains("WARNING: CPU: 0 PID: 1"));
+    }
+}
