@@ -283,6 +283,8 @@ pub struct DmaStatus {
     /// accumulated since start. NVMe: `lba_size`, `commands_planned`,
     /// `queue_depth`. Both: `completion_errors` (descriptors with error bits /
     /// CQEs with a non-zero status) and `quiesce_failed` after a failed stop.
+    /// e1000e also: where the ring is now, `ring_rdh`, `ring_rdt` (the
+    /// device's registers) and `agent_next`, `agent_tail`, `agent_held`.
     pub device_counters: Vec<(String, u64)>,
     /// Whether the polling thread runs (NVMe: false once every read completed).
     pub running: bool,

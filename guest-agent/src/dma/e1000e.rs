@@ -13,7 +13,7 @@
 //! Without `refill` every descriptor is used once: `ring_size - 1` frames.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{compiler_fence, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,9 @@ pub struct E1000e {
     pub(super) buf_size: u32,
     pub(super) refill: bool,
     pub(super) cursor: Mutex<Cursor>,
+    /// The poll loop's cursor as it moves, for `dma_status` (the `cursor`
+    /// mutex is written only when the loop ends).
+    pub(super) live: LiveCursor,
     pub(super) totals: Mutex<BTreeMap<&'static str, u64>>,
     /// Set for a persistent engine: its pkernfs file and hand-over count.
     pub(super) persist: Option<(String, u32)>,
@@ -146,6 +149,7 @@ impl E1000e {
             buf_size,
             refill,
             cursor: Mutex::new(Cursor::fresh(ring_size)),
+            live: LiveCursor::default(),
             totals: Mutex::new(BTreeMap::new()),
             persist: None,
         };
@@ -240,6 +244,22 @@ impl E1000e {
     }
 }
 
+/// Where the poll loop is: next descriptor to complete, RDT, descriptors held.
+#[derive(Debug, Default)]
+pub struct LiveCursor {
+    next: AtomicU32,
+    tail: AtomicU32,
+    held: AtomicU32,
+}
+
+impl LiveCursor {
+    fn set(&self, next: u32, tail: u32, held: u32) {
+        self.next.store(next, Ordering::Relaxed);
+        self.tail.store(tail, Ordering::Relaxed);
+        self.held.store(held, Ordering::Relaxed);
+    }
+}
+
 impl Cursor {
     /// A freshly programmed ring: RDT one behind RDH, the slot at RDT held.
     pub fn fresh(ring_size: u32) -> Self {
@@ -255,6 +275,7 @@ impl Driver for E1000e {
         // Completion time of every descriptor the agent holds, oldest first
         // (held since now when taken over from a previous thread or agent).
         let mut held = std::collections::VecDeque::from(vec![Instant::now(); c.held as usize]);
+        self.live.set(next, tail, c.held);
         while !p.stopping() {
             let mut idle = true;
             loop {
@@ -280,6 +301,8 @@ impl Driver for E1000e {
             }
             if idle {
                 std::thread::sleep(Duration::from_micros(500));
+            } else {
+                self.live.set(next, tail, held.len() as u32);
             }
         }
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Cursor { next, tail, held: held.len() as u32 };
@@ -300,8 +323,20 @@ impl Driver for E1000e {
         super::rx_persist::remap_probe(&self.dev.iommu, ram)
     }
 
+    /// The accumulated statistics, then where the ring is now: the device's
+    /// `RDH`/`RDT` and the agent's own next/tail/held (to compare when RX
+    /// stops with frames left inside QEMU).
     fn counters(&self) -> Vec<(String, u64)> {
-        self.accumulate()
+        let mut v = self.accumulate();
+        let l = &self.live;
+        v.extend([
+            ("ring_rdh".to_string(), u64::from(self.bar.read32(reg::RDH))),
+            ("ring_rdt".to_string(), u64::from(self.bar.read32(reg::RDT))),
+            ("agent_next".to_string(), u64::from(l.next.load(Ordering::Relaxed))),
+            ("agent_tail".to_string(), u64::from(l.tail.load(Ordering::Relaxed))),
+            ("agent_held".to_string(), u64::from(l.held.load(Ordering::Relaxed))),
+        ]);
+        v
     }
 
     fn quiesce(&self) -> Result<(), String> {

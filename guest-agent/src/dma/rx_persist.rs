@@ -82,6 +82,7 @@ pub(super) fn on_file(
         buf_size,
         refill,
         cursor: Mutex::new(cursor.unwrap_or(Cursor::fresh(ring_size))),
+        live: Default::default(),
         totals: Mutex::new(BTreeMap::new()),
         persist,
     };

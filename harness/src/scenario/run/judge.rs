@@ -124,6 +124,11 @@ impl Runner<'_> {
             Ok(Reply::DmaStatus(s)) => Some(s),
             _ => None,
         });
+        if let Some(st) = &rx.status {
+            // For people: the agent's counters and where the ring is (RDH,
+            // RDT, the agent's cursor) when the run ends.
+            std::fs::write(self.out.join("rx-status.json"), serde_json::to_string_pretty(st)?)?;
+        }
         let Some(sent) = &rx.sent else { return Ok(DmaSection::default()) };
         // The ledger's trace events are always enabled (see Runner::new), so
         // frames QEMU never wrote are host-side, not lost.
