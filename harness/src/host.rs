@@ -146,6 +146,11 @@ impl Host {
     }
 
     /// Asks QEMU to quit and waits for it; the RAM file is removed afterwards
+    /// QMP, the QEMU process and the agent, borrowed for a fault.
+    pub fn parts(&mut self) -> crate::fault::HostParts<'_> {
+        crate::fault::HostParts { qmp: &mut self.qmp, qemu: &mut self.qemu, agent: Some(&mut self.agent) }
+    }
+
     /// (it is as large as the guest's memory), the logs stay.
     pub fn shutdown(mut self) -> Result<ExitStatus> {
         let status = self.quit(Duration::from_secs(10))?;

@@ -29,6 +29,12 @@ pub mod slots;
 pub mod update;
 pub mod traffic;
 
+/// How a unit enum variant is spelled in files and reports: its serde name
+/// (`Reason::DmaLost` → `dma.lost`, `Moment::KernelUp` → `kernel_up`).
+pub fn wire_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
 /// The repository root (the harness is always run from its checkout).
 pub fn workspace_root() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -71,7 +71,7 @@ impl FaultKind {
 
     /// Its name in scenario files (`link_flap`).
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        crate::wire_name(&self)
     }
 }
 
@@ -109,7 +109,7 @@ impl Moment {
 
     /// Its name in scenario files (`kernel_up`).
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        crate::wire_name(&self)
     }
 }
 

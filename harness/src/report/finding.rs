@@ -116,7 +116,7 @@ impl Reason {
 
     /// The name scenarios and report.json use (`dma.lost`).
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+        crate::wire_name(&self)
     }
 }
 

@@ -13,7 +13,7 @@ use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, IommuApi, Op, PhysRange, Repl
 
 use super::{KernelChoice, NvmeSpec, RxSpec, Scenario, Step};
 use crate::guest_memory::GuestMemory;
-use crate::fault::{Faults, HostParts};
+use crate::fault::Faults;
 use crate::host::{Deadlines, Host};
 use crate::journal::{Event, Journal};
 use crate::lab::BootSet;
@@ -246,7 +246,7 @@ impl<'a> Runner<'a> {
                 let mut jumped = host.jump_stamped(Deadlines::default(), &mut t, Some(&mut self.faults));
                 // Lasting faults end before the engines resume (a paused VM
                 // cannot take them back); after a failed jump, as far as QEMU lets.
-                let ended = self.faults.finish(&mut HostParts { qmp: &mut host.qmp, qemu: &mut host.qemu, agent: Some(&mut host.agent) });
+                let ended = self.faults.finish(&mut host.parts());
                 if jumped.is_ok() {
                     jumped = ended;
                 }
@@ -297,7 +297,7 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         let host = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
-        self.faults.now(index, fault, &mut HostParts { qmp: &mut host.qmp, qemu: &mut host.qemu, agent: Some(&mut host.agent) })
+        self.faults.now(index, fault, &mut host.parts())
     }
 
     /// The milestones of live update `n` as the jump stamped them.
