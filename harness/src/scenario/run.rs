@@ -300,18 +300,20 @@ impl<'a> Runner<'a> {
         self.faults.now(index, fault, &mut host.parts())
     }
 
-    /// The milestones of live update `n` as the jump stamped them.
+    /// The milestones of live update `n` as the jump stamped them, named as
+    /// the fault moments they are.
     fn journal_jump(&self, n: u32, t: &JumpStamps) {
+        use crate::fault::Moment;
         let stamps = [
-            ("kexec", Some(t.kexec_started_ns)),
-            ("agent_down", t.agent_down_ns),
-            ("kernel_up", t.kernel_up_ns),
-            ("init", t.init_ns),
-            ("agent_up", t.agent_up_ns),
+            (Moment::Kexec, Some(t.kexec_started_ns)),
+            (Moment::AgentDown, t.agent_down_ns),
+            (Moment::KernelUp, t.kernel_up_ns),
+            (Moment::Init, t.init_ns),
+            (Moment::AgentUp, t.agent_up_ns),
         ];
-        for (milestone, ns) in stamps {
+        for (moment, ns) in stamps {
             if let Some(ns) = ns.filter(|ns| *ns > 0) {
-                self.journal.record_at(ns, Event::Update { update: n, milestone: milestone.into() });
+                self.journal.record_at(ns, Event::Update { update: n, milestone: moment.name() });
             }
         }
     }
