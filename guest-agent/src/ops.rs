@@ -43,6 +43,10 @@ impl Agent {
                 let r = self.dma.get(&pci).ok_or_else(|| format!("no DMA engine for {pci}")).and_then(|e| e.remap_probe());
                 (r.map(|_| Reply::Done), After::Continue)
             }
+            Op::DmaDeviceReset { pci } => {
+                let r = self.dma.get(&pci).ok_or_else(|| format!("no DMA engine for {pci}")).and_then(|e| e.reset_device());
+                (r.map(|_| Reply::Done), After::Continue)
+            }
             Op::DmaStop { pci } => {
                 let r = self.dma.get_mut(&pci).map(|e| Reply::DmaStatus(e.stop()));
                 (r.ok_or_else(|| format!("no DMA engine for {pci}")), After::Continue)
@@ -106,7 +110,7 @@ fn handle(op: Op) -> Result<Reply, String> {
         Op::FillTree { dir, files, size, seed } => crate::fs::fill_tree(&dir, files, size, seed),
         Op::StatTree { dir } => crate::fs::stat_tree(&dir),
         Op::MmapWrite { path, size, seed, until_ms } => crate::fs::mmap_write(&path, size, seed, until_ms),
-        Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaRemapProbe { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
+        Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaRemapProbe { .. } | Op::DmaDeviceReset { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
     }
 }
 

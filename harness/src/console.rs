@@ -13,8 +13,10 @@ use anyhow::{bail, Context, Result};
 use rexpect::error::Error as ExpectError;
 use rexpect::session::{Options, ReadUntil, StreamSession};
 
-/// Markers that end a boot early: the kernel cannot go on.
-pub const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "end Kernel panic", "---[ end trace"];
+/// Markers that end a boot early: the kernel cannot go on. (Not `---[ end
+/// trace`: a WARN or an oops in a process ends with it too, and the kernel
+/// goes on; the kernel-log oracle judges those.)
+pub const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "end Kernel panic"];
 
 /// How long one rexpect poll waits before the caller's deadline is checked.
 const POLL: Duration = Duration::from_millis(250);

@@ -8,13 +8,14 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::agent::AgentClient;
 use crate::console::{Console, PANIC_MARKERS};
 use crate::qemu::{MachineParams, QemuProcess, RunPaths};
 use crate::qmp::{self, Qmp};
+use crate::report::{Finding, Reason};
 use crate::slots::HostSlot;
 
 /// What /init prints once the agent has been started.
@@ -128,13 +129,13 @@ impl Host {
         let needles = boot_needles();
         let found = console.expect(&needles, init_deadline, || qemu.check_alive()).with_context(within)?;
         if found.index > 1 {
-            bail!("kernel panicked before printing its banner\n{}", console.tail(20));
+            return Finding::err(Reason::KernelPanic, format!("the kernel panicked before printing its banner\n{}", console.tail(20)));
         }
         timings.kernel_ms = ms(Instant::now());
         if found.index == 0 {
             let found = console.expect(&needles[1..], init_deadline, || qemu.check_alive()).with_context(within)?;
             if found.index > 0 {
-                bail!("kernel panicked during boot\n{}", console.tail(20));
+                return Finding::err(Reason::KernelPanic, format!("the kernel panicked during boot\n{}", console.tail(20)));
             }
         }
         timings.init_ms = ms(Instant::now());

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::fault::{Faults, HostParts, Moment};
 use crate::host::{boot_needles, Deadlines, Host};
+use crate::report::{Finding, Reason};
 use crate::traffic::clock::now_ns;
 
 /// Where the staged kernel and initramfs live inside the host (its rootfs is RAM).
@@ -123,7 +124,7 @@ impl Host {
             (Err(_), Some(e)) => return Err(e).context("asking the agent to kexec (no reply, and no new kernel on the console)"),
         };
         if found.index > 1 {
-            bail!("kernel panicked during kexec\n{}", console.tail(20));
+            return Finding::err(Reason::KernelPanic, format!("the kernel panicked during the kexec\n{}", console.tail(20)));
         }
         s.kernel_up_ns = Some(now_ns());
         if found.index != 0 {
@@ -133,7 +134,7 @@ impl Host {
         if found.index == 0 {
             let found = console.expect(&needles[1..], deadline, || poll(&mut faults, qmp, qemu)).context("kexec: /init of the new kernel")?;
             if found.index > 0 {
-                bail!("the new kernel panicked during boot\n{}", console.tail(20));
+                return Finding::err(Reason::KernelPanic, format!("the new kernel panicked during boot\n{}", console.tail(20)));
             }
         }
         s.init_ns = Some(now_ns());

@@ -78,6 +78,13 @@ pub enum Op {
         /// PCI address the engine was started for.
         pci: String,
     },
+    /// Reset the device under the running engine, as a VMM bug would (the
+    /// e1000e: `CTRL.RST` through its BAR; the engine keeps polling a
+    /// device that forgot its ring); answered with [`Reply::Done`].
+    DmaDeviceReset {
+        /// PCI address the engine was started for.
+        pci: String,
+    },
     /// Stop the engine driving `pci` (device quiesced, mappings kept until
     /// the agent exits); a later `DmaStart` for the same device replaces it.
     DmaStop {

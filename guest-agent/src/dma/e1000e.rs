@@ -343,6 +343,19 @@ impl Driver for E1000e {
         self.bar.write32(reg::RCTL, self.bar.read32(reg::RCTL) & !RCTL_EN);
         self.dev.set_bus_master(false)
     }
+
+    fn reset_device(&self) -> Result<(), String> {
+        self.bar.write32(reg::CTRL, self.bar.read32(reg::CTRL) | CTRL_RST);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.bar.read32(reg::CTRL) & CTRL_RST != 0 {
+            if Instant::now() > deadline {
+                return Err(format!("e1000e {}: CTRL.RST still set after 1 s", self.dev.pci));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        crate::port::kmsg(&format!("lulab-agent: e1000e {}: reset (CTRL.RST) under the running engine: fault injection", self.dev.pci));
+        Ok(())
+    }
 }
 
 

@@ -48,6 +48,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn remap_probe(&self) -> Result<u64, String> {
         Err("remap probe: only a persistent e1000e engine supports it".into())
     }
+    /// Resets the device under the running engine (fault injection: a
+    /// VMM that resets a device it should keep running).
+    fn reset_device(&self) -> Result<(), String> {
+        Err("device reset: only the e1000e engines support it".into())
+    }
     /// Whether a device that is not handed over must be stopped before
     /// kexec: it may hold DMA in flight that would complete into memory the
     /// next kernel reuses, after the kernel's own safeguards (see `Nvme`).
@@ -208,6 +213,11 @@ impl Engine {
     /// [`Driver::remap_probe`] on the running device.
     pub fn remap_probe(&self) -> Result<u64, String> {
         self.driver.remap_probe()
+    }
+
+    /// [`Driver::reset_device`] on the running device.
+    pub fn reset_device(&self) -> Result<(), String> {
+        self.driver.reset_device()
     }
 
     /// Quiesces the device; returns the final counters.

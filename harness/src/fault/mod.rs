@@ -18,6 +18,7 @@
 
 mod bus_master_off;
 mod canary_write;
+mod device_reset;
 mod driver;
 mod hits;
 mod kexec_bad_image;
@@ -62,12 +63,15 @@ pub enum FaultKind {
     KexecBadImage,
     /// The host fills `size_mib` MiB of its RAM file system and frees it.
     MemoryPressure,
+    /// The agent resets the e1000e (`CTRL.RST`) under its running engine:
+    /// the device forgets its ring and stops taking frames.
+    DeviceReset,
 }
 
 impl FaultKind {
     /// Every kind, in documentation order.
     pub const ALL: &'static [FaultKind] =
-        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff, FaultKind::KexecBadImage, FaultKind::MemoryPressure];
+        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff, FaultKind::KexecBadImage, FaultKind::MemoryPressure, FaultKind::DeviceReset];
 
     /// Its name in scenario files (`link_flap`).
     pub fn name(self) -> String {
@@ -259,6 +263,10 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
         FaultKind::BusMasterOff => {
             only(&[])?;
             Box::new(bus_master_off::BusMasterOff)
+        }
+        FaultKind::DeviceReset => {
+            only(&[])?;
+            Box::new(device_reset::DeviceReset)
         }
     })
 }

@@ -1,6 +1,7 @@
 //! The kernel-log oracle: kernel warnings, BUGs, oopses, sanitizer reports,
 //! lockdep splats, RCU stalls and hung tasks in a host's console logs, each
-//! a `kernel.warning` finding with its first lines quoted. Every kernel of
+//! a `kernel.warning` finding with its first lines quoted; a panic is a
+//! `kernel.panic` finding. Every kernel of
 //! the run (the first boot and each kexec) prints into the same logs.
 
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,18 @@ pub enum SplatKind {
     RcuStall,
     /// `INFO: task … blocked for more than N seconds`.
     HungTask,
+    /// `Kernel panic - not syncing: …`: the kernel stopped.
+    Panic,
+}
+
+impl SplatKind {
+    /// The finding's reason: a panic is `kernel.panic`, the rest `kernel.warning`.
+    pub fn reason(self) -> Reason {
+        match self {
+            SplatKind::Panic => Reason::KernelPanic,
+            _ => Reason::KernelWarning,
+        }
+    }
 }
 
 /// One report, where it starts and its first lines.
@@ -66,6 +79,9 @@ fn message(line: &str) -> &str {
 }
 
 fn kind_of(msg: &str) -> Option<SplatKind> {
+    if msg.starts_with("Kernel panic - not syncing") {
+        return Some(SplatKind::Panic);
+    }
     if LOCKDEP.iter().any(|p| msg.contains(p)) {
         return Some(SplatKind::Lockdep);
     }
@@ -116,7 +132,7 @@ pub fn scan(log: &str) -> Vec<Splat> {
 }
 
 /// The oracle: report.json `kernel_splats` (every [`Splat`]), one
-/// `kernel.warning` finding each.
+/// `kernel.warning` (a panic: `kernel.panic`) finding each.
 #[derive(Debug)]
 pub struct KernelLogOracle;
 
@@ -144,14 +160,14 @@ impl Oracle for KernelLogOracle {
 }
 
 /// The splats in a run's logs (the copy that holds more of them) and one
-/// `kernel.warning` finding each.
+/// finding each.
 pub fn judge(log: &KernelLog) -> (Vec<Splat>, Vec<Finding>) {
     let splats = scan(log.fuller(|c| scan(c).len()));
     let found = splats
         .iter()
         .map(|s| {
             let first = s.quote.first().map(String::as_str).unwrap_or("");
-            Finding::new(Reason::KernelWarning, format!("the kernel printed a {:?} report (console line {}): {first}", s.kind, s.line))
+            Finding::new(s.kind.reason(), format!("the kernel printed a {:?} report (console line {}): {first}", s.kind, s.line))
         })
         .collect();
     (splats, found)
@@ -213,11 +229,21 @@ mod tests {
             ("rcu: INFO: rcu_preempt self-detected stall on CPU", SplatKind::RcuStall),
             ("INFO: task kworker/0:1:12 blocked for more than 122 seconds.", SplatKind::HungTask),
             ("inconsistent lock state", SplatKind::Lockdep),
+            ("Kernel panic - not syncing: lulab: dmar0: lulab_vtd_adopt=panic: test panic before adopting the tables", SplatKind::Panic),
         ];
         for (line, kind) in cases {
             let s = scan(&format!("[    1.000000] {line}\n"));
             assert_eq!(s.iter().map(|s| s.kind).collect::<Vec<_>>(), [kind], "{line}");
         }
+    }
+
+    #[test]
+    fn a_panic_after_a_warning_is_its_own_splat_with_its_own_reason() {
+        let log = format!("{WARN}[ 13.0] Kernel panic - not syncing: lulab: dmar0: test panic\n[ 13.1] ---[ end Kernel panic - not syncing: lulab ]---\n");
+        let s = scan(&log);
+        assert_eq!(s.iter().map(|s| s.kind).collect::<Vec<_>>(), [SplatKind::Warning, SplatKind::Panic], "{s:#?}");
+        assert_eq!(s[1].kind.reason(), Reason::KernelPanic);
+        assert_eq!(s[0].kind.reason(), Reason::KernelWarning);
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub enum Reason {
     /// report, RCU stall or hung task (the kernel-log oracle).
     #[serde(rename = "kernel.warning")]
     KernelWarning,
+    /// A kernel of the run panicked (the first boot's or a kexec'd one):
+    /// the steps after it could not run.
+    #[serde(rename = "kernel.panic")]
+    KernelPanic,
 }
 
 impl Reason {
@@ -112,6 +116,7 @@ impl Reason {
         Reason::PkernfsCorruptionMishandled,
         Reason::LuoNotKept,
         Reason::KernelWarning,
+        Reason::KernelPanic,
     ];
 
     /// The name scenarios and report.json use (`dma.lost`).

@@ -139,10 +139,23 @@ impl Default for HostSpec {
     }
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// One non-empty kernel-command-line word.
+fn is_word(w: &str) -> bool {
+    !w.is_empty() && !w.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
 impl HostSpec {
     fn validate(&self) -> Result<(), String> {
         for (i, w) in self.cmdline.iter().enumerate() {
-            if w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if !is_word(w) {
                 return Err(format!("host.cmdline[{i}]: {w:?} must be one non-empty word (no spaces)"));
             }
         }
@@ -239,6 +252,16 @@ pub enum Step {
     LiveUpdate {
         /// `"stock"` or `"lulab"`; absent: `[host].kernel`.
         kernel: Option<KernelChoice>,
+        /// Extra kernel parameters for this update's kernel only, after the
+        /// booted command line (e.g. `intel_iommu=off`: a new kernel that
+        /// switches VT-d translation off). One word each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        cmdline: Vec<String>,
+        /// `false`: the new agent does not take its engines back; the next
+        /// step must be another `live_update` (back-to-back updates: the
+        /// second kexec is requested before any agent resumed).
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        resume: bool,
     },
     /// Wait until every written frame is delivered, or nothing new arrives
     /// for `quiet_ms` (deadline-based).
@@ -410,6 +433,19 @@ impl Scenario {
             }
             _ => {}
         }
+        for (i, s) in self.steps.iter().enumerate() {
+            if let Step::LiveUpdate { cmdline, resume, .. } = s {
+                if let Some((j, w)) = cmdline.iter().enumerate().find(|(_, w)| !is_word(w)) {
+                    return Err(format!("steps[{i}].cmdline[{j}]: {w:?} must be one non-empty word (no spaces)"));
+                }
+                let next = self.steps[i + 1..].iter().find(|s| !matches!(s, Step::Fault(_)));
+                if !resume && !matches!(next, Some(Step::LiveUpdate { .. })) {
+                    return Err(format!(
+                        "steps[{i}].resume: false leaves the engines to the next update: the next step (faults aside) must be a `live_update`"
+                    ));
+                }
+            }
+        }
         if self.steps.first() != Some(&Step::Boot) {
             return Err("steps: the first step must be `do = \"boot\"`".into());
         }
@@ -535,7 +571,7 @@ impl Scenario {
     pub fn kernels(&self) -> Vec<KernelChoice> {
         let mut ks = vec![self.host.kernel];
         for s in &self.steps {
-            if let Step::LiveUpdate { kernel: Some(k) } = s {
+            if let Step::LiveUpdate { kernel: Some(k), .. } = s {
                 if !ks.contains(k) {
                     ks.push(*k);
                 }

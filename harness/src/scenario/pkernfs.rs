@@ -291,8 +291,8 @@ do = "pkernfs_verify"
         )
         .unwrap();
         assert_eq!(s.steps[1], Step::PkernfsCorrupt { what: CorruptWhat::Inode, file: Some("big".into()) });
-        assert_eq!(s.steps[2], Step::LiveUpdate { kernel: None });
-        assert_eq!(s.steps[5], Step::LiveUpdate { kernel: Some(KernelChoice::Stock) });
+        assert_eq!(s.steps[2], Step::LiveUpdate { kernel: None, cmdline: vec![], resume: true });
+        assert_eq!(s.steps[5], Step::LiveUpdate { kernel: Some(KernelChoice::Stock), cmdline: vec![], resume: true });
         assert_eq!(s.live_updates(), 2);
         assert_eq!(s.kernels(), [KernelChoice::Lulab, KernelChoice::Stock]);
     }

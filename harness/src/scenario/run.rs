@@ -90,8 +90,9 @@ struct Runner<'a> {
     live_updates: u32,
     /// What the harness saw of each live update, for the timeline.
     updates: Vec<UpdateEvents>,
-    /// The kernel loaded by the last `stage_update`, not yet jumped into.
-    staged: Option<KernelChoice>,
+    /// The kernel (and its extra parameters) loaded by the last
+    /// `stage_update`, not yet jumped into.
+    staged: Option<(KernelChoice, Vec<String>)>,
     start: Instant,
     /// `start` on the clock of frames, sightings and [`UpdateEvents`].
     start_ns: u64,
@@ -230,11 +231,11 @@ impl<'a> Runner<'a> {
             Step::StartDma => self.start_dma(),
             Step::Inject => self.inject(),
             Step::AwaitSent { frames } => self.await_sent(*frames),
-            Step::StageUpdate => self.stage_update(self.sc.host.kernel),
-            Step::LiveUpdate { kernel } => {
+            Step::StageUpdate => self.stage_update(self.sc.host.kernel, &[]),
+            Step::LiveUpdate { kernel, cmdline, resume } => {
                 let kernel = kernel.unwrap_or(self.sc.host.kernel);
-                if self.staged != Some(kernel) {
-                    self.stage_update(kernel)?;
+                if self.staged.as_ref() != Some(&(kernel, cmdline.clone())) {
+                    self.stage_update(kernel, cmdline)?;
                 }
                 if self.sc.pkernfs.is_some() {
                     self.pk_hash_at_jump()?;
@@ -269,8 +270,10 @@ impl<'a> Runner<'a> {
                 for (k, v) in [("to_banner", t.kernel_up_ns), ("to_init", t.init_ns), ("to_agent", t.agent_up_ns)] {
                     self.timings.push((format!("live_update{n}_{k}"), ms(v)));
                 }
-                self.dma_resume()?;
-                self.after_update(kexec_at)?;
+                if *resume {
+                    self.dma_resume()?;
+                    self.after_update(kexec_at)?;
+                }
                 self.journal.record(Event::Update { update: n, milestone: "done".into() });
                 Ok(())
             }
@@ -320,15 +323,15 @@ impl<'a> Runner<'a> {
 
     /// Stages `kernel` with its own initramfs and the booted command line
     /// (which carries the carve-out words when there is a `[pkernfs]`).
-    fn stage_update(&mut self, kernel: KernelChoice) -> Result<()> {
+    fn stage_update(&mut self, kernel: KernelChoice, extra: &[String]) -> Result<()> {
         let set = self.sets.get(&kernel).with_context(|| format!("no BootSet for kernel {kernel:?}"))?;
-        let target =
-            KexecTarget { kernel: set.kernel.bzimage.clone(), initrd: set.initramfs.path.clone(), cmdline: set.cmdline(&self.params.cmdline) };
+        let words: Vec<String> = self.params.cmdline.iter().chain(extra).cloned().collect();
+        let target = KexecTarget { kernel: set.kernel.bzimage.clone(), initrd: set.initramfs.path.clone(), cmdline: set.cmdline(&words) };
         let (stage_ms, load_ms) = self.host()?.stage_update(&target)?;
         let n = self.live_updates + 1;
         self.timings.push((format!("live_update{n}_stage"), stage_ms));
         self.timings.push((format!("live_update{n}_load"), load_ms));
-        self.staged = Some(kernel);
+        self.staged = Some((kernel, extra.to_vec()));
         Ok(())
     }
 

@@ -179,7 +179,7 @@ fn repeat_runs_an_entry_n_times_and_errors_keep_their_lines() {
 fn the_soak_is_twenty_updates_written_once() {
     let s = Scenario::load(&crate::workspace_root().join("scenarios/live-update-soak.toml")).unwrap();
     let mut want = vec![Step::Boot, Step::StartDma, Step::Inject, Step::AwaitSent { frames: Some(100) }];
-    want.extend(std::iter::repeat_n(Step::LiveUpdate { kernel: None }, 20));
+    want.extend(std::iter::repeat_n(Step::LiveUpdate { kernel: None, cmdline: vec![], resume: true }, 20));
     want.extend([Step::AwaitSent { frames: None }, Step::Settle { quiet_ms: 5000 }]);
     assert_eq!(s.steps, want);
     assert_eq!(s.live_updates(), 20);
