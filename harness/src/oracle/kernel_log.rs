@@ -78,6 +78,15 @@ fn message(line: &str) -> &str {
     }
 }
 
+/// The WARN banner of newer kernels (7.x): `WARNING: <file>:<line> at
+/// <function>+<off>, CPU#<n>: <comm>/<pid>`.
+fn is_file_line_warning(msg: &str) -> bool {
+    let Some(rest) = msg.strip_prefix("WARNING: ") else { return false };
+    let Some((place, after)) = rest.split_once(' ') else { return false };
+    let Some((file, line)) = place.rsplit_once(':') else { return false };
+    !file.is_empty() && !line.is_empty() && line.bytes().all(|b| b.is_ascii_digit()) && after.starts_with("at ")
+}
+
 fn kind_of(msg: &str) -> Option<SplatKind> {
     if msg.starts_with("Kernel panic - not syncing") {
         return Some(SplatKind::Panic);
@@ -91,7 +100,7 @@ fn kind_of(msg: &str) -> Option<SplatKind> {
     if msg.starts_with("UBSAN:") {
         return Some(SplatKind::Ubsan);
     }
-    if msg.starts_with("WARNING: CPU:") || msg.starts_with("WARNING: at ") {
+    if msg.starts_with("WARNING: CPU:") || msg.starts_with("WARNING: at ") || is_file_line_warning(msg) {
         return Some(SplatKind::Warning);
     }
     if msg.starts_with("BUG: ") {
@@ -234,6 +243,19 @@ mod tests {
         for (line, kind) in cases {
             let s = scan(&format!("[    1.000000] {line}\n"));
             assert_eq!(s.iter().map(|s| s.kind).collect::<Vec<_>>(), [kind], "{line}");
+        }
+    }
+
+    #[test]
+    fn the_warn_banner_of_7x_kernels_is_a_warning() {
+        // As our kernel prints it (lulab_vtd_adopt=warn, the oracle's negative control).
+        let log = "[    2.397748] lulab: dmar0: lulab_vtd_adopt=warn: test warning while adopting the tables\n\
+[    2.397942] WARNING: drivers/iommu/intel/persist.c:246 at intel_lu_adopt_in_place+0x4d/0x70, CPU#0: swapper/0/1\n\
+[    2.398001] Modules linked in:\n";
+        let s = scan(log);
+        assert_eq!(s.iter().map(|s| (s.kind, s.line)).collect::<Vec<_>>(), [(SplatKind::Warning, 2)], "{s:#?}");
+        for not in ["WARNING: this is a message", "WARNING: a:b at c", "WARNING: file.c:12x at f"] {
+            assert!(scan(&format!("[ 1.0] {not}\n")).is_empty(), "{not}");
         }
     }
 

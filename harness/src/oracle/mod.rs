@@ -19,6 +19,7 @@ pub mod memory;
 pub mod nvme;
 pub mod registry;
 pub mod rx_scan;
+pub mod stray;
 pub mod timeline;
 pub mod trace;
 

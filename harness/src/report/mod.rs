@@ -137,6 +137,10 @@ pub struct DmaSection {
     /// no stream to keep landing while no agent runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sent_ms: Option<u64>,
+    /// When frames were lost: where else in guest RAM this run's frames
+    /// were found (the whole RAM file searched, the agent's buffers left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stray: Option<crate::oracle::stray::StraySection>,
 }
 
 /// Latency summary.

@@ -2,7 +2,7 @@
 //! the oracles' findings into a verdict with reasons.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use lulab_proto::{Op, Reply};
@@ -110,6 +110,22 @@ impl Runner<'_> {
         if let Some(inj) = rx.injector.take() {
             rx.sent = Some(inj.stop()?);
         }
+        // Frames written right before the stop may still be on their way
+        // into the ring (a run that ended without a settle: an abort). Give
+        // the device a moment while QEMU lives; a settled run returns at once.
+        if let (Some(sent), Some(host)) = (&rx.sent, self.host.as_mut()) {
+            let written = sent.written();
+            let delivered = || rx.scanner.lock().map(|s| s.sightings().delivered.len() as u64).unwrap_or(0);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let (mut last, mut since) = (delivered(), Instant::now());
+            while last < written && since.elapsed() < Duration::from_millis(500) && Instant::now() < deadline && host.qemu.check_alive().is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+                let now = delivered();
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                }
+            }
+        }
         rx.stop_scan.store(true, Ordering::Relaxed);
         if let Some(t) = rx.scan_thread.take() {
             let _ = t.join();
@@ -139,11 +155,18 @@ impl Runner<'_> {
         let seen = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?.sightings().clone();
         let l = Ledger::account(sent, &seen, &evidence);
         std::fs::write(self.out.join("ledger.json"), serde_json::to_string_pretty(&l)?)?;
-        if l.lost > 0 {
+        let mut stray = None;
+        if let (true, Some(mem)) = (l.lost > 0, &self.mem) {
+            let undelivered: std::collections::BTreeSet<u64> = (0..l.sent).filter(|s| !seen.delivered.contains_key(s)).collect();
+            let s = crate::oracle::stray::search(mem, self.run_id, &self.allowed, &undelivered).context("searching guest RAM for the lost frames")?;
             found.push(Finding::new(Reason::DmaLost, format!(
-                "{} of {} frames sent to {NIC_ADDR} lost: never DMAed into the agent's buffers (first seqs {:?})",
-                l.lost, l.sent, l.first_lost_seqs
+                "{} of {} frames sent to {NIC_ADDR} lost: never DMAed into the agent's buffers (first seqs {:?}); {}",
+                l.lost,
+                l.sent,
+                l.first_lost_seqs,
+                s.summary()
             )));
+            stray = Some(s);
         }
         if l.corrupted > 0 {
             found.push(Finding::new(Reason::DmaCorrupted, format!("{} frames corrupted in the agent's buffers", l.corrupted)));
@@ -177,6 +200,7 @@ impl Runner<'_> {
                 max: l.latency.max_us,
             },
             last_sent_ms: sent.frames.iter().filter_map(|f| f.written_ns).max().map(|ns| ns.saturating_sub(self.start_ns) / 1_000_000),
+            stray,
         })
     }
 
