@@ -53,6 +53,24 @@ fn run_exits_0_1_2() {
     assert_eq!(report["as_expected"], false);
 }
 
+/// A broken scenario passes only for the reasons it names: the same run
+/// with another reason in `expect_reasons` fails (exit 1) and says which
+/// finding's reason was not expected.
+fn another_expected_reason_fails_a_broken_scenario() {
+    let t = TestRun::new("cli-reasons");
+    let d = t.dir();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fault-device-reset.toml");
+    let text = std::fs::read_to_string(&root).unwrap();
+    let named = "expect_reasons = [\"dma.stalled\", \"dma.lost\"]";
+    assert!(text.contains(named), "fault-device-reset.toml no longer names its reasons as this test expects");
+    let swapped = text.replace(named, "expect_reasons = [\"memory.changed\"]");
+    let (code, out) = run(d, &scenario(d, "device-reset-swapped", &swapped), "swapped");
+    assert_eq!(code, 1, "a finding of a reason the scenario does not name must fail it: {out}");
+    assert!(out.contains("expected broken, outcome broken") && out.contains("NOT as expected") && out.contains("dma.stalled"), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("run-swapped/report.json")).unwrap()).unwrap();
+    assert_eq!((report["outcome"].as_str(), report["as_expected"].as_bool()), (Some("broken"), Some(false)));
+}
+
 fn check_validates_without_a_host() {
     let t = TestRun::new("cli-check");
     let d = t.dir();
@@ -62,9 +80,14 @@ fn check_validates_without_a_host() {
     let (code, text) = lulab(&["check", &good, &bad]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("bad.toml:5: steps[0].speed: unknown field"), "{text}");
+    let kind = scenario(d, "kind", &format!("{BOOT_ONLY}\n[[steps]]\ndo = \"fault\"\nfault = \"cosmic_ray\"\n"));
+    let (code, text) = lulab(&["check", &kind]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("kind.toml:9: steps[1]") && text.contains("unknown variant `cosmic_ray`"), "{text}");
 }
 
 pub fn trials(s: &mut Suite) {
     s.add("system::cli::run_exits_0_1_2", STOCK, run_exits_0_1_2);
     s.add("system::cli::check_validates_without_a_host", &[], check_validates_without_a_host);
+    s.add("system::cli::another_expected_reason_fails_a_broken_scenario", STOCK, another_expected_reason_fails_a_broken_scenario);
 }
