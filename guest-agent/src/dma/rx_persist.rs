@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use lulab_proto::{DmaLayout, DmaRegion, Handover, IommuApi, PersistLayout, PersistSpec};
 
-use super::e1000e::{bsize_bits, Cursor, E1000e, RxMem, BUF_IOVA, DESC, RING_IOVA};
+use super::e1000e::{bsize_bits, reg, Cursor, E1000e, RxMem, BUF_IOVA, DESC, RCTL_EN, RING_IOVA};
 use super::guest_ram::{handover_path, image_path, GuestRam, CANARY, CANARY_LEN};
 use super::mem::PAGE;
 use super::vfio::{Bar, Device, Iommu};
@@ -104,7 +104,10 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     let fl = FileLayout::new(ring_size, buf_size);
     // Opening mounts pkernfs if needed, so the hand-over is read after it.
     let ram = GuestRam::open(&spec.file, fl.total, !spec.resume)?;
-    let resumed = if spec.resume { Some(read_handover(&spec.file, pci, ring_size, buf_size)?) } else { None };
+    let resumed = match spec.resume {
+        true => Some(read_handover(&spec.file, pci, ring_size, buf_size).map_err(|why| quiesce_refused(pci, &fl, &ram, why))?),
+        false => None,
+    };
     if resumed.is_none() {
         ram.fill(fl.canary_off, CANARY_LEN, CANARY);
     }
@@ -147,6 +150,24 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
         }),
     };
     Ok((nic, layout))
+}
+
+/// A hand-over this agent cannot trust: it takes the device anyway (same
+/// file at the same IOVAs, so the kernel's switch check accepts it and
+/// translation stays on) and stops its DMA on purpose, rather than leave
+/// it writing into a ring whose state nobody knows. Returns the refusal.
+fn quiesce_refused(pci: &str, fl: &FileLayout, ram: &GuestRam, why: String) -> String {
+    let quiesced = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, ram, 0)).and_then(|dev| {
+        let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
+        bar.write32(reg::RCTL, bar.read32(reg::RCTL) & !RCTL_EN);
+        dev.set_bus_master(false)
+    });
+    let said = match quiesced {
+        Ok(()) => format!("{why}: refusing to resume from it; the device was quiesced (receiver and bus master off)"),
+        Err(q) => format!("{why}: refusing to resume from it; quiescing the device failed too: {q}"),
+    };
+    crate::port::kmsg(&format!("lulab-agent: e1000e {pci}: {said}"));
+    said
 }
 
 fn read_handover(file: &str, pci: &str, ring_size: u32, buf_size: u32) -> Result<Handover, String> {

@@ -40,9 +40,18 @@ pub struct Targets {
     pub canary: Vec<(Engine, Vec<PhysRange>)>,
     /// The NIC's PCI address in the host.
     pub nic_pci: String,
+    /// The pkernfs carve-out (`[pkernfs]`).
+    pub pkernfs: Option<PhysRange>,
+    /// Each persistent engine's hand-over file, as a path in the pkernfs image.
+    pub handover: Vec<(Engine, String)>,
 }
 
 impl Targets {
+    /// `engine`'s hand-over file in the pkernfs image.
+    pub fn handover_of(&self, engine: Engine) -> Option<String> {
+        self.handover.iter().find(|(e, _)| *e == engine).map(|(_, p)| p.clone())
+    }
+
     /// `engine`'s canary pages (empty when it has none).
     pub fn canary_of(&self, engine: Engine) -> Vec<PhysRange> {
         self.canary.iter().filter(|(e, _)| *e == engine).flat_map(|(_, r)| r.iter().copied()).collect()

@@ -20,6 +20,7 @@ mod bus_master_off;
 mod canary_write;
 mod device_reset;
 mod driver;
+mod handover_corrupt;
 mod hits;
 mod kexec_bad_image;
 mod memory_pressure;
@@ -66,12 +67,16 @@ pub enum FaultKind {
     /// The agent resets the e1000e (`CTRL.RST`) under its running engine:
     /// the device forgets its ring and stops taking frames.
     DeviceReset,
+    /// The harness overwrites the start of a persistent engine's hand-over
+    /// file in pkernfs (through the RAM file) during the jump: the new
+    /// agent must refuse it and quiesce the device.
+    HandoverCorrupt,
 }
 
 impl FaultKind {
     /// Every kind, in documentation order.
     pub const ALL: &'static [FaultKind] =
-        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff, FaultKind::KexecBadImage, FaultKind::MemoryPressure, FaultKind::DeviceReset];
+        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff, FaultKind::KexecBadImage, FaultKind::MemoryPressure, FaultKind::DeviceReset, FaultKind::HandoverCorrupt];
 
     /// Its name in scenario files (`link_flap`).
     pub fn name(self) -> String {
@@ -138,7 +143,7 @@ pub struct FaultStep {
     pub at: Option<Moment>,
     /// How long a lasting fault lasts (`link_flap`, `vm_pause`).
     pub duration_ms: Option<u64>,
-    /// The engine a fault aims at (`canary_write`).
+    /// The engine a fault aims at (`canary_write`, `handover_corrupt`).
     pub engine: Option<Engine>,
     /// How much (`memory_pressure`).
     pub size_mib: Option<u64>,
@@ -267,6 +272,11 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
         FaultKind::DeviceReset => {
             only(&[])?;
             Box::new(device_reset::DeviceReset)
+        }
+        FaultKind::HandoverCorrupt => {
+            only(&["engine"])?;
+            let engine = step.engine.ok_or_else(|| "engine: fault = \"handover_corrupt\" needs engine = \"rx\" or \"nvme\"".to_string())?;
+            Box::new(handover_corrupt::HandoverCorrupt::new(engine))
         }
     })
 }

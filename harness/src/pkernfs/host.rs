@@ -209,3 +209,35 @@ pub fn corrupt_carveout(mem: &mut GuestMemory, range: PhysRange, target: Corrupt
     mem.flush()?;
     Ok(c)
 }
+
+/// Guest-physical ranges of `[off, off + len)` of the file at `path` in a
+/// pkernfs image whose carve-out starts at `base`.
+pub fn file_ranges(img: &Image<'_>, base: u64, path: &str, off: u64, len: u64) -> anyhow::Result<Vec<PhysRange>> {
+    let ino = lookup(img, path)?;
+    let mut out: Vec<PhysRange> = Vec::new();
+    let mut at = off;
+    while at < off + len {
+        let (img_off, run) = img
+            .map(ino, at)
+            .map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?
+            .ok_or_else(|| anyhow::anyhow!("pkernfs {path}: offset {at:#x} is not allocated"))?;
+        let take = run.min(off + len - at);
+        let gpa = base + img_off;
+        match out.last_mut() {
+            Some(r) if r.gpa + r.len == gpa => r.len += take,
+            _ => out.push(PhysRange { gpa, len: take }),
+        }
+        at += take;
+    }
+    Ok(out)
+}
+
+/// The inode at `path` (from the image's root).
+pub fn lookup(img: &Image<'_>, path: &str) -> anyhow::Result<Ino> {
+    let mut ino = ROOT_INO;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = img.lookup(ino, part.as_bytes()).map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?;
+    }
+    Ok(ino)
+}
+

@@ -159,6 +159,7 @@ impl<'a> Runner<'a> {
         let journal = Journal::create(Some(out), start_ns).context("creating the run's journal")?;
         let mut faults = Faults::new(journal.clone());
         faults.targets.nic_pci = NIC_ADDR.into();
+        faults.targets.pkernfs = sc.pkernfs.as_ref().map(|pk| PhysRange { gpa: pk.base(), len: pk.size() });
         Ok(Self {
             sc,
             out: out.into(),
@@ -385,6 +386,10 @@ impl<'a> Runner<'a> {
         let engine = if layout.pci == NIC_ADDR { crate::fault::Engine::Rx } else { crate::fault::Engine::Nvme };
         self.faults.targets.canary.retain(|(e, _)| *e != engine);
         self.faults.targets.canary.push((engine, layout.canary.clone()));
+        if let Some(p) = layout.persist.as_ref().filter(|p| p.backing == lulab_proto::PersistBacking::Pkernfs) {
+            self.faults.targets.handover.retain(|(e, _)| *e != engine);
+            self.faults.targets.handover.push((engine, format!("{}.handover", p.image_path)));
+        }
         self.watched.extend(layout.dma_pages.iter().chain(&layout.canary).copied());
         self.allowed.extend(layout.dma_pages.iter().copied());
         Ok(layout)

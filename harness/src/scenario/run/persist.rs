@@ -14,8 +14,8 @@ use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistBacking, PersistSpec, P
 use super::finding::check;
 use super::finding::{Finding, Reason};
 use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
-use crate::pkernfs::format::{Image, ROOT_INO};
-use crate::pkernfs::host::read_carveout;
+use crate::pkernfs::format::Image;
+use crate::pkernfs::host::{file_ranges, lookup, read_carveout};
 use crate::qemu::params::NIC_ADDR;
 use crate::report::LuoUpdate;
 
@@ -25,37 +25,6 @@ const RX_FILE: &str = "guest-ram-e1000e";
 const NVME_FILE: &str = "guest-ram-nvme";
 /// With `rx.backing = "luo_memfd"`: the memfd's and the LUO session's name.
 const LUO_SESSION: &str = "lulab-guest-ram-e1000e";
-
-/// Guest-physical ranges of `[off, off + len)` of the file at `path` in a
-/// pkernfs image whose carve-out starts at `base`.
-pub fn file_ranges(img: &Image<'_>, base: u64, path: &str, off: u64, len: u64) -> Result<Vec<PhysRange>> {
-    let ino = lookup(img, path)?;
-    let mut out: Vec<PhysRange> = Vec::new();
-    let mut at = off;
-    while at < off + len {
-        let (img_off, run) = img
-            .map(ino, at)
-            .map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?
-            .with_context(|| format!("pkernfs {path}: offset {at:#x} is not allocated"))?;
-        let take = run.min(off + len - at);
-        let gpa = base + img_off;
-        match out.last_mut() {
-            Some(r) if r.gpa + r.len == gpa => r.len += take,
-            _ => out.push(PhysRange { gpa, len: take }),
-        }
-        at += take;
-    }
-    Ok(out)
-}
-
-/// The inode at `path` (from the image's root).
-fn lookup(img: &Image<'_>, path: &str) -> Result<crate::pkernfs::format::Ino> {
-    let mut ino = ROOT_INO;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        ino = img.lookup(ino, part.as_bytes()).map_err(|e| anyhow::anyhow!("pkernfs {path}: {}", e.describe()))?;
-    }
-    Ok(ino)
-}
 
 impl Runner<'_> {
     /// The agent's `persist` for the RX engine (`None` unless `rx.persist`).
