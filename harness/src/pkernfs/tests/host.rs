@@ -37,3 +37,20 @@ fn snapshot_diff_and_corruption_through_the_ram_file() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn file_offsets_map_to_carveout_addresses() {
+    use crate::pkernfs::host::file_ranges;
+    let mut bytes = vec![0u8; 8 << 20];
+    let mut img = Image::format(&mut bytes, 1).unwrap();
+    let ino = img.create(ROOT_INO, b"guest-ram", Kind::File, 0o600, 1).unwrap();
+    img.set_size(ino, 1 << 20, 1).unwrap();
+    let r = file_ranges(&img, 1 << 30, "/guest-ram", 4096, 8192).unwrap();
+    let total: u64 = r.iter().map(|r| r.len).sum();
+    assert_eq!(total, 8192);
+    assert!(r.iter().all(|r| r.gpa >= 1 << 30 && r.gpa + r.len <= (1 << 30) + (8 << 20)));
+    let (first, _) = img.map(ino, 4096).unwrap().unwrap();
+    assert_eq!(r[0].gpa, (1 << 30) + first);
+    assert!(file_ranges(&img, 1 << 30, "/missing", 0, 4096).is_err());
+    assert!(file_ranges(&img, 1 << 30, "/guest-ram", 2 << 20, 4096).is_err());
+}
