@@ -46,6 +46,15 @@ pub enum Event {
         /// The live update it waits for (from 1).
         update: u32,
     },
+    /// A fault waits until the injector has written `after_frames` frames.
+    FaultArmedAfterFrames {
+        /// Its step.
+        step: usize,
+        /// Its kind.
+        kind: FaultKind,
+        /// Frames written to the NIC (from the start of `inject`) that fire it.
+        after_frames: u64,
+    },
     /// A fault was injected.
     FaultInjected {
         /// Its step.
@@ -56,6 +65,9 @@ pub enum Event {
         at: Option<Moment>,
         /// The live update it hit (with `at`).
         update: Option<u32>,
+        /// With `after_frames`: the frame count that fired it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_frames: Option<u64>,
         /// What exactly was done.
         detail: String,
     },
@@ -163,6 +175,7 @@ mod tests {
             kind: FaultKind::LinkFlap,
             at: Some(Moment::KernelUp),
             update: Some(1),
+            after_frames: None,
             detail: "link down".into(),
         });
         let back = read(&dir.path().join(FILE)).unwrap();

@@ -4,6 +4,8 @@
 //! injection and end goes into the run's journal.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -64,6 +66,13 @@ struct Armed {
     fault: Box<dyn Fault>,
 }
 
+/// A fault waiting for the injector's frame count.
+struct ArmedFrames {
+    step: usize,
+    after: u64,
+    fault: Box<dyn Fault>,
+}
+
 struct Active {
     step: usize,
     until: Instant,
@@ -73,6 +82,9 @@ struct Active {
 /// The faults of one run.
 pub struct Faults {
     armed: Vec<Armed>,
+    armed_frames: Vec<ArmedFrames>,
+    /// The injector's count of frames written (set at `inject`).
+    frames: Option<Arc<AtomicU64>>,
     active: Vec<Active>,
     journal: Journal,
     /// What faults aim at (kept current by the runner).
@@ -95,7 +107,18 @@ impl std::fmt::Debug for Faults {
 impl Faults {
     /// No faults yet; injections go into `journal`.
     pub fn new(journal: Journal) -> Self {
-        Self { armed: Vec::new(), active: Vec::new(), journal, targets: Targets::default(), update: 0 }
+        Self { armed: Vec::new(), armed_frames: Vec::new(), frames: None, active: Vec::new(), journal, targets: Targets::default(), update: 0 }
+    }
+
+    /// Arms `fault` (step `step`) for the moment the injector has written `after` frames.
+    pub fn arm_after_frames(&mut self, step: usize, after: u64, fault: Box<dyn Fault>) {
+        self.journal.record(Event::FaultArmedAfterFrames { step, kind: fault.kind(), after_frames: after });
+        self.armed_frames.push(ArmedFrames { step, after, fault });
+    }
+
+    /// The injector's frame counter, which `after_frames` faults watch.
+    pub fn count_frames(&mut self, written: Arc<AtomicU64>) {
+        self.frames = Some(written);
     }
 
     /// Arms `fault` (step `step`) for `at` of the next live update.
@@ -121,7 +144,16 @@ impl Faults {
     }
 
     /// Ends the lasting faults whose time is up.
+    /// Also fires the `after_frames` faults whose count has come.
     pub fn poll(&mut self, host: &mut HostParts) -> Result<()> {
+        let written = self.frames.as_ref().map(|w| w.load(Ordering::Relaxed));
+        if let Some(n) = written.filter(|_| !self.armed_frames.is_empty()) {
+            let (due, rest): (Vec<ArmedFrames>, Vec<ArmedFrames>) = std::mem::take(&mut self.armed_frames).into_iter().partition(|a| a.after <= n);
+            self.armed_frames = rest;
+            for a in due {
+                self.inject_with(a.step, None, Some((a.after, n)), a.fault, host)?;
+            }
+        }
         let now = Instant::now();
         let (due, rest): (Vec<Active>, Vec<Active>) = std::mem::take(&mut self.active).into_iter().partition(|a| a.until <= now);
         self.active = rest;
@@ -146,11 +178,21 @@ impl Faults {
         self.armed.iter().map(|a| (a.step, a.fault.kind(), a.at)).collect()
     }
 
-    fn inject(&mut self, step: usize, at: Option<Moment>, mut fault: Box<dyn Fault>, host: &mut HostParts) -> Result<()> {
+    fn inject(&mut self, step: usize, at: Option<Moment>, fault: Box<dyn Fault>, host: &mut HostParts) -> Result<()> {
+        self.inject_with(step, at, None, fault, host)
+    }
+
+    /// Injects `fault`; `frames`: its `after_frames` and the injector's count that fired it.
+    fn inject_with(&mut self, step: usize, at: Option<Moment>, frames: Option<(u64, u64)>, mut fault: Box<dyn Fault>, host: &mut HostParts) -> Result<()> {
         let kind = fault.kind();
         let detail = fault.inject(host, &self.targets).with_context(|| format!("injecting fault {kind} (step {})", step + 1))?;
+        let detail = match frames {
+            Some((_, n)) => format!("{detail} ({n} frames written)"),
+            None => detail,
+        };
         let update = at.map(|_| self.update + 1);
-        self.journal.record(Event::FaultInjected { step, kind, at, update, detail });
+        let after_frames = frames.map(|(after, _)| after);
+        self.journal.record(Event::FaultInjected { step, kind, at, update, after_frames, detail });
         if let Some(d) = fault.lasts() {
             self.active.push(Active { step, until: Instant::now() + d, fault });
         }

@@ -17,6 +17,10 @@ pub struct FaultHit {
     pub at: Option<Moment>,
     /// The live update it hit (with `at`).
     pub update: Option<u32>,
+    /// Aimed at the moment the injector has written this many frames
+    /// (instead of `at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_frames: Option<u64>,
     /// When it was injected, ms since the run started (null: never, the
     /// run ended before its moment came).
     pub injected_ms: Option<u64>,
@@ -36,12 +40,32 @@ pub fn from_journal(journal: &[Entry]) -> Vec<FaultHit> {
                 kind: *kind,
                 at: Some(*at),
                 update: Some(*update),
+                after_frames: None,
                 injected_ms: None,
                 ended_ms: None,
                 detail: String::new(),
             }),
-            Event::FaultInjected { step, kind, at, update, detail } => {
-                let hit = FaultHit { step: *step, kind: *kind, at: *at, update: *update, injected_ms: Some(e.ms), ended_ms: None, detail: detail.clone() };
+            Event::FaultArmedAfterFrames { step, kind, after_frames } => hits.push(FaultHit {
+                step: *step,
+                kind: *kind,
+                at: None,
+                update: None,
+                after_frames: Some(*after_frames),
+                injected_ms: None,
+                ended_ms: None,
+                detail: String::new(),
+            }),
+            Event::FaultInjected { step, kind, at, update, after_frames, detail } => {
+                let hit = FaultHit {
+                    step: *step,
+                    kind: *kind,
+                    at: *at,
+                    update: *update,
+                    after_frames: *after_frames,
+                    injected_ms: Some(e.ms),
+                    ended_ms: None,
+                    detail: detail.clone(),
+                };
                 match hits.iter_mut().find(|h| h.step == *step && h.injected_ms.is_none()) {
                     Some(h) => *h = hit,
                     None => hits.push(hit),

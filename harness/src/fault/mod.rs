@@ -141,6 +141,10 @@ pub struct FaultStep {
     pub kind: FaultKind,
     /// A moment of the next `live_update` (absent: where the step stands).
     pub at: Option<Moment>,
+    /// Instead of `at`: fires once the injector has written this many
+    /// frames in all (from the start of `inject`), wherever the run is
+    /// then: in a step's wait or in a live update.
+    pub after_frames: Option<u64>,
     /// How long a lasting fault lasts (`link_flap`, `vm_pause`).
     pub duration_ms: Option<u64>,
     /// The engine a fault aims at (`canary_write`, `handover_corrupt`).
@@ -291,6 +295,21 @@ pub fn validate(sc: &Scenario) -> Result<(), (usize, String)> {
         let crate::scenario::Step::Fault(f) = step else { continue };
         let fault = build(f).map_err(|m| (i, m))?;
         fault.requires(sc).map_err(|m| (i, m))?;
+        if let Some(n) = f.after_frames {
+            if f.at.is_some() {
+                return Err((i, "after_frames: a fault fires at a moment (`at`) or after a number of frames, not both".into()));
+            }
+            let Some(rx) = &sc.rx else { return Err((i, "after_frames: counts the [rx] injector's frames: needs an [rx] table".into())) };
+            if n == 0 || n > rx.frames {
+                return Err((i, format!("after_frames: {n} must be in 1..={} (rx.frames)", rx.frames)));
+            }
+            if !sc.steps.iter().any(|s| matches!(s, crate::scenario::Step::Inject)) {
+                return Err((i, "after_frames: counts the frames of `inject`, and there is no `inject` step".into()));
+            }
+            if fault.needs_agent() {
+                return Err((i, format!("after_frames: fault = \"{}\" needs a running agent, and the count may come while none runs", f.kind)));
+            }
+        }
         if let Some(at) = f.at {
             let later = sc.steps[i + 1..].iter().any(|s| matches!(s, crate::scenario::Step::LiveUpdate { .. }));
             if !later {

@@ -58,6 +58,24 @@ fn a_moment_needs_a_later_live_update_and_a_fault_that_can_hit_there() {
 }
 
 #[test]
+fn after_frames_counts_the_injector_and_is_checked() {
+    let s = parse("fault = \"canary_write\"\nengine = \"rx\"\nafter_frames = 50", "").unwrap();
+    let crate::scenario::Step::Fault(f) = &s.steps[3] else { panic!("{:?}", s.steps[3]) };
+    assert_eq!((f.after_frames, f.at), (Some(50), None));
+    let e = err("fault = \"canary_write\"\nengine = \"rx\"\nafter_frames = 50\nat = \"init\"", UPDATE);
+    assert!(e.contains("steps[3].after_frames") && e.contains("not both"), "{e}");
+    let e = err("fault = \"canary_write\"\nengine = \"rx\"\nafter_frames = 101", "");
+    assert!(e.contains("after_frames: 101 must be in 1..=100"), "{e}");
+    let e = err("fault = \"canary_write\"\nengine = \"rx\"\nafter_frames = 0", "");
+    assert!(e.contains("must be in 1..=100"), "{e}");
+    let e = err("fault = \"bus_master_off\"\nafter_frames = 10", "");
+    assert!(e.contains("needs a running agent"), "{e}");
+    let no_inject = format!("{HEAD}\n[[steps]]\ndo = \"fault\"\nfault = \"canary_write\"\nengine = \"rx\"\nafter_frames = 10\n").replace("[[steps]]\ndo = \"inject\"\n", "");
+    let e = Scenario::parse(&no_inject, "f.toml").unwrap_err().to_string();
+    assert!(e.contains("no `inject` step"), "{e}");
+}
+
+#[test]
 fn the_expected_verdict_follows_from_the_faults() {
     // canary_write breaks a run: expecting intact contradicts it.
     let text = format!("{HEAD}\n[[steps]]\ndo = \"fault\"\nfault = \"canary_write\"\nengine = \"rx\"\n")
@@ -99,13 +117,20 @@ fn hits_say_when_each_fault_hit_and_ended_and_which_never_came() {
     let journal = vec![
         e(10, Event::FaultArmed { step: 3, kind: FaultKind::LinkFlap, at: Moment::KernelUp, update: 1 }),
         e(11, Event::FaultArmed { step: 4, kind: FaultKind::QemuKill, at: Moment::AgentUp, update: 1 }),
-        e(20, Event::FaultInjected { step: 5, kind: FaultKind::VmPause, at: None, update: None, detail: "stop".into() }),
+        e(20, Event::FaultInjected { step: 5, kind: FaultKind::VmPause, at: None, update: None, after_frames: None, detail: "stop".into() }),
         e(25, Event::FaultEnded { step: 5, kind: FaultKind::VmPause }),
-        e(40, Event::FaultInjected { step: 3, kind: FaultKind::LinkFlap, at: Some(Moment::KernelUp), update: Some(1), detail: "down".into() }),
+        e(40, Event::FaultInjected { step: 3, kind: FaultKind::LinkFlap, at: Some(Moment::KernelUp), update: Some(1), after_frames: None, detail: "down".into() }),
         e(45, Event::FaultEnded { step: 3, kind: FaultKind::LinkFlap }),
+        e(50, Event::FaultArmedAfterFrames { step: 6, kind: FaultKind::CanaryWrite, after_frames: 900 }),
+        e(51, Event::FaultArmedAfterFrames { step: 7, kind: FaultKind::CanaryWrite, after_frames: 5000 }),
+        e(60, Event::FaultInjected { step: 6, kind: FaultKind::CanaryWrite, at: None, update: None, after_frames: Some(900), detail: "w (903 frames written)".into() }),
     ];
     let hits = from_journal(&journal);
-    assert_eq!(hits.len(), 3);
+    assert_eq!(hits.len(), 5);
+    let counted = hits.iter().find(|h| h.step == 6).unwrap();
+    assert_eq!((counted.injected_ms, counted.after_frames, counted.at), (Some(60), Some(900), None));
+    let never = hits.iter().find(|h| h.step == 7).unwrap();
+    assert_eq!((never.injected_ms, never.after_frames), (None, Some(5000)));
     let flap = hits.iter().find(|h| h.step == 3).unwrap();
     assert_eq!((flap.injected_ms, flap.ended_ms, flap.at), (Some(40), Some(45), Some(Moment::KernelUp)));
     let kill = hits.iter().find(|h| h.step == 4).unwrap();

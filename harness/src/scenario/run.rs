@@ -300,6 +300,10 @@ impl<'a> Runner<'a> {
             self.faults.arm(index, at, fault);
             return Ok(());
         }
+        if let Some(n) = step.after_frames {
+            self.faults.arm_after_frames(index, n, fault);
+            return self.poll_faults();
+        }
         let host = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
         self.faults.now(index, fault, &mut host.parts())
     }
@@ -402,8 +406,19 @@ impl<'a> Runner<'a> {
         let rx = self.rx.as_mut().context("`inject` before `start_dma`")?;
         let mut cfg = InjectConfig::new(run_id, rx.spec.rate_fps, rx.spec.frame_size);
         cfg.max_frames = Some(rx.spec.frames);
-        rx.injector = Some(Injector::start(stream, cfg)?);
+        let injector = Injector::start(stream, cfg)?;
+        self.faults.count_frames(injector.written_counter());
+        rx.injector = Some(injector);
         Ok(())
+    }
+
+    /// Between steps' polls: `after_frames` faults whose count has come
+    /// fire, lasting faults end on time.
+    fn poll_faults(&mut self) -> Result<()> {
+        match self.host.as_mut() {
+            Some(host) => self.faults.poll(&mut host.parts()),
+            None => Ok(()),
+        }
     }
 
     fn await_sent(&mut self, frames: Option<u64>) -> Result<()> {
@@ -416,6 +431,7 @@ impl<'a> Runner<'a> {
                 return Ok(());
             }
             self.host()?.qemu.check_alive()?;
+            self.poll_faults()?;
             if Instant::now() > deadline {
                 // QEMU alive and not reading: the device stopped taking frames.
                 return Finding::err(
@@ -429,10 +445,14 @@ impl<'a> Runner<'a> {
 
     fn settle(&mut self, quiet: Duration) -> Result<()> {
         self.settle_nvme(quiet)?;
-        let Some(rx) = &self.rx else { return Ok(()) };
+        if self.rx.is_none() {
+            return Ok(());
+        }
         let deadline = Instant::now() + Duration::from_secs(120);
         let (mut last, mut since) = (0, Instant::now());
         loop {
+            self.poll_faults()?;
+            let Some(rx) = &self.rx else { return Ok(()) };
             let written = rx.injector.as_ref().map(|i| i.written()).unwrap_or(0);
             let finished = rx.injector.as_ref().is_none_or(|i| i.is_finished());
             let delivered = rx.scanner.lock().map(|s| s.sightings().delivered.len() as u64).unwrap_or(0);

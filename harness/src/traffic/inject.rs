@@ -149,6 +149,11 @@ impl Injector {
         Ok(Self { stop, written, thread: Some(thread), _conn: conn })
     }
 
+    /// The live count behind [`Injector::written`], for watchers on other threads.
+    pub fn written_counter(&self) -> Arc<AtomicU64> {
+        self.written.clone()
+    }
+
     /// Frames fully written so far.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)

@@ -25,6 +25,12 @@ impl Runner<'_> {
     /// outcome broken, anything else an error (the oracles still report).
     pub(super) fn judge(&mut self, name: &str, aborted: Option<anyhow::Error>) -> Result<Report> {
         let mut found: Vec<Finding> = Vec::new();
+        // A lasting fault fired late (`after_frames`) ends before anything is observed.
+        if let (Some(host), None) = (self.host.as_mut(), &aborted) {
+            if let Err(e) = self.faults.finish(&mut host.parts()) {
+                found.push(Finding::new(Reason::RunError, format!("ending a lasting fault before judging: {e:#}")));
+            }
+        }
         if let Some(e) = &aborted {
             found.push(match Finding::in_chain(e) {
                 Some(f) => Finding::new(f.reason, format!("run stopped by a finding: {e:#}")),
