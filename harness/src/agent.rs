@@ -18,6 +18,9 @@ pub struct AgentClient {
     socket: PathBuf,
     /// Times QEMU's end of the socket hung up and the client connected again.
     pub reconnects: u32,
+    /// Each reconnect: the request it happened during and when
+    /// ([`crate::traffic::clock::now_ns`]), for the run's journal and report.
+    pub hangups: Vec<(String, u64)>,
 }
 
 /// Why a call did not produce a reply.
@@ -43,7 +46,7 @@ impl AgentClient {
     /// Connects to QEMU's end of the agent port.
     pub fn connect(socket: &Path) -> Result<Self> {
         let s = UnixStream::connect(socket).with_context(|| format!("connecting agent socket {}", socket.display()))?;
-        Ok(Self { writer: s.try_clone()?, reader: BufReader::new(s), next_id: 1, socket: socket.into(), reconnects: 0 })
+        Ok(Self { writer: s.try_clone()?, reader: BufReader::new(s), next_id: 1, socket: socket.into(), reconnects: 0, hangups: Vec::new() })
     }
 
     /// QEMU's chardev (`server=on`) takes a new client once the old one is
@@ -82,6 +85,7 @@ impl AgentClient {
                 Ok(0) if !hung_up => {
                     hung_up = true;
                     eprintln!("lulab: agent socket closed by QEMU during `{name}`; reconnecting and sending it again");
+                    self.hangups.push((name.to_string(), crate::traffic::clock::now_ns()));
                     self.reconnect()?;
                     self.writer.write_all(&line).context("writing to the agent socket")?;
                     continue;
@@ -188,6 +192,7 @@ mod tests {
         let reply = client.call(Op::Ping, Duration::from_secs(10)).unwrap();
         assert!(matches!(reply, Reply::Done));
         assert_eq!(client.reconnects, 1);
+        assert_eq!(client.hangups.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), ["ping"]);
         let lines = server.join().unwrap();
         assert_eq!(lines[0], lines[1], "the same request, same id, is sent again");
     }

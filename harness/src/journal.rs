@@ -71,6 +71,12 @@ pub enum Event {
         /// What exactly was done.
         detail: String,
     },
+    /// QEMU hung up the agent socket during a request; the harness
+    /// reconnected and sent it again.
+    AgentReconnected {
+        /// The request.
+        during: String,
+    },
     /// A lasting fault ended.
     FaultEnded {
         /// Its step.

@@ -33,6 +33,9 @@ pub fn render(r: &Report) -> String {
         s.push('\n');
     }
     faults(&mut s, r);
+    if !r.agent_reconnects.is_empty() {
+        let _ = writeln!(s, "QEMU hung up the agent socket mid-request; the harness reconnected and sent it again (no finding): {}\n", r.agent_reconnects.join(", "));
+    }
     let d = &r.dma;
     let _ = writeln!(s, "## DMA ledger (e1000e RX, read from the RAM file)\n");
     let _ = writeln!(s, "| sent | delivered | corrupted | dropped by device | lost | queued on host |\n|---|---|---|---|---|---|");
@@ -180,8 +183,9 @@ fn faults(s: &mut String, r: &Report) {
     }
     let _ = writeln!(s, "## Faults injected\n\n| step | kind | aimed at | hit (ms) | ended (ms) | what |\n|---|---|---|---|---|---|");
     for f in &r.faults {
-        let at = match (f.at, f.update) {
-            (Some(m), Some(u)) => format!("`{}` of update {u}", m.name()),
+        let at = match (f.at, f.update, f.after_frames) {
+            (Some(m), Some(u), _) => format!("`{}` of update {u}", m.name()),
+            (_, _, Some(n)) => format!("after {n} frames"),
             _ => "its step".into(),
         };
         let ms = |v: Option<u64>| v.map_or("—".to_string(), |v| v.to_string());

@@ -92,6 +92,11 @@ pub struct Report {
     /// moment aimed at and when it actually hit and ended.
     #[serde(default)]
     pub faults: Vec<crate::fault::FaultHit>,
+    /// Times QEMU hung up the agent socket mid-request and the harness
+    /// reconnected and sent the request again: `<request> at <ms> ms`.
+    /// A hint about the host, never a verdict (the request was answered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_reconnects: Vec<String>,
     /// Milestones in milliseconds (names are stable; the set grows).
     pub timings_ms: BTreeMap<String, u64>,
     /// Where the run's host files are.

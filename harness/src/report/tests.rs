@@ -51,6 +51,7 @@ pub(crate) fn sample() -> Report {
         faults: Vec::new(),
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
         run_dir: "/work/reports/x".into(),
+        agent_reconnects: Vec::new(),
     }
 }
 

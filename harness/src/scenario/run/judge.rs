@@ -31,6 +31,12 @@ impl Runner<'_> {
                 found.push(Finding::new(Reason::RunError, format!("ending a lasting fault before judging: {e:#}")));
             }
         }
+        // Reconnects to the agent are no finding, but a kernel engineer
+        // reading a passing run should still see them (journal, report).
+        let hangups = self.host.as_ref().map(|h| h.agent.hangups.clone()).unwrap_or_default();
+        for (during, ns) in &hangups {
+            self.journal.record_at(*ns, crate::journal::Event::AgentReconnected { during: during.clone() });
+        }
         if let Some(e) = &aborted {
             found.push(match Finding::in_chain(e) {
                 Some(f) => Finding::new(f.reason, format!("run stopped by a finding: {e:#}")),
@@ -65,6 +71,7 @@ impl Runner<'_> {
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
         self.pk.write(&self.out)?;
         let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
+        let agent_reconnects = hangups.iter().map(|(r, ns)| format!("{r} at {} ms", ns.saturating_sub(self.start_ns) / 1_000_000)).collect();
         if let Some(host) = self.host.take() {
             host.shutdown().context("shutting the host down")?;
         }
@@ -107,6 +114,7 @@ impl Runner<'_> {
             faults: crate::fault::from_journal(&journal),
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
+            agent_reconnects,
         })
     }
 
