@@ -11,7 +11,9 @@
 
 use serde::Serialize;
 
+use super::registry::{Judged, Observations, Oracle};
 use super::trace::TraceSummary;
+use crate::report::{Finding, IommuSection, Reason};
 
 /// Lines of each kind kept as examples.
 pub const FIRST_LINES: usize = 5;
@@ -121,9 +123,108 @@ fn suppressed_count(line: &str) -> Option<u64> {
     n.trim().parse().ok()
 }
 
+
+/// The IOMMU oracle behind the [`Oracle`] trait: report.json `iommu`.
+#[derive(Debug)]
+pub struct IommuOracle;
+
+impl Oracle for IommuOracle {
+    fn name(&self) -> &'static str {
+        "iommu"
+    }
+
+    fn report_field(&self) -> bool {
+        true
+    }
+
+    fn trace_events(&self) -> &'static [&'static str] {
+        IOMMU_TRACE_EVENTS
+    }
+
+    fn judge(&self, obs: &Observations) -> anyhow::Result<Judged> {
+        let (section, findings) = judge(obs);
+        Ok(Judged { section: serde_json::to_value(section)?, findings })
+    }
+}
+
+/// VT-d faults, translation switched off while a device was in use, and,
+/// with a device kept persistent through live updates, the root tables the
+/// IOMMU latched after DMA started: every one must be `iommu/root-pgtables`
+/// in the carve-out (adopted in place by each new kernel), and each new
+/// kernel must have latched one.
+pub fn judge(obs: &Observations) -> (IommuSection, Vec<Finding>) {
+    let facts = obs.facts;
+    let console = obs.log.fuller(|c| scan_console(c).faults as usize);
+    let r = IommuReport::from_logs(obs.trace, console);
+    let mut found = Vec::new();
+    if r.faults() > 0 {
+        found.push(Finding::new(Reason::IommuFault, format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults)));
+    }
+    // Translation only has to stay on while a device is doing DMA; boot
+    // switches it on, and nothing before `start_dma` switches it off.
+    if r.translation_disabled > 0 && facts.dma_started {
+        found.push(Finding::new(Reason::IommuTranslationOff, format!(
+            "VT-d translation switched off {} time(s) while the device was in use (vtd_dmar_enable 0)",
+            r.translation_disabled
+        )));
+    }
+    let roots = &obs.since_dma.dmar_root;
+    let outside = facts.carve_out.map(|c| roots_outside(roots, c)).unwrap_or_default();
+    if facts.carve_out.is_some() && facts.persistent && facts.live_updates > 0 {
+        if !outside.is_empty() {
+            let list: Vec<String> = outside.iter().map(|a| format!("{a:#x}")).collect();
+            found.push(Finding::new(Reason::IommuRootOutsidePkernfs, format!(
+                "VT-d root table set outside pkernfs after DMA started ({}): a kernel put its own tables under the persistent device instead of adopting iommu/root-pgtables in place",
+                list.join(", ")
+            )));
+        }
+        if (roots.len() as u64) < u64::from(facts.live_updates) {
+            found.push(Finding::new(Reason::IommuRootNotAdopted, format!(
+                "VT-d root table latched {} time(s) after DMA started, fewer than the {} live update(s): no evidence each new kernel adopted iommu/root-pgtables (vtd_reg_dmar_root traced?)",
+                roots.len(),
+                facts.live_updates
+            )));
+        }
+    }
+    let mut examples = r.qemu_fault_lines.clone();
+    examples.extend(r.guest_fault_lines.iter().cloned());
+    let section = IommuSection {
+        faults: r.faults(),
+        qemu_faults: r.qemu_faults,
+        guest_faults: r.guest_faults,
+        translation_disabled: r.translation_disabled,
+        examples,
+        root_tables: roots.iter().map(|a| format!("{a:#x}")).collect(),
+        root_tables_outside_pkernfs: outside.len() as u64,
+    };
+    (section, found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn through_the_trait_root_tables_count_only_for_a_persistent_device_across_updates() {
+        use crate::oracle::registry::RunFacts;
+        let dir = tempfile::tempdir().unwrap();
+        let log = crate::console::KernelLog::of_run(dir.path());
+        let t = TraceSummary::default();
+        let since = TraceSummary { dmar_root: vec![0x4080_0000, 0x1a9_4000], ..Default::default() };
+        let judge_with = |facts: RunFacts| {
+            let obs = Observations { facts: &facts, host_dir: dir.path(), trace: &t, since_dma: &since, log: &log, journal: &[] };
+            IommuOracle.judge(&obs).unwrap()
+        };
+        let carve = Some((0x4000_0000, 64 << 20));
+        let kept = judge_with(RunFacts { dma_started: true, carve_out: carve, persistent: true, live_updates: 3 });
+        let reasons: Vec<Reason> = kept.findings.iter().map(|f| f.reason).collect();
+        assert_eq!(reasons, [Reason::IommuRootOutsidePkernfs, Reason::IommuRootNotAdopted], "{:#?}", kept.findings);
+        assert_eq!(kept.section["root_tables_outside_pkernfs"], 1);
+        assert_eq!(kept.section["root_tables"][1], "0x1a94000");
+        let not_kept = judge_with(RunFacts { dma_started: true, carve_out: carve, persistent: false, live_updates: 3 });
+        assert!(not_kept.findings.is_empty(), "{:#?}", not_kept.findings);
+        assert_eq!(not_kept.section["root_tables_outside_pkernfs"], 1, "counted for the report all the same");
+    }
 
     const TRACE: &str = "\
 7@1.1:vtd_dmar_enable enable 1

@@ -8,8 +8,11 @@
 //! - [`timeline`]: per live update, kexec → new kernel → agent back, and the DMA around it.
 //! - [`trace`]: QEMU's trace log as counts and example lines.
 //! - [`isolation`]: each device's DMA translated only into its own pages (QEMU's IOTLB trace).
-//! - [`kernel_log`]: warnings, BUGs, sanitizer and lockdep reports in the kernels' log;
-//!   the first oracle behind the [`registry::Oracle`] trait (the others move there next).
+//! - [`kernel_log`]: warnings, BUGs, sanitizer and lockdep reports in the kernels' log.
+//! - [`stray`]: where lost frames went, searched for in the whole RAM file.
+//!
+//! [`iommu`] and [`kernel_log`] judge behind the [`registry::Oracle`] trait;
+//! the others still judge through the scenario runner and move there next.
 
 pub mod iommu;
 pub mod isolation;
@@ -29,5 +32,5 @@ mod selftest;
 /// Every trace event these oracles read, for `MachineParams::trace_events`.
 pub fn trace_events() -> Vec<String> {
     let registered: Vec<&'static str> = registry::registered().iter().flat_map(|o| o.trace_events().iter().copied()).collect();
-    iommu::IOMMU_TRACE_EVENTS.iter().chain(ledger::LEDGER_TRACE_EVENTS).chain(&registered).map(|s| s.to_string()).collect()
+    ledger::LEDGER_TRACE_EVENTS.iter().chain(&registered).map(|s| s.to_string()).collect()
 }

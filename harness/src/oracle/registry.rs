@@ -16,9 +16,25 @@ use crate::journal::Entry;
 use crate::oracle::trace::TraceSummary;
 use crate::report::Finding;
 
+/// What the scenario asked of the host and what became of it: the facts
+/// an oracle needs beside the logs to know what to expect.
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts {
+    /// A DMA engine was started (`start_dma` ran).
+    pub dma_started: bool,
+    /// The pkernfs carve-out (`[pkernfs]`): (base, length) in bytes.
+    pub carve_out: Option<(u64, u64)>,
+    /// Some engine was kept persistent in pkernfs across updates.
+    pub persistent: bool,
+    /// Live updates carried out.
+    pub live_updates: u32,
+}
+
 /// What the oracles judge from.
 #[derive(Debug)]
 pub struct Observations<'a> {
+    /// What the run asked for and did.
+    pub facts: &'a RunFacts,
     /// The host's run directory (QEMU's logs).
     pub host_dir: &'a Path,
     /// QEMU's whole trace log.
@@ -44,6 +60,12 @@ pub struct Judged {
 pub trait Oracle: Send + Sync {
     /// Its name: the key of its section in report.json.
     fn name(&self) -> &'static str;
+    /// Whether its section is a typed field of report.json's top level
+    /// (the older oracles: `iommu`, …) rather than one of the `sections`
+    /// added since; either way it sits under [`Oracle::name`].
+    fn report_field(&self) -> bool {
+        false
+    }
     /// QEMU trace events it reads (added to every run).
     fn trace_events(&self) -> &'static [&'static str] {
         &[]
@@ -58,7 +80,7 @@ pub trait Oracle: Send + Sync {
 
 /// Every oracle that judges through the trait, in report order.
 pub fn registered() -> Vec<Box<dyn Oracle>> {
-    vec![Box::new(super::kernel_log::KernelLogOracle)]
+    vec![Box::new(super::iommu::IommuOracle), Box::new(super::kernel_log::KernelLogOracle)]
 }
 
 #[cfg(test)]
@@ -71,8 +93,11 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for o in registered() {
             assert!(seen.insert(o.name()), "two oracles named {}", o.name());
-            let clash = fixed.as_object().unwrap().contains_key(o.name()) && !fixed[o.name()].is_array();
-            assert!(!clash, "oracle {} shadows a report.json field", o.name());
+            let field = fixed.as_object().unwrap().contains_key(o.name()) && !fixed[o.name()].is_array();
+            match o.report_field() {
+                true => assert!(field, "oracle {} says it fills a report.json field, and there is none", o.name()),
+                false => assert!(!field, "oracle {} shadows a report.json field", o.name()),
+            }
         }
     }
 
@@ -83,7 +108,8 @@ mod tests {
         std::fs::write(paths.kernel_log(), "[ 1.0] ------------[ cut here ]------------\n[ 1.1] WARNING: CPU: 0 PID: 1 at x.c:1 f+0x1/0x2\n").unwrap();
         let log = KernelLog::of_run(dir.path());
         let t = TraceSummary::default();
-        let obs = Observations { host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
+        let facts = RunFacts::default();
+        let obs = Observations { facts: &facts, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
         let o = registered().into_iter().find(|o| o.name() == "kernel_splats").unwrap();
         let j = o.judge(&obs).unwrap();
         assert_eq!(j.findings.len(), 1);

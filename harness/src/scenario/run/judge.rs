@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use lulab_proto::{Op, Reply};
 
 use super::Runner;
-use crate::oracle::iommu::IommuReport;
 use crate::oracle::ledger::{DeviceEvidence, Ledger};
 use crate::oracle::memory;
 use crate::oracle::registry::Observations;
@@ -54,17 +53,21 @@ impl Runner<'_> {
         let dma = self.judge_rx(&trace, &since_dma, &mut found)?;
         let nvme = self.judge_nvme(&mut found)?;
         let memory = self.judge_memory(&mut found)?;
-        let faults_log = log.fuller(|c| crate::oracle::iommu::scan_console(c).faults as usize);
-        let iommu = self.judge_iommu(&trace, &since_dma, faults_log, &mut found)?;
         let kunit = self.judge_kunit(log.ktap(), &mut found);
         let journal = self.journal.entries();
-        let obs = Observations { host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
+        let facts = self.facts();
+        let obs = Observations { facts: &facts, host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
         let mut sections = std::collections::BTreeMap::new();
         for o in crate::oracle::registry::registered() {
             let judged = o.judge(&obs).with_context(|| format!("the {} oracle", o.name()))?;
             sections.insert(o.name().to_string(), judged.section);
             found.extend(judged.findings);
         }
+        // The older oracles' sections are typed fields of the report.
+        let iommu: IommuSection = match sections.remove("iommu") {
+            Some(v) => serde_json::from_value(v).context("the iommu oracle's section")?,
+            None => IommuSection::default(),
+        };
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut found)?;
         found.extend(self.pk.findings.iter().cloned());
@@ -287,62 +290,15 @@ impl Runner<'_> {
         Some(counts)
     }
 
-    fn judge_iommu(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, console: &str, found: &mut Vec<Finding>) -> Result<IommuSection> {
-        let r = IommuReport::from_logs(trace, console);
-        if r.faults() > 0 {
-            found.push(Finding::new(Reason::IommuFault, format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults)));
+    /// What the oracles behind the trait need to know of the run.
+    fn facts(&self) -> crate::oracle::registry::RunFacts {
+        crate::oracle::registry::RunFacts {
+            dma_started: self.rx.is_some() || self.nvme.is_some(),
+            carve_out: self.sc.pkernfs.as_ref().map(|pk| (pk.base(), pk.size())),
+            persistent: self.sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs)
+                || self.sc.nvme.as_ref().is_some_and(|n| n.persist),
+            live_updates: self.live_updates,
         }
-        // Translation only has to stay on while a device is doing DMA; boot
-        // switches it on, and nothing before `start_dma` switches it off.
-        let dma_started = self.rx.is_some() || self.nvme.is_some();
-        if r.translation_disabled > 0 && dma_started {
-            found.push(Finding::new(Reason::IommuTranslationOff, format!(
-                "VT-d translation switched off {} time(s) while the device was in use (vtd_dmar_enable 0)",
-                r.translation_disabled
-            )));
-        }
-        let mut examples = r.qemu_fault_lines.clone();
-        examples.extend(r.guest_fault_lines.iter().cloned());
-        let roots = &since_dma.dmar_root;
-        let outside = self.judge_root_tables(roots, found);
-        Ok(IommuSection {
-            faults: r.faults(),
-            qemu_faults: r.qemu_faults,
-            guest_faults: r.guest_faults,
-            translation_disabled: r.translation_disabled,
-            examples,
-            root_tables: roots.iter().map(|a| format!("{a:#x}")).collect(),
-            root_tables_outside_pkernfs: outside.len() as u64,
-        })
-    }
-
-    /// With a device kept persistent through live updates, every root table
-    /// the IOMMU latched after DMA started must be `iommu/root-pgtables` in
-    /// the carve-out (adopted in place by each new kernel), and each new
-    /// kernel must have latched one. Returns the roots outside it.
-    fn judge_root_tables(&self, roots: &[u64], found: &mut Vec<Finding>) -> Vec<u64> {
-        let Some(pk) = &self.sc.pkernfs else { return Vec::new() };
-        let persistent = self.sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs)
-            || self.sc.nvme.as_ref().is_some_and(|n| n.persist);
-        let outside = crate::oracle::iommu::roots_outside(roots, (pk.base(), pk.size()));
-        if !persistent || self.live_updates == 0 {
-            return outside;
-        }
-        if !outside.is_empty() {
-            let list: Vec<String> = outside.iter().map(|a| format!("{a:#x}")).collect();
-            found.push(Finding::new(Reason::IommuRootOutsidePkernfs, format!(
-                "VT-d root table set outside pkernfs after DMA started ({}): a kernel put its own tables under the persistent device instead of adopting iommu/root-pgtables in place",
-                list.join(", ")
-            )));
-        }
-        if (roots.len() as u64) < u64::from(self.live_updates) {
-            found.push(Finding::new(Reason::IommuRootNotAdopted, format!(
-                "VT-d root table latched {} time(s) after DMA started, fewer than the {} live update(s): no evidence each new kernel adopted iommu/root-pgtables (vtd_reg_dmar_root traced?)",
-                roots.len(),
-                self.live_updates
-            )));
-        }
-        outside
     }
 
     /// The isolation oracle over QEMU's IOTLB trace (scenarios with
