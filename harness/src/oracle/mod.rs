@@ -11,12 +11,15 @@
 //! - [`kernel_log`]: warnings, BUGs, sanitizer and lockdep reports in the kernels' log.
 //! - [`stray`]: where lost frames went, searched for in the whole RAM file.
 //!
-//! [`iommu`] and [`kernel_log`] judge behind the [`registry::Oracle`] trait;
+//! - [`kunit`]: the in-kernel KUnit tests' KTAP on the console.
+//!
+//! [`iommu`], [`kunit`] and [`kernel_log`] judge behind the [`registry::Oracle`] trait;
 //! the others still judge through the scenario runner and move there next.
 
 pub mod iommu;
 pub mod isolation;
 pub mod kernel_log;
+pub mod kunit;
 pub mod ledger;
 pub mod memory;
 pub mod nvme;

@@ -80,7 +80,7 @@ pub trait Oracle: Send + Sync {
 
 /// Every oracle that judges through the trait, in report order.
 pub fn registered() -> Vec<Box<dyn Oracle>> {
-    vec![Box::new(super::iommu::IommuOracle), Box::new(super::kernel_log::KernelLogOracle)]
+    vec![Box::new(super::iommu::IommuOracle), Box::new(super::kunit::KunitOracle), Box::new(super::kernel_log::KernelLogOracle)]
 }
 
 #[cfg(test)]

@@ -53,7 +53,6 @@ impl Runner<'_> {
         let dma = self.judge_rx(&trace, &since_dma, &mut found)?;
         let nvme = self.judge_nvme(&mut found)?;
         let memory = self.judge_memory(&mut found)?;
-        let kunit = self.judge_kunit(log.ktap(), &mut found);
         let journal = self.journal.entries();
         let facts = self.facts();
         let obs = Observations { facts: &facts, host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
@@ -67,6 +66,10 @@ impl Runner<'_> {
         let iommu: IommuSection = match sections.remove("iommu") {
             Some(v) => serde_json::from_value(v).context("the iommu oracle's section")?,
             None => IommuSection::default(),
+        };
+        let kunit: Option<crate::ktap::Counts> = match sections.remove("kunit") {
+            Some(v) => serde_json::from_value(v).context("the kunit oracle's section")?,
+            None => None,
         };
         let updates = self.judge_timeline()?;
         let isolation = self.judge_isolation(&mut found)?;
@@ -271,23 +274,6 @@ impl Runner<'_> {
             dma_pages_changed: d.allowed_changed,
             first_unexpected: d.unexpected.iter().take(8).map(|p| format!("{p:#x}")).collect(),
         })
-    }
-
-    /// KUnit results from the console's KTAP. Every boot of a KUnit kernel
-    /// prints them again; all must pass.
-    fn judge_kunit(&self, console: &str, found: &mut Vec<Finding>) -> Option<crate::ktap::Counts> {
-        let ktap = crate::ktap::Ktap::parse(console);
-        let counts = ktap.counts();
-        if counts == crate::ktap::Counts::default() && !ktap.complete() {
-            return None;
-        }
-        if counts.failed > 0 {
-            found.push(Finding::new(Reason::KunitFailed, format!("{} KUnit tests failed: {}", counts.failed, ktap.failed().join(", "))));
-        }
-        if !ktap.complete() {
-            found.push(Finding::new(Reason::KunitFailed, "KTAP output is incomplete (the kernel stopped mid-test?)"));
-        }
-        Some(counts)
     }
 
     /// What the oracles behind the trait need to know of the run.
