@@ -121,6 +121,48 @@ pub fn diff(before: &PageHashes, after: &PageHashes, allowed: &[PhysRange]) -> M
     d
 }
 
+
+/// The memory oracle behind the [`Oracle`](super::registry::Oracle) trait:
+/// report.json `memory`. Pages that changed outside the device-writable
+/// ranges (a canary, a page no device maps) are `memory.changed`.
+#[derive(Debug)]
+pub struct MemoryOracle;
+
+impl super::registry::Oracle for MemoryOracle {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn report_field(&self) -> bool {
+        true
+    }
+
+    fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
+        let Some(p) = obs.pages else {
+            return Ok(super::registry::Judged { section: serde_json::to_value(crate::report::MemorySection::default())?, findings: Vec::new() });
+        };
+        let mut d = diff(&p.before, &p.after, &p.allowed);
+        d.merge(p.retired.clone());
+        let mut findings = Vec::new();
+        if !d.unexpected.is_empty() {
+            let first: Vec<String> = d.unexpected.iter().take(4).map(|p| format!("{p:#x}")).collect();
+            findings.push(crate::report::Finding::new(crate::report::Reason::MemoryChanged, format!(
+                "{} of {} agent pages changed although no device may write them (first at {})",
+                d.unexpected.len(),
+                d.pages_checked,
+                first.join(", ")
+            )));
+        }
+        let section = crate::report::MemorySection {
+            pages_checked: d.pages_checked,
+            unexpected_changes: d.unexpected.len() as u64,
+            dma_pages_changed: d.allowed_changed,
+            first_unexpected: d.unexpected.iter().take(8).map(|p| format!("{p:#x}")).collect(),
+        };
+        Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

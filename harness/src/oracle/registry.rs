@@ -30,11 +30,26 @@ pub struct RunFacts {
     pub live_updates: u32,
 }
 
+/// The agent pages the memory oracle compares, hashed by the runner.
+#[derive(Debug, Clone, Default)]
+pub struct PageObservations {
+    /// At `start_dma` (and when an engine was started again).
+    pub before: crate::oracle::memory::PageHashes,
+    /// After the steps, of the pages still watched.
+    pub after: crate::oracle::memory::PageHashes,
+    /// Pages a device may write (its DMA pages).
+    pub allowed: Vec<lulab_proto::PhysRange>,
+    /// What was judged of engines a kexec ended, at the jump.
+    pub retired: crate::oracle::memory::MemoryDiff,
+}
+
 /// What the oracles judge from.
 #[derive(Debug)]
 pub struct Observations<'a> {
     /// What the run asked for and did.
     pub facts: &'a RunFacts,
+    /// The agent's pages before and after (None: no engine started).
+    pub pages: Option<&'a PageObservations>,
     /// The host's run directory (QEMU's logs).
     pub host_dir: &'a Path,
     /// QEMU's whole trace log.
@@ -80,7 +95,12 @@ pub trait Oracle: Send + Sync {
 
 /// Every oracle that judges through the trait, in report order.
 pub fn registered() -> Vec<Box<dyn Oracle>> {
-    vec![Box::new(super::iommu::IommuOracle), Box::new(super::kunit::KunitOracle), Box::new(super::kernel_log::KernelLogOracle)]
+    vec![
+        Box::new(super::memory::MemoryOracle),
+        Box::new(super::iommu::IommuOracle),
+        Box::new(super::kunit::KunitOracle),
+        Box::new(super::kernel_log::KernelLogOracle),
+    ]
 }
 
 #[cfg(test)]
@@ -109,7 +129,7 @@ mod tests {
         let log = KernelLog::of_run(dir.path());
         let t = TraceSummary::default();
         let facts = RunFacts::default();
-        let obs = Observations { facts: &facts, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
+        let obs = Observations { facts: &facts, pages: None, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
         let o = registered().into_iter().find(|o| o.name() == "kernel_splats").unwrap();
         let j = o.judge(&obs).unwrap();
         assert_eq!(j.findings.len(), 1);

@@ -52,10 +52,10 @@ impl Runner<'_> {
         }
         let dma = self.judge_rx(&trace, &since_dma, &mut found)?;
         let nvme = self.judge_nvme(&mut found)?;
-        let memory = self.judge_memory(&mut found)?;
+        let pages = self.observe_pages()?;
         let journal = self.journal.entries();
         let facts = self.facts();
-        let obs = Observations { facts: &facts, host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
+        let obs = Observations { facts: &facts, pages: pages.as_ref(), host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
         let mut sections = std::collections::BTreeMap::new();
         for o in crate::oracle::registry::registered() {
             let judged = o.judge(&obs).with_context(|| format!("the {} oracle", o.name()))?;
@@ -66,6 +66,10 @@ impl Runner<'_> {
         let iommu: IommuSection = match sections.remove("iommu") {
             Some(v) => serde_json::from_value(v).context("the iommu oracle's section")?,
             None => IommuSection::default(),
+        };
+        let memory: MemorySection = match sections.remove("memory") {
+            Some(v) => serde_json::from_value(v).context("the memory oracle's section")?,
+            None => MemorySection::default(),
         };
         let kunit: Option<crate::ktap::Counts> = match sections.remove("kunit") {
             Some(v) => serde_json::from_value(v).context("the kunit oracle's section")?,
@@ -254,26 +258,17 @@ impl Runner<'_> {
         Ok(NvmeSection { blocks_read: nv.done_before + r.blocks_read, corrupted: r.corrupted, lost: r.lost, restarts: nv.restarts.clone() })
     }
 
-    fn judge_memory(&mut self, found: &mut Vec<Finding>) -> Result<MemorySection> {
-        let (Some(before), Some(mem)) = (&self.before, &self.mem) else { return Ok(MemorySection::default()) };
-        let after = memory::hash_pages(mem, &self.watched)?;
-        let mut d = memory::diff(before, &after, &self.allowed);
-        d.merge(self.retired.clone());
-        if !d.unexpected.is_empty() {
-            let first: Vec<String> = d.unexpected.iter().take(4).map(|p| format!("{p:#x}")).collect();
-            found.push(Finding::new(Reason::MemoryChanged, format!(
-                "{} of {} agent pages changed although no device may write them (first at {})",
-                d.unexpected.len(),
-                d.pages_checked,
-                first.join(", ")
-            )));
-        }
-        Ok(MemorySection {
-            pages_checked: d.pages_checked,
-            unexpected_changes: d.unexpected.len() as u64,
-            dma_pages_changed: d.allowed_changed,
-            first_unexpected: d.unexpected.iter().take(8).map(|p| format!("{p:#x}")).collect(),
-        })
+    /// The agent's pages for the memory oracle: hashed now, against the
+    /// hashes taken when their engines started (None: no engine started).
+    fn observe_pages(&self) -> Result<Option<crate::oracle::registry::PageObservations>> {
+        let (Some(before), Some(mem)) = (&self.before, &self.mem) else { return Ok(None) };
+        let after = memory::hash_pages(mem, &self.watched).context("hashing the agent's pages after the steps")?;
+        Ok(Some(crate::oracle::registry::PageObservations {
+            before: before.clone(),
+            after,
+            allowed: self.allowed.clone(),
+            retired: self.retired.clone(),
+        }))
     }
 
     /// What the oracles behind the trait need to know of the run.
