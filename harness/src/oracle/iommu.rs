@@ -212,16 +212,16 @@ mod tests {
         let t = TraceSummary::default();
         let since = TraceSummary { dmar_root: vec![0x4080_0000, 0x1a9_4000], ..Default::default() };
         let judge_with = |facts: RunFacts| {
-            let obs = Observations { facts: &facts, pages: None, host_dir: dir.path(), trace: &t, since_dma: &since, log: &log, journal: &[] };
+            let obs = Observations { facts: &facts, pages: None, nvme: None, isolation: None, host_dir: dir.path(), trace: &t, since_dma: &since, log: &log, journal: &[] };
             IommuOracle.judge(&obs).unwrap()
         };
         let carve = Some((0x4000_0000, 64 << 20));
-        let kept = judge_with(RunFacts { dma_started: true, carve_out: carve, persistent: true, live_updates: 3 });
+        let kept = judge_with(RunFacts { dma_started: true, carve_out: carve, persistent: true, live_updates: 3, ..Default::default() });
         let reasons: Vec<Reason> = kept.findings.iter().map(|f| f.reason).collect();
         assert_eq!(reasons, [Reason::IommuRootOutsidePkernfs, Reason::IommuRootNotAdopted], "{:#?}", kept.findings);
         assert_eq!(kept.section["root_tables_outside_pkernfs"], 1);
         assert_eq!(kept.section["root_tables"][1], "0x1a94000");
-        let not_kept = judge_with(RunFacts { dma_started: true, carve_out: carve, persistent: false, live_updates: 3 });
+        let not_kept = judge_with(RunFacts { dma_started: true, carve_out: carve, persistent: false, live_updates: 3, ..Default::default() });
         assert!(not_kept.findings.is_empty(), "{:#?}", not_kept.findings);
         assert_eq!(not_kept.section["root_tables_outside_pkernfs"], 1, "counted for the report all the same");
     }

@@ -284,6 +284,46 @@ pub fn check_file(path: &Path, offset: u64, watch: &Watch) -> std::io::Result<Is
     }
 }
 
+
+/// The isolation oracle behind the [`Oracle`](super::registry::Oracle)
+/// trait (scenarios with `check_isolation`): QEMU's IOTLB trace from the end
+/// of `start_dma` on (before, host drivers owned the devices), judged
+/// against the engines that owned each device. report.json `isolation`
+/// (null without `check_isolation`).
+#[derive(Debug)]
+pub struct IsolationOracle;
+
+impl super::registry::Oracle for IsolationOracle {
+    fn name(&self) -> &'static str {
+        "isolation"
+    }
+
+    fn report_field(&self) -> bool {
+        true
+    }
+
+    fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
+        use crate::report::{Finding, Reason};
+        let Some(watch) = obs.isolation else {
+            return Ok(super::registry::Judged { section: serde_json::Value::Null, findings: Vec::new() });
+        };
+        let s = check_file(&obs.host_dir.join("trace.log"), obs.facts.dma_trace_offset, watch)?;
+        let mut findings = Vec::new();
+        if s.foreign > 0 {
+            let outside: u64 = s.devices.values().map(|d| d.outside_own_pages).sum();
+            findings.push(Finding::new(Reason::IsolationBreach, format!(
+                "isolation: {} DMA translations breach isolation: {} into another device's guest RAM, {} outside the device's own pages while its engine owned it; e.g. {:?}",
+                s.foreign, s.cross_device, outside, s.examples
+            )));
+        }
+        let devices: std::collections::BTreeSet<&str> = watch.owners.iter().map(|o| o.pci.as_str()).collect();
+        if devices.len() > 1 && s.translations.len() < devices.len() {
+            findings.push(Finding::new(Reason::IsolationUntraced, format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), devices.len())));
+        }
+        Ok(super::registry::Judged { section: serde_json::to_value(s)?, findings })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,6 +152,40 @@ impl NvmeLedger {
     }
 }
 
+
+/// The NVMe oracle behind the [`Oracle`](super::registry::Oracle) trait:
+/// report.json `nvme`; blocks that never arrived are `nvme.lost`, blocks
+/// with the wrong data `nvme.corrupted`.
+#[derive(Debug)]
+pub struct NvmeOracle;
+
+impl super::registry::Oracle for NvmeOracle {
+    fn name(&self) -> &'static str {
+        "nvme"
+    }
+
+    fn report_field(&self) -> bool {
+        true
+    }
+
+    fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
+        use crate::report::{Finding, NvmeSection, Reason};
+        let Some(n) = obs.nvme else {
+            return Ok(super::registry::Judged { section: serde_json::to_value(NvmeSection::default())?, findings: Vec::new() });
+        };
+        let r = &n.blocks;
+        let mut findings = Vec::new();
+        if r.lost > 0 {
+            findings.push(Finding::new(Reason::NvmeLost, format!("{} of {} NVMe blocks never arrived (first LBAs {:?})", r.lost, n.lba_count, r.first_lost_lbas)));
+        }
+        if r.corrupted > 0 {
+            findings.push(Finding::new(Reason::NvmeCorrupted, format!("{} NVMe blocks hold wrong data (first LBAs {:?})", r.corrupted, r.first_corrupted_lbas)));
+        }
+        let section = NvmeSection { blocks_read: n.done_before + r.blocks_read, corrupted: r.corrupted, lost: r.lost, restarts: n.restarts.clone() };
+        Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::nvme_pattern::{block, fill, BLOCK};

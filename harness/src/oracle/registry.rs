@@ -28,6 +28,8 @@ pub struct RunFacts {
     pub persistent: bool,
     /// Live updates carried out.
     pub live_updates: u32,
+    /// Size of QEMU's trace log when `start_dma` finished.
+    pub dma_trace_offset: u64,
 }
 
 /// The agent pages the memory oracle compares, hashed by the runner.
@@ -43,6 +45,19 @@ pub struct PageObservations {
     pub retired: crate::oracle::memory::MemoryDiff,
 }
 
+/// The NVMe engine's blocks as the runner read them from the RAM file.
+#[derive(Debug, Clone, Default)]
+pub struct NvmeObservations {
+    /// The running engine's blocks (default: none left to read).
+    pub blocks: crate::oracle::nvme::NvmeReport,
+    /// `[nvme].lba_count`.
+    pub lba_count: u64,
+    /// Blocks judged in place when a kexec ended an earlier engine.
+    pub done_before: u64,
+    /// Each time a non-persistent engine was taken back after an update.
+    pub restarts: Vec<crate::report::NvmeRestart>,
+}
+
 /// What the oracles judge from.
 #[derive(Debug)]
 pub struct Observations<'a> {
@@ -50,6 +65,11 @@ pub struct Observations<'a> {
     pub facts: &'a RunFacts,
     /// The agent's pages before and after (None: no engine started).
     pub pages: Option<&'a PageObservations>,
+    /// The NVMe blocks (None: no `[nvme]` engine).
+    pub nvme: Option<&'a NvmeObservations>,
+    /// With `check_isolation`: the engines that owned the devices and the
+    /// update windows, as offsets into QEMU's trace log.
+    pub isolation: Option<&'a crate::oracle::isolation::Watch>,
     /// The host's run directory (QEMU's logs).
     pub host_dir: &'a Path,
     /// QEMU's whole trace log.
@@ -96,10 +116,12 @@ pub trait Oracle: Send + Sync {
 /// Every oracle that judges through the trait, in report order.
 pub fn registered() -> Vec<Box<dyn Oracle>> {
     vec![
+        Box::new(super::nvme::NvmeOracle),
         Box::new(super::memory::MemoryOracle),
         Box::new(super::iommu::IommuOracle),
         Box::new(super::kunit::KunitOracle),
         Box::new(super::kernel_log::KernelLogOracle),
+        Box::new(super::isolation::IsolationOracle),
     ]
 }
 
@@ -109,7 +131,11 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_never_shadow_a_fixed_report_field() {
-        let fixed = serde_json::to_value(crate::report::tests::sample()).unwrap();
+        // Every optional field filled, so that each is a key.
+        let mut sample = crate::report::tests::sample();
+        sample.isolation = Some(Default::default());
+        sample.kunit = Some(Default::default());
+        let fixed = serde_json::to_value(sample).unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for o in registered() {
             assert!(seen.insert(o.name()), "two oracles named {}", o.name());
@@ -129,7 +155,7 @@ mod tests {
         let log = KernelLog::of_run(dir.path());
         let t = TraceSummary::default();
         let facts = RunFacts::default();
-        let obs = Observations { facts: &facts, pages: None, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
+        let obs = Observations { facts: &facts, pages: None, nvme: None, isolation: None, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
         let o = registered().into_iter().find(|o| o.name() == "kernel_splats").unwrap();
         let j = o.judge(&obs).unwrap();
         assert_eq!(j.findings.len(), 1);

@@ -13,7 +13,7 @@ use crate::oracle::memory;
 use crate::oracle::registry::Observations;
 use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
 use crate::oracle::trace::TraceSummary;
-use crate::oracle::isolation::{self, IsolationSection};
+use crate::oracle::isolation::IsolationSection;
 use crate::qemu::params::NIC_ADDR;
 use crate::report::{Finding, Reason, DmaSection, IommuSection, LuoSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
 use crate::scenario::Verdict;
@@ -51,11 +51,11 @@ impl Runner<'_> {
             found.extend(missing_inputs(&self.host_dir(), &trace, &log));
         }
         let dma = self.judge_rx(&trace, &since_dma, &mut found)?;
-        let nvme = self.judge_nvme(&mut found)?;
+        let nvme_obs = self.observe_nvme()?;
         let pages = self.observe_pages()?;
         let journal = self.journal.entries();
         let facts = self.facts();
-        let obs = Observations { facts: &facts, pages: pages.as_ref(), host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
+        let obs = Observations { facts: &facts, pages: pages.as_ref(), nvme: nvme_obs.as_ref(), isolation: self.sc.check_isolation.then_some(&self.iso), host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
         let mut sections = std::collections::BTreeMap::new();
         for o in crate::oracle::registry::registered() {
             let judged = o.judge(&obs).with_context(|| format!("the {} oracle", o.name()))?;
@@ -67,6 +67,14 @@ impl Runner<'_> {
             Some(v) => serde_json::from_value(v).context("the iommu oracle's section")?,
             None => IommuSection::default(),
         };
+        let nvme: NvmeSection = match sections.remove("nvme") {
+            Some(v) => serde_json::from_value(v).context("the nvme oracle's section")?,
+            None => NvmeSection::default(),
+        };
+        let isolation: Option<IsolationSection> = match sections.remove("isolation") {
+            Some(v) => serde_json::from_value(v).context("the isolation oracle's section")?,
+            None => None,
+        };
         let memory: MemorySection = match sections.remove("memory") {
             Some(v) => serde_json::from_value(v).context("the memory oracle's section")?,
             None => MemorySection::default(),
@@ -76,7 +84,6 @@ impl Runner<'_> {
             None => None,
         };
         let updates = self.judge_timeline()?;
-        let isolation = self.judge_isolation(&mut found)?;
         found.extend(self.pk.findings.iter().cloned());
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
         self.pk.write(&self.out)?;
@@ -243,21 +250,6 @@ impl Runner<'_> {
 
     /// The running engine's blocks from the RAM file; blocks before
     /// `done_before` were in place when a kexec ended an earlier engine.
-    fn judge_nvme(&mut self, found: &mut Vec<Finding>) -> Result<NvmeSection> {
-        let (Some(nv), Some(mem), Some(spec)) = (&self.nvme, &self.mem, &self.sc.nvme) else { return Ok(NvmeSection::default()) };
-        let r = match &nv.ledger {
-            Some(l) => l.check(mem)?,
-            None => crate::oracle::nvme::NvmeReport::default(),
-        };
-        if r.lost > 0 {
-            found.push(Finding::new(Reason::NvmeLost, format!("{} of {} NVMe blocks never arrived (first LBAs {:?})", r.lost, spec.lba_count, r.first_lost_lbas)));
-        }
-        if r.corrupted > 0 {
-            found.push(Finding::new(Reason::NvmeCorrupted, format!("{} NVMe blocks hold wrong data (first LBAs {:?})", r.corrupted, r.first_corrupted_lbas)));
-        }
-        Ok(NvmeSection { blocks_read: nv.done_before + r.blocks_read, corrupted: r.corrupted, lost: r.lost, restarts: nv.restarts.clone() })
-    }
-
     /// The agent's pages for the memory oracle: hashed now, against the
     /// hashes taken when their engines started (None: no engine started).
     fn observe_pages(&self) -> Result<Option<crate::oracle::registry::PageObservations>> {
@@ -279,30 +271,20 @@ impl Runner<'_> {
             persistent: self.sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs)
                 || self.sc.nvme.as_ref().is_some_and(|n| n.persist),
             live_updates: self.live_updates,
+            dma_trace_offset: self.dma_trace_offset,
         }
     }
 
-    /// The isolation oracle over QEMU's IOTLB trace (scenarios with
-    /// `check_isolation`), from the end of `start_dma` on: before, host
-    /// drivers owned the devices.
-    fn judge_isolation(&mut self, found: &mut Vec<Finding>) -> Result<Option<IsolationSection>> {
-        if !self.sc.check_isolation {
-            return Ok(None);
-        }
-        let s = isolation::check_file(&self.host_dir().join("trace.log"), self.dma_trace_offset, &self.iso)?;
-        if s.foreign > 0 {
-            let outside: u64 = s.devices.values().map(|d| d.outside_own_pages).sum();
-            found.push(Finding::new(Reason::IsolationBreach, format!(
-                "isolation: {} DMA translations breach isolation: {} into another device's guest RAM, {} outside the device's own pages while its engine owned it; e.g. {:?}",
-                s.foreign, s.cross_device, outside, s.examples
-            )));
-        }
-        let devices: std::collections::BTreeSet<&str> = self.iso.owners.iter().map(|o| o.pci.as_str()).collect();
-        if devices.len() > 1 && s.translations.len() < devices.len() {
-            found.push(Finding::new(Reason::IsolationUntraced, format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), devices.len())));
-        }
-        Ok(Some(s))
+    /// The NVMe engine's blocks, read from the RAM file now (None: no `[nvme]`).
+    fn observe_nvme(&self) -> Result<Option<crate::oracle::registry::NvmeObservations>> {
+        let (Some(nv), Some(mem), Some(spec)) = (&self.nvme, &self.mem, &self.sc.nvme) else { return Ok(None) };
+        let blocks = match &nv.ledger {
+            Some(l) => l.check(mem).context("reading the NVMe blocks from the RAM file")?,
+            None => crate::oracle::nvme::NvmeReport::default(),
+        };
+        Ok(Some(crate::oracle::registry::NvmeObservations { blocks, lba_count: spec.lba_count, done_before: nv.done_before, restarts: nv.restarts.clone() }))
     }
+
 }
 
 /// An oracle without its input says nothing, which must not read as
