@@ -13,8 +13,9 @@
 //!
 //! - [`kunit`]: the in-kernel KUnit tests' KTAP on the console.
 //!
-//! [`iommu`], [`kunit`] and [`kernel_log`] judge behind the [`registry::Oracle`] trait;
-//! the others still judge through the scenario runner and move there next.
+//! All but the RX ledger and the timeline judge behind the
+//! [`registry::Oracle`] trait; those two still judge through the scenario
+//! runner (they read its scanner and injector) and move there next.
 
 pub mod iommu;
 pub mod isolation;
