@@ -305,7 +305,7 @@ impl super::registry::Oracle for IsolationOracle {
     fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
         use crate::report::{Finding, Reason};
         let Some(watch) = obs.isolation else {
-            return Ok(super::registry::Judged { section: serde_json::Value::Null, findings: Vec::new() });
+            return Ok(super::registry::Judged { section: serde_json::Value::Null, findings: Vec::new(), files: Vec::new() });
         };
         let s = check_file(&obs.host_dir.join("trace.log"), obs.facts.dma_trace_offset, watch)?;
         let mut findings = Vec::new();
@@ -320,7 +320,7 @@ impl super::registry::Oracle for IsolationOracle {
         if devices.len() > 1 && s.translations.len() < devices.len() {
             findings.push(Finding::new(Reason::IsolationUntraced, format!("isolation: translations traced for only {:?} of {} devices", s.translations.keys(), devices.len())));
         }
-        Ok(super::registry::Judged { section: serde_json::to_value(s)?, findings })
+        Ok(super::registry::Judged { section: serde_json::to_value(s)?, findings, files: Vec::new() })
     }
 }
 

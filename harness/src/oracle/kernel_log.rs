@@ -152,7 +152,7 @@ impl Oracle for KernelLogOracle {
 
     fn judge(&self, obs: &Observations) -> anyhow::Result<Judged> {
         let (splats, findings) = judge(obs.log);
-        Ok(Judged { section: serde_json::to_value(splats)?, findings })
+        Ok(Judged { section: serde_json::to_value(splats)?, findings, files: Vec::new() })
     }
 
     fn markdown(&self, section: &serde_json::Value) -> Option<String> {

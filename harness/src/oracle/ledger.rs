@@ -246,5 +246,83 @@ fn latency(seen: &Sightings, total: u64) -> LatencyStats {
     LatencyStats { count: v.len() as u64, min_us: v[0], p50_us: pct(50), p99_us: pct(99), max_us: v[v.len() - 1] }
 }
 
+
+/// The RX ledger behind the [`Oracle`](super::registry::Oracle) trait:
+/// report.json `dma` and `ledger.json`. Every injected frame is delivered,
+/// corrupted, dropped by the device (with QEMU's evidence), still on the
+/// host side, or lost.
+#[derive(Debug)]
+pub struct LedgerOracle;
+
+impl super::registry::Oracle for LedgerOracle {
+    fn name(&self) -> &'static str {
+        "dma"
+    }
+
+    fn report_field(&self) -> bool {
+        true
+    }
+
+    fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
+        use crate::qemu::params::NIC_ADDR;
+        use crate::report::{DmaSection, Finding, LatencySection, Reason};
+        let Some(rx) = obs.rx else {
+            return Ok(super::registry::Judged { section: serde_json::to_value(DmaSection::default())?, ..Default::default() });
+        };
+        // The ledger's trace events are always enabled, so frames QEMU
+        // never wrote are host-side, not lost.
+        let mut evidence = DeviceEvidence::from_trace(obs.trace).rx_traced();
+        if let Some(st) = &rx.status {
+            evidence = evidence.with_counters(&st.device_counters);
+        }
+        let l = Ledger::account(&rx.sent, &rx.seen, &evidence);
+        let mut found = Vec::new();
+        let stray = rx.stray.clone().filter(|_| l.lost > 0);
+        if l.lost > 0 {
+            let whereabouts = stray.as_ref().map(|s| format!("; {}", s.summary())).unwrap_or_default();
+            found.push(Finding::new(Reason::DmaLost, format!(
+                "{} of {} frames sent to {NIC_ADDR} lost: never DMAed into the agent's buffers (first seqs {:?}){whereabouts}",
+                l.lost, l.sent, l.first_lost_seqs
+            )));
+        }
+        if l.corrupted > 0 {
+            found.push(Finding::new(Reason::DmaCorrupted, format!("{} frames corrupted in the agent's buffers", l.corrupted)));
+        }
+        // Only bus-master clears while the agent's DMA ran count.
+        let bm_cleared = obs.since_dma.bus_master_cleared_from(NIC_ADDR.trim_start_matches("0000:"), true);
+        if l.queued_on_host > 0 {
+            found.push(Finding::new(Reason::DmaStalled, format!(
+                "RX stalled: {} frames were never taken by the device (QEMU stopped reading its backend){}",
+                l.queued_on_host,
+                if bm_cleared > 0 { format!("; the guest cleared the NIC's bus-master bit {bm_cleared} time(s)") } else { String::new() }
+            )));
+        }
+        if l.duplicates > 0 || l.unexpected > 0 {
+            found.push(Finding::new(Reason::DmaUnexpected, format!("{} duplicate and {} never-sent frames found", l.duplicates, l.unexpected)));
+        }
+        let section = DmaSection {
+            sent: l.sent,
+            delivered: l.delivered,
+            corrupted: l.corrupted,
+            dropped_by_device: l.dropped_by_device,
+            lost: l.lost,
+            queued_on_host: l.queued_on_host,
+            backpressure_events: rx.sent.eagain,
+            first_lost_seqs: l.first_lost_seqs.clone(),
+            bus_master_cleared: bm_cleared,
+            latency_us: LatencySection {
+                count: l.latency.count,
+                min: l.latency.min_us,
+                p50: l.latency.p50_us,
+                p99: l.latency.p99_us,
+                max: l.latency.max_us,
+            },
+            last_sent_ms: rx.sent.frames.iter().filter_map(|f| f.written_ns).max().map(|ns| ns.saturating_sub(obs.facts.start_ns) / 1_000_000),
+            stray,
+        };
+        Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings: found, files: vec![("ledger.json", serde_json::to_value(&l)?)] })
+    }
+}
+
 #[cfg(test)]
 mod tests;

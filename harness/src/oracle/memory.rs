@@ -139,7 +139,7 @@ impl super::registry::Oracle for MemoryOracle {
 
     fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
         let Some(p) = obs.pages else {
-            return Ok(super::registry::Judged { section: serde_json::to_value(crate::report::MemorySection::default())?, findings: Vec::new() });
+            return Ok(super::registry::Judged { section: serde_json::to_value(crate::report::MemorySection::default())?, findings: Vec::new(), files: Vec::new() });
         };
         let mut d = diff(&p.before, &p.after, &p.allowed);
         d.merge(p.retired.clone());
@@ -159,7 +159,7 @@ impl super::registry::Oracle for MemoryOracle {
             dma_pages_changed: d.allowed_changed,
             first_unexpected: d.unexpected.iter().take(8).map(|p| format!("{p:#x}")).collect(),
         };
-        Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings })
+        Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings, files: Vec::new() })
     }
 }
 

@@ -171,7 +171,7 @@ impl super::registry::Oracle for NvmeOracle {
     fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
         use crate::report::{Finding, NvmeSection, Reason};
         let Some(n) = obs.nvme else {
-            return Ok(super::registry::Judged { section: serde_json::to_value(NvmeSection::default())?, findings: Vec::new() });
+            return Ok(super::registry::Judged { section: serde_json::to_value(NvmeSection::default())?, findings: Vec::new(), files: Vec::new() });
         };
         let r = &n.blocks;
         let mut findings = Vec::new();
@@ -182,7 +182,7 @@ impl super::registry::Oracle for NvmeOracle {
             findings.push(Finding::new(Reason::NvmeCorrupted, format!("{} NVMe blocks hold wrong data (first LBAs {:?})", r.corrupted, r.first_corrupted_lbas)));
         }
         let section = NvmeSection { blocks_read: n.done_before + r.blocks_read, corrupted: r.corrupted, lost: r.lost, restarts: n.restarts.clone() };
-        Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings })
+        Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings, files: Vec::new() })
     }
 }
 

@@ -30,6 +30,8 @@ pub struct RunFacts {
     pub live_updates: u32,
     /// Size of QEMU's trace log when `start_dma` finished.
     pub dma_trace_offset: u64,
+    /// When the run started ([`crate::traffic::clock::now_ns`]): time zero of report.json.
+    pub start_ns: u64,
 }
 
 /// The agent pages the memory oracle compares, hashed by the runner.
@@ -58,6 +60,20 @@ pub struct NvmeObservations {
     pub restarts: Vec<crate::report::NvmeRestart>,
 }
 
+/// The RX stream as the runner saw it once the injector and the scanner
+/// stopped.
+#[derive(Debug, Clone, Default)]
+pub struct RxObservations {
+    /// Everything the injector did.
+    pub sent: crate::traffic::inject::SentLog,
+    /// Everything the RX scans found in the RAM file.
+    pub seen: crate::oracle::rx_scan::Sightings,
+    /// The agent's counters when the run ended (a hint: drop evidence only).
+    pub status: Option<lulab_proto::DmaStatus>,
+    /// Frames not found in the buffers, searched for in the whole RAM file.
+    pub stray: Option<crate::oracle::stray::StraySection>,
+}
+
 /// What the oracles judge from.
 #[derive(Debug)]
 pub struct Observations<'a> {
@@ -67,6 +83,10 @@ pub struct Observations<'a> {
     pub pages: Option<&'a PageObservations>,
     /// The NVMe blocks (None: no `[nvme]` engine).
     pub nvme: Option<&'a NvmeObservations>,
+    /// The RX stream (None: no frames were injected).
+    pub rx: Option<&'a RxObservations>,
+    /// What the harness saw of each live update.
+    pub updates: &'a [crate::oracle::timeline::UpdateEvents],
     /// With `check_isolation`: the engines that owned the devices and the
     /// update windows, as offsets into QEMU's trace log.
     pub isolation: Option<&'a crate::oracle::isolation::Watch>,
@@ -89,6 +109,9 @@ pub struct Judged {
     pub section: serde_json::Value,
     /// What it found.
     pub findings: Vec<Finding>,
+    /// Files for the run directory, next to report.json (e.g. `ledger.json`):
+    /// the harness writes them; an oracle only judges.
+    pub files: Vec<(&'static str, serde_json::Value)>,
 }
 
 /// An oracle.
@@ -116,11 +139,13 @@ pub trait Oracle: Send + Sync {
 /// Every oracle that judges through the trait, in report order.
 pub fn registered() -> Vec<Box<dyn Oracle>> {
     vec![
+        Box::new(super::ledger::LedgerOracle),
         Box::new(super::nvme::NvmeOracle),
         Box::new(super::memory::MemoryOracle),
         Box::new(super::iommu::IommuOracle),
         Box::new(super::kunit::KunitOracle),
         Box::new(super::kernel_log::KernelLogOracle),
+        Box::new(super::timeline::TimelineOracle),
         Box::new(super::isolation::IsolationOracle),
     ]
 }
@@ -139,10 +164,10 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for o in registered() {
             assert!(seen.insert(o.name()), "two oracles named {}", o.name());
-            let field = fixed.as_object().unwrap().contains_key(o.name()) && !fixed[o.name()].is_array();
+            let has = fixed.as_object().unwrap().contains_key(o.name());
             match o.report_field() {
-                true => assert!(field, "oracle {} says it fills a report.json field, and there is none", o.name()),
-                false => assert!(!field, "oracle {} shadows a report.json field", o.name()),
+                true => assert!(has, "oracle {} says it fills a report.json field, and there is none", o.name()),
+                false => assert!(!has || fixed[o.name()].is_array(), "oracle {} shadows a report.json field", o.name()),
             }
         }
     }
@@ -155,7 +180,7 @@ mod tests {
         let log = KernelLog::of_run(dir.path());
         let t = TraceSummary::default();
         let facts = RunFacts::default();
-        let obs = Observations { facts: &facts, pages: None, nvme: None, isolation: None, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
+        let obs = Observations { facts: &facts, pages: None, nvme: None, rx: None, updates: &[], isolation: None, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
         let o = registered().into_iter().find(|o| o.name() == "kernel_splats").unwrap();
         let j = o.judge(&obs).unwrap();
         assert_eq!(j.findings.len(), 1);

@@ -182,5 +182,29 @@ pub fn timeline(run_start_ns: u64, updates: &[UpdateEvents], dma: Option<&[Compl
         .collect()
 }
 
+
+/// The timeline behind the [`Oracle`](super::registry::Oracle) trait:
+/// report.json `updates`, one entry per live update, with the DMA around
+/// it from the RX frames found (null DMA fields without an RX stream). It
+/// reports; the scenario's own checks judge from it.
+#[derive(Debug)]
+pub struct TimelineOracle;
+
+impl super::registry::Oracle for TimelineOracle {
+    fn name(&self) -> &'static str {
+        "updates"
+    }
+
+    fn report_field(&self) -> bool {
+        true
+    }
+
+    fn judge(&self, obs: &super::registry::Observations) -> anyhow::Result<super::registry::Judged> {
+        let dma = obs.rx.map(|rx| Completion::from_sightings(&rx.seen));
+        let t = timeline(obs.facts.start_ns, obs.updates, dma.as_deref());
+        Ok(super::registry::Judged { section: serde_json::to_value(t)?, ..Default::default() })
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -8,14 +8,13 @@ use anyhow::{Context, Result};
 use lulab_proto::{Op, Reply};
 
 use super::Runner;
-use crate::oracle::ledger::{DeviceEvidence, Ledger};
 use crate::oracle::memory;
 use crate::oracle::registry::Observations;
-use crate::oracle::timeline::{timeline, Completion, UpdateTimeline};
+use crate::oracle::timeline::UpdateTimeline;
 use crate::oracle::trace::TraceSummary;
 use crate::oracle::isolation::IsolationSection;
 use crate::qemu::params::NIC_ADDR;
-use crate::report::{Finding, Reason, DmaSection, IommuSection, LuoSection, LatencySection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
+use crate::report::{Finding, Reason, DmaSection, IommuSection, LuoSection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
 use crate::scenario::Verdict;
 
 impl Runner<'_> {
@@ -50,40 +49,29 @@ impl Runner<'_> {
         if self.mem.is_some() {
             found.extend(missing_inputs(&self.host_dir(), &trace, &log));
         }
-        let dma = self.judge_rx(&trace, &since_dma, &mut found)?;
+        let rx_obs = self.observe_rx()?;
         let nvme_obs = self.observe_nvme()?;
         let pages = self.observe_pages()?;
         let journal = self.journal.entries();
         let facts = self.facts();
-        let obs = Observations { facts: &facts, pages: pages.as_ref(), nvme: nvme_obs.as_ref(), isolation: self.sc.check_isolation.then_some(&self.iso), host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
+        let obs = Observations { facts: &facts, pages: pages.as_ref(), nvme: nvme_obs.as_ref(), rx: rx_obs.as_ref(), updates: &self.updates, isolation: self.sc.check_isolation.then_some(&self.iso), host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
         let mut sections = std::collections::BTreeMap::new();
         for o in crate::oracle::registry::registered() {
             let judged = o.judge(&obs).with_context(|| format!("the {} oracle", o.name()))?;
             sections.insert(o.name().to_string(), judged.section);
             found.extend(judged.findings);
+            for (file, value) in judged.files {
+                std::fs::write(self.out.join(file), serde_json::to_string_pretty(&value)?)?;
+            }
         }
         // The older oracles' sections are typed fields of the report.
-        let iommu: IommuSection = match sections.remove("iommu") {
-            Some(v) => serde_json::from_value(v).context("the iommu oracle's section")?,
-            None => IommuSection::default(),
-        };
-        let nvme: NvmeSection = match sections.remove("nvme") {
-            Some(v) => serde_json::from_value(v).context("the nvme oracle's section")?,
-            None => NvmeSection::default(),
-        };
-        let isolation: Option<IsolationSection> = match sections.remove("isolation") {
-            Some(v) => serde_json::from_value(v).context("the isolation oracle's section")?,
-            None => None,
-        };
-        let memory: MemorySection = match sections.remove("memory") {
-            Some(v) => serde_json::from_value(v).context("the memory oracle's section")?,
-            None => MemorySection::default(),
-        };
-        let kunit: Option<crate::ktap::Counts> = match sections.remove("kunit") {
-            Some(v) => serde_json::from_value(v).context("the kunit oracle's section")?,
-            None => None,
-        };
-        let updates = self.judge_timeline()?;
+        let dma: DmaSection = take(&mut sections, "dma")?;
+        let nvme: NvmeSection = take(&mut sections, "nvme")?;
+        let iommu: IommuSection = take(&mut sections, "iommu")?;
+        let memory: MemorySection = take(&mut sections, "memory")?;
+        let kunit: Option<crate::ktap::Counts> = take(&mut sections, "kunit")?;
+        let updates: Vec<UpdateTimeline> = take(&mut sections, "updates")?;
+        let isolation: Option<IsolationSection> = take(&mut sections, "isolation")?;
         found.extend(self.pk.findings.iter().cloned());
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
         self.pk.write(&self.out)?;
@@ -135,9 +123,12 @@ impl Runner<'_> {
         })
     }
 
-    /// `since_dma`: only bus-master clears while the agent's DMA ran count.
-    fn judge_rx(&mut self, trace: &TraceSummary, since_dma: &TraceSummary, found: &mut Vec<Finding>) -> Result<DmaSection> {
-        let Some(rx) = self.rx.as_mut() else { return Ok(DmaSection::default()) };
+    /// Stops the injector and the scanner and takes the RX stream's last
+    /// look from outside: the final ring scan, the agent's counters
+    /// (`rx-status.json`), and the frames not found in the buffers searched
+    /// for in the whole RAM file. None: no frames were injected.
+    fn observe_rx(&mut self) -> Result<Option<crate::oracle::registry::RxObservations>> {
+        let Some(rx) = self.rx.as_mut() else { return Ok(None) };
         if let Some(inj) = rx.injector.take() {
             rx.sent = Some(inj.stop()?);
         }
@@ -176,80 +167,16 @@ impl Runner<'_> {
             // RDT, the agent's cursor) when the run ends.
             std::fs::write(self.out.join("rx-status.json"), serde_json::to_string_pretty(st)?)?;
         }
-        let Some(sent) = &rx.sent else { return Ok(DmaSection::default()) };
-        // The ledger's trace events are always enabled (see Runner::new), so
-        // frames QEMU never wrote are host-side, not lost.
-        let mut evidence = DeviceEvidence::from_trace(trace).rx_traced();
-        if let Some(st) = &rx.status {
-            evidence = evidence.with_counters(&st.device_counters);
-        }
+        let Some(sent) = rx.sent.clone() else { return Ok(None) };
         let seen = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?.sightings().clone();
-        let l = Ledger::account(sent, &seen, &evidence);
-        std::fs::write(self.out.join("ledger.json"), serde_json::to_string_pretty(&l)?)?;
-        let mut stray = None;
-        if let (true, Some(mem)) = (l.lost > 0, &self.mem) {
-            let undelivered: std::collections::BTreeSet<u64> = (0..l.sent).filter(|s| !seen.delivered.contains_key(s)).collect();
-            let s = crate::oracle::stray::search(mem, self.run_id, &self.allowed, &undelivered).context("searching guest RAM for the lost frames")?;
-            found.push(Finding::new(Reason::DmaLost, format!(
-                "{} of {} frames sent to {NIC_ADDR} lost: never DMAed into the agent's buffers (first seqs {:?}); {}",
-                l.lost,
-                l.sent,
-                l.first_lost_seqs,
-                s.summary()
-            )));
-            stray = Some(s);
-        }
-        if l.corrupted > 0 {
-            found.push(Finding::new(Reason::DmaCorrupted, format!("{} frames corrupted in the agent's buffers", l.corrupted)));
-        }
-        let bm_cleared = since_dma.bus_master_cleared_from(NIC_ADDR.trim_start_matches("0000:"), true);
-        if l.queued_on_host > 0 {
-            found.push(Finding::new(Reason::DmaStalled, format!(
-                "RX stalled: {} frames were never taken by the device (QEMU stopped reading its backend){}",
-                l.queued_on_host,
-                if bm_cleared > 0 { format!("; the guest cleared the NIC's bus-master bit {bm_cleared} time(s)") } else { String::new() }
-            )));
-        }
-        if l.duplicates > 0 || l.unexpected > 0 {
-            found.push(Finding::new(Reason::DmaUnexpected, format!("{} duplicate and {} never-sent frames found", l.duplicates, l.unexpected)));
-        }
-        Ok(DmaSection {
-            sent: l.sent,
-            delivered: l.delivered,
-            corrupted: l.corrupted,
-            dropped_by_device: l.dropped_by_device,
-            lost: l.lost,
-            queued_on_host: l.queued_on_host,
-            backpressure_events: sent.eagain,
-            first_lost_seqs: l.first_lost_seqs.clone(),
-            bus_master_cleared: bm_cleared,
-            latency_us: LatencySection {
-                count: l.latency.count,
-                min: l.latency.min_us,
-                p50: l.latency.p50_us,
-                p99: l.latency.p99_us,
-                max: l.latency.max_us,
-            },
-            last_sent_ms: sent.frames.iter().filter_map(|f| f.written_ns).max().map(|ns| ns.saturating_sub(self.start_ns) / 1_000_000),
-            stray,
-        })
-    }
-
-    /// Each live update's timeline; the DMA around it from the RX frames the
-    /// scanner found (after its final scan), when frames were injected.
-    fn judge_timeline(&self) -> Result<Vec<UpdateTimeline>> {
-        let dma = match self.rx.as_ref().filter(|rx| rx.sent.is_some()) {
-            Some(rx) => {
-                let s = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?;
-                Some(Completion::from_sightings(s.sightings()))
-            }
-            None => None,
+        let undelivered: std::collections::BTreeSet<u64> = (0..sent.sent()).filter(|s| !seen.delivered.contains_key(s)).collect();
+        let stray = match (&self.mem, undelivered.is_empty()) {
+            (Some(mem), false) => Some(crate::oracle::stray::search(mem, self.run_id, &self.allowed, &undelivered).context("searching guest RAM for the frames not delivered")?),
+            _ => None,
         };
-        Ok(timeline(self.start_ns, &self.updates, dma.as_deref()))
+        Ok(Some(crate::oracle::registry::RxObservations { sent, seen, status: rx.status.clone(), stray }))
     }
 
-    /// The running engine's blocks from the RAM file; blocks before
-    /// `done_before` were in place when a kexec ended an earlier engine.
     /// The agent's pages for the memory oracle: hashed now, against the
     /// hashes taken when their engines started (None: no engine started).
     fn observe_pages(&self) -> Result<Option<crate::oracle::registry::PageObservations>> {
@@ -272,6 +199,7 @@ impl Runner<'_> {
                 || self.sc.nvme.as_ref().is_some_and(|n| n.persist),
             live_updates: self.live_updates,
             dma_trace_offset: self.dma_trace_offset,
+            start_ns: self.start_ns,
         }
     }
 
@@ -285,6 +213,15 @@ impl Runner<'_> {
         Ok(Some(crate::oracle::registry::NvmeObservations { blocks, lba_count: spec.lba_count, done_before: nv.done_before, restarts: nv.restarts.clone() }))
     }
 
+}
+
+/// The typed report field `name` from an oracle's section (its default
+/// when no oracle gave one).
+fn take<T: serde::de::DeserializeOwned + Default>(sections: &mut std::collections::BTreeMap<String, serde_json::Value>, name: &str) -> Result<T> {
+    match sections.remove(name) {
+        Some(v) => serde_json::from_value(v).with_context(|| format!("the {name} oracle's section")),
+        None => Ok(T::default()),
+    }
 }
 
 /// An oracle without its input says nothing, which must not read as
