@@ -13,9 +13,8 @@
 //!
 //! - [`kunit`]: the in-kernel KUnit tests' KTAP on the console.
 //!
-//! All but the RX ledger and the timeline judge behind the
-//! [`registry::Oracle`] trait; those two still judge through the scenario
-//! runner (they read its scanner and injector) and move there next.
+//! Each judges behind the [`registry::Oracle`] trait, from observations the
+//! scenario runner collects once after the steps.
 
 pub mod iommu;
 pub mod isolation;
