@@ -34,10 +34,7 @@ impl Fault for BusMasterOff {
     }
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
-        match &sc.rx {
-            Some(_) => Ok(()),
-            None => Err("fault: \"bus_master_off\" stops the e1000e: needs an [rx] table".into()),
-        }
+        super::needs_rx(sc, self.kind(), "stops")
     }
 
     fn needs_agent(&self) -> bool {

@@ -24,10 +24,7 @@ impl Fault for DeviceReset {
     }
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
-        match &sc.rx {
-            Some(_) => Ok(()),
-            None => Err("fault: \"device_reset\" resets the e1000e: needs an [rx] table".into()),
-        }
+        super::needs_rx(sc, self.kind(), "resets")
     }
 
     fn needs_agent(&self) -> bool {

@@ -41,10 +41,7 @@ impl Fault for LinkFlap {
     }
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
-        match &sc.rx {
-            Some(_) => Ok(()),
-            None => Err("fault: \"link_flap\" flaps the e1000e's link: needs an [rx] table".into()),
-        }
+        super::needs_rx(sc, self.kind(), "flaps the link of")
     }
 
     fn inject(&mut self, host: &mut HostParts, _: &Targets) -> Result<String> {

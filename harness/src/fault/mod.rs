@@ -221,6 +221,15 @@ pub trait Fault: Send {
     fn expects(&self) -> Expectation;
 }
 
+/// For a fault on the e1000e: the scenario must have an `[rx]` table;
+/// `does` says what the fault does to it (for the message).
+fn needs_rx(sc: &Scenario, kind: FaultKind, does: &str) -> Result<(), String> {
+    match &sc.rx {
+        Some(_) => Ok(()),
+        None => Err(format!("fault: \"{kind}\" {does} the e1000e: needs an [rx] table")),
+    }
+}
+
 /// The fault `step` asks for, with its parameters checked: the error names
 /// the field (`duration_ms: …`).
 pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {

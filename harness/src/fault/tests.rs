@@ -153,3 +153,13 @@ fn every_fault_scenario_is_in_the_catalogue_table() {
         assert!(table.contains(&format!("`{stem}`")), "{stem} is missing from the fault catalogue in scenarios/README.md");
     }
 }
+
+#[test]
+fn a_fault_on_the_e1000e_needs_an_rx_table() {
+    let head = "description = \"d\"\nexpect = \"broken\"\nexpect_reasons = [\"dma.stalled\"]\n\n[[steps]]\ndo = \"boot\"\n";
+    for (fault, does) in [("link_flap\"\nduration_ms = 5", "flaps the link of"), ("bus_master_off\"", "stops"), ("device_reset\"", "resets")] {
+        let text = format!("{head}\n[[steps]]\ndo = \"fault\"\nfault = \"{fault}\n");
+        let e = Scenario::parse(&text, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("steps[1]") && e.contains(&format!("{does} the e1000e: needs an [rx] table")), "{e}");
+    }
+}
