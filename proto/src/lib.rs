@@ -243,7 +243,7 @@ pub mod pattern;
 pub use dma::{DmaConfig, DmaLayout, DmaRegion, DmaStatus, Handover, IommuApi, NvmeHandover, PersistLayout, PersistSpec, PhysRange};
 mod persist;
 
-pub use persist::{LuoFindings, PersistBacking};
+pub use persist::{handover_path, LuoFindings, PersistBacking};
 
 /// Outcome of [`Op::Exec`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where a persistent engine's agent leaves the hand-over for the next
+/// kernel's agent: beside its file (`file` a path in the host, or in the
+/// pkernfs image: the harness finds it there from outside).
+pub fn handover_path(file: &str) -> String {
+    format!("{file}.handover")
+}
+
 /// What keeps a persistent engine's memory across kexec.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

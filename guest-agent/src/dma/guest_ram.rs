@@ -16,11 +16,6 @@ pub const CANARY_LEN: u64 = 4 * PAGE;
 /// The canary pattern (as in anonymous mode).
 pub const CANARY: &[u8] = b"lulab-canary-never-dma-";
 
-/// Where the agent leaves the hand-over for the next kernel's agent.
-pub fn handover_path(file: &str) -> String {
-    format!("{file}.handover")
-}
-
 /// The file's path relative to the pkernfs mount (its directory).
 pub fn image_path(file: &str) -> Result<String, String> {
     Path::new(file)

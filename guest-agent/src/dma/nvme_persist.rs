@@ -13,9 +13,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use lulab_proto::{DmaLayout, DmaRegion, IommuApi, NvmeHandover, PersistLayout, PersistSpec};
+use lulab_proto::{handover_path, DmaLayout, DmaRegion, IommuApi, NvmeHandover, PersistLayout, PersistSpec};
 
-use super::guest_ram::{handover_path, image_path, GuestRam, CANARY, CANARY_LEN};
+use super::guest_ram::{image_path, GuestRam, CANARY, CANARY_LEN};
 use super::mem::PAGE;
 use super::nvme::{self, admin_len, bring_up, Geometry, Nvme, NvmeCursor, NvmeMem, Plan, ADMIN_IOVA, BUF_IOVA, CQ_IOVA};
 use super::nvme_queue::{QueuePair, CQE};

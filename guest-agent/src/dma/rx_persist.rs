@@ -18,10 +18,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use lulab_proto::{DmaLayout, DmaRegion, Handover, IommuApi, PersistLayout, PersistSpec};
+use lulab_proto::{handover_path, DmaLayout, DmaRegion, Handover, IommuApi, PersistLayout, PersistSpec};
 
 use super::e1000e::{bsize_bits, reg, Cursor, E1000e, RxMem, BUF_IOVA, DESC, RCTL_EN, RING_IOVA};
-use super::guest_ram::{handover_path, image_path, GuestRam, CANARY, CANARY_LEN};
+use super::guest_ram::{image_path, GuestRam, CANARY, CANARY_LEN};
 use super::mem::PAGE;
 use super::vfio::{Bar, Device, Iommu};
 use super::Progress;

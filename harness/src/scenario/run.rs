@@ -392,7 +392,7 @@ impl<'a> Runner<'a> {
         self.faults.targets.canary.push((engine, layout.canary.clone()));
         if let Some(p) = layout.persist.as_ref().filter(|p| p.backing == lulab_proto::PersistBacking::Pkernfs) {
             self.faults.targets.handover.retain(|(e, _)| *e != engine);
-            self.faults.targets.handover.push((engine, format!("{}.handover", p.image_path)));
+            self.faults.targets.handover.push((engine, lulab_proto::handover_path(&p.image_path)));
         }
         self.watched.extend(layout.dma_pages.iter().chain(&layout.canary).copied());
         self.allowed.extend(layout.dma_pages.iter().copied());
