@@ -49,7 +49,7 @@ impl Fault for HandoverCorrupt {
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
         let persistent_in_pkernfs = match self.engine {
-            Engine::Rx => sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs),
+            Engine::Rx => sc.rx.as_ref().is_some_and(crate::scenario::RxSpec::in_pkernfs),
             Engine::Nvme => sc.nvme.as_ref().is_some_and(|n| n.persist),
         };
         match persistent_in_pkernfs {

@@ -199,6 +199,13 @@ pub struct RxSpec {
     pub backing: PersistBacking,
 }
 
+impl RxSpec {
+    /// Kept persistent with its memory in a pkernfs file (not a LUO memfd).
+    pub fn in_pkernfs(&self) -> bool {
+        self.persist && self.backing == PersistBacking::Pkernfs
+    }
+}
+
 /// `[nvme]`: blocks the agent reads from the harness-written backing file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -480,7 +487,7 @@ impl Scenario {
             if nv.rx_ram_at_buffers && nv.persist {
                 return Err("nvme.rx_ram_at_buffers: the fault is injected into a non-persistent NVMe domain: set nvme.persist = false".into());
             }
-            let rx_in_pkernfs = self.rx.as_ref().is_some_and(|rx| rx.persist && rx.backing == PersistBacking::Pkernfs);
+            let rx_in_pkernfs = self.rx.as_ref().is_some_and(RxSpec::in_pkernfs);
             if nv.rx_ram_at_buffers && !rx_in_pkernfs {
                 return Err("nvme.rx_ram_at_buffers: maps the e1000e's guest-RAM file: needs [rx] with persist = true in pkernfs".into());
             }

@@ -195,7 +195,7 @@ impl Runner<'_> {
         crate::oracle::registry::RunFacts {
             dma_started: self.rx.is_some() || self.nvme.is_some(),
             carve_out: self.sc.pkernfs.as_ref().map(|pk| (pk.base(), pk.size())),
-            persistent: self.sc.rx.as_ref().is_some_and(|r| r.persist && r.backing == lulab_proto::PersistBacking::Pkernfs)
+            persistent: self.sc.rx.as_ref().is_some_and(crate::scenario::RxSpec::in_pkernfs)
                 || self.sc.nvme.as_ref().is_some_and(|n| n.persist),
             live_updates: self.live_updates,
             dma_trace_offset: self.dma_trace_offset,
