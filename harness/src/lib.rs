@@ -28,6 +28,7 @@ pub mod setup;
 pub mod slots;
 pub mod update;
 pub mod traffic;
+pub mod watch;
 
 /// How a unit enum variant is spelled in files and reports: its serde name
 /// (`Reason::DmaLost` → `dma.lost`, `Moment::KernelUp` → `kernel_up`).

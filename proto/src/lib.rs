@@ -239,6 +239,7 @@ pub struct TreeStat {
 
 mod dma;
 pub mod pattern;
+pub mod watch;
 
 pub use dma::{DmaConfig, DmaLayout, DmaRegion, DmaStatus, Handover, IommuApi, NvmeHandover, PersistLayout, PersistSpec, PhysRange};
 mod persist;

@@ -21,3 +21,12 @@ pub struct KernelArtifacts {
     /// Exact source / package version (e.g. Debian's `6.12.95-1~bpo12+1`).
     pub source_version: String,
 }
+
+impl KernelArtifacts {
+    /// Its `System.map` (next to the image: `System.map` or
+    /// `System.map-<release>`), if there is one.
+    pub fn system_map(&self) -> Option<PathBuf> {
+        let dir = self.bzimage.parent()?;
+        [dir.join("System.map"), dir.join(format!("System.map-{}", self.release))].into_iter().find(|p| p.is_file())
+    }
+}

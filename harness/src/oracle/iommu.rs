@@ -212,7 +212,7 @@ mod tests {
         let t = TraceSummary::default();
         let since = TraceSummary { dmar_root: vec![0x4080_0000, 0x1a9_4000], ..Default::default() };
         let judge_with = |facts: RunFacts| {
-            let obs = Observations { facts: &facts, pages: None, nvme: None, rx: None, updates: &[], isolation: None, host_dir: dir.path(), trace: &t, since_dma: &since, log: &log, journal: &[] };
+            let obs = Observations { facts: &facts, pages: None, nvme: None, rx: None, updates: &[], isolation: None, host_dir: dir.path(), trace: &t, since_dma: &since, log: &log, journal: &[], watch: None };
             IommuOracle.judge(&obs).unwrap()
         };
         let carve = Some((0x4000_0000, 64 << 20));

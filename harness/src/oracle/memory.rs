@@ -158,6 +158,8 @@ impl super::registry::Oracle for MemoryOracle {
             unexpected_changes: d.unexpected.len() as u64,
             dma_pages_changed: d.allowed_changed,
             first_unexpected: d.unexpected.iter().take(8).map(|p| format!("{p:#x}")).collect(),
+            // Filled from the CPU-write oracle (`cpu_writes`) by the runner.
+            cpu_writes_outside_allowed: None,
         };
         Ok(super::registry::Judged { section: serde_json::to_value(section)?, findings, files: Vec::new() })
     }

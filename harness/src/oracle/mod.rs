@@ -17,6 +17,7 @@
 //! scenario runner collects once after the steps.
 
 pub mod iommu;
+pub mod cpu_writes;
 pub mod isolation;
 pub mod kernel_log;
 pub mod kunit;

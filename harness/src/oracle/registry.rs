@@ -100,6 +100,9 @@ pub struct Observations<'a> {
     pub log: &'a KernelLog,
     /// The run's journal, by time.
     pub journal: &'a [Entry],
+    /// With `watch_persistent_memory`: the CPU-write watcher's records and
+    /// what they are judged against.
+    pub watch: Option<&'a crate::watch::WatchObservations>,
 }
 
 /// One oracle's verdict.
@@ -147,6 +150,7 @@ pub fn registered() -> Vec<Box<dyn Oracle>> {
         Box::new(super::kernel_log::KernelLogOracle),
         Box::new(super::timeline::TimelineOracle),
         Box::new(super::isolation::IsolationOracle),
+        Box::new(super::cpu_writes::CpuWritesOracle),
     ]
 }
 
@@ -180,7 +184,7 @@ mod tests {
         let log = KernelLog::of_run(dir.path());
         let t = TraceSummary::default();
         let facts = RunFacts::default();
-        let obs = Observations { facts: &facts, pages: None, nvme: None, rx: None, updates: &[], isolation: None, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[] };
+        let obs = Observations { facts: &facts, pages: None, nvme: None, rx: None, updates: &[], isolation: None, host_dir: dir.path(), trace: &t, since_dma: &t, log: &log, journal: &[], watch: None };
         let o = registered().into_iter().find(|o| o.name() == "kernel_splats").unwrap();
         let j = o.judge(&obs).unwrap();
         assert_eq!(j.findings.len(), 1);

@@ -64,6 +64,14 @@ impl RunPaths {
     pub fn pidfile(&self) -> PathBuf {
         self.dir.join("qemu.pid")
     }
+    /// Guest-physical ranges the CPU-write watcher plugin watches.
+    pub fn watch_ranges(&self) -> PathBuf {
+        self.dir.join("watch-ranges")
+    }
+    /// The watcher plugin's records of CPU stores into those ranges.
+    pub fn watch_log(&self) -> PathBuf {
+        self.dir.join("watch.log")
+    }
     /// The argv QEMU was started with, one argument per line.
     pub fn argv(&self) -> PathBuf {
         self.dir.join("qemu.argv")
@@ -122,6 +130,20 @@ pub struct NvmeParams {
     pub throttle_iops: Option<u32>,
 }
 
+/// A TCG plugin QEMU loads (`-plugin`): the CPU-write watcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginParams {
+    /// The plugin's shared object.
+    pub file: PathBuf,
+    /// Its record limit (`max=`).
+    pub max_records: u64,
+    /// The guest-physical ranges it watches (written to [`RunPaths::watch_ranges`]).
+    pub ranges: lulab_proto::watch::Ranges,
+    /// Subtracted from CLOCK_MONOTONIC in its records (`base=`): the
+    /// harness clock's zero.
+    pub clock_base_ns: u64,
+}
+
 /// One QEMU host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineParams {
@@ -145,6 +167,9 @@ pub struct MachineParams {
     pub trace_events: Vec<String>,
     /// Start with vCPUs stopped (`-S`); the harness resumes after connecting.
     pub start_paused: bool,
+    /// The CPU-write watcher (ranges in [`RunPaths::watch_ranges`], records
+    /// in [`RunPaths::watch_log`]).
+    pub watcher: Option<PluginParams>,
 }
 
 /// The e1000e's qdev id (its NIC net client: QMP `set_link` names it).
@@ -178,6 +203,7 @@ impl MachineParams {
             nvme: None,
             trace_events: DEFAULT_TRACE_EVENTS.iter().map(|s| s.to_string()).collect(),
             start_paused: true,
+            watcher: None,
         }
     }
 
@@ -240,6 +266,19 @@ impl MachineParams {
             // Timestamps on every trace line (`pid@sec.usec:event …`).
             push(&["-trace", &format!("events={}", p(paths.trace_events())), "-D", &p(paths.trace_log()), "-msg", "timestamp=on"]);
         }
+        if let Some(w) = &self.watcher {
+            push(&[
+                "-plugin",
+                &format!(
+                    "file={},ranges={},out={},max={},base={}",
+                    p(w.file.clone()),
+                    p(paths.watch_ranges()),
+                    p(paths.watch_log()),
+                    w.max_records,
+                    w.clock_base_ns
+                ),
+            ]);
+        }
         push(&["-pidfile", &p(paths.pidfile())]);
         if self.start_paused {
             push(&["-S"]);
@@ -256,6 +295,7 @@ mod tests {
     fn argv_snapshot() {
         let mut m = MachineParams::new(Path::new("/k/bzImage"), Path::new("/k/initrd.gz"));
         m.nvme = Some(NvmeParams { backing: "/run/nvme.img".into(), throttle_iops: Some(100) });
+        m.watcher = Some(PluginParams { file: "/w/liblulab_watcher.so".into(), max_records: 1000, ranges: Default::default(), clock_base_ns: 7 });
         insta::assert_snapshot!(m.argv(&RunPaths::new("/run")).join("\n"));
     }
 

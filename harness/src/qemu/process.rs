@@ -37,6 +37,9 @@ impl QemuProcess {
         if !params.trace_events.is_empty() {
             std::fs::write(paths.trace_events(), params.trace_events.join("\n") + "\n")?;
         }
+        if let Some(w) = &params.watcher {
+            std::fs::write(paths.watch_ranges(), w.ranges.to_string())?;
+        }
         let argv = params.argv(paths);
         std::fs::write(paths.argv(), argv.join("\n") + "\n")?;
         let stderr = std::fs::File::create(paths.stderr())?;

@@ -33,6 +33,10 @@ pub enum Reason {
     /// Agent pages (DMA buffers, canary) changed although no device may write them.
     #[serde(rename = "memory.changed")]
     MemoryChanged,
+    /// A guest CPU stored into persistent memory where the phase of the run
+    /// allows no such store (the CPU-write watcher, `watch_persistent_memory`).
+    #[serde(rename = "memory.cpu_write")]
+    MemoryCpuWrite,
     /// VT-d faults (QEMU's trace or the guest's log).
     #[serde(rename = "iommu.fault")]
     IommuFault,
@@ -100,6 +104,7 @@ impl Reason {
         Reason::NvmeLost,
         Reason::NvmeCorrupted,
         Reason::MemoryChanged,
+        Reason::MemoryCpuWrite,
         Reason::IommuFault,
         Reason::IommuTranslationOff,
         Reason::IommuRootOutsidePkernfs,

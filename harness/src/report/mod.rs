@@ -225,6 +225,10 @@ pub struct MemorySection {
     pub dma_pages_changed: u64,
     /// A few unexpected page addresses (hex GPA).
     pub first_unexpected: Vec<String>,
+    /// With `watch_persistent_memory`: guest CPU stores into the carve-out
+    /// that the phase of the run did not allow (see `cpu_writes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_writes_outside_allowed: Option<u64>,
 }
 
 impl Report {

@@ -28,7 +28,7 @@ pub(crate) fn sample() -> Report {
         },
         nvme: NvmeSection { blocks_read: 512, corrupted: 0, lost: 0, ..Default::default() },
         iommu: IommuSection { translation_disabled: 1, root_tables: vec!["0x40800000".into()], ..Default::default() },
-        memory: MemorySection { pages_checked: 1030, unexpected_changes: 3, dma_pages_changed: 40, first_unexpected: vec!["0x3e000000".into()] },
+        memory: MemorySection { pages_checked: 1030, unexpected_changes: 3, dma_pages_changed: 40, first_unexpected: vec!["0x3e000000".into()], cpu_writes_outside_allowed: None },
         live_updates: 1,
         updates: vec![UpdateTimeline {
             index: 1,

@@ -111,6 +111,11 @@ pub struct Scenario {
     /// reached only its own pages (the isolation oracle).
     #[serde(default)]
     pub check_isolation: bool,
+    /// Load the CPU-write watcher (a TCG plugin) on the carve-out and judge
+    /// every guest CPU store into it: who wrote, where, in which phase of
+    /// the run (the `cpu_writes` oracle). Needs `[pkernfs]`.
+    #[serde(default)]
+    pub watch_persistent_memory: bool,
     /// Upstream's LUO switched on (absent: off).
     pub luo: Option<LuoSpec>,
     /// What happens, in order (an entry written with `repeat = N` is here
@@ -493,9 +498,6 @@ impl Scenario {
             }
         }
         if let Some(rx) = &self.rx {
-            if rx.persist && rx.unmapped_slots != 0 {
-                return Err("rx.unmapped_slots: fault injection is not supported with rx.persist".into());
-            }
             if !rx.refill && rx.frames > u64::from(rx.ring_size) {
                 return Err(format!(
                     "rx.frames: {} frames do not fit a ring of {} without refill (set rx.refill = true)",
@@ -505,6 +507,9 @@ impl Scenario {
         }
         if self.steps.contains(&Step::DmaRemapProbe) && !self.rx.as_ref().is_some_and(|r| r.persist) {
             return Err("steps: `dma_remap_probe` needs a persistent RX engine (rx.persist = true)".into());
+        }
+        if self.watch_persistent_memory && self.pkernfs.is_none() {
+            return Err("watch_persistent_memory: the watcher watches the pkernfs carve-out: add a [pkernfs] table".into());
         }
         let needs_pk = self.steps.iter().any(Step::is_pkernfs);
         if needs_pk && self.pkernfs.is_none() {

@@ -141,6 +141,17 @@ impl<'a> Runner<'a> {
             params.cmdline.extend(luo.cmdline());
         }
         params.cmdline.extend(sc.host.cmdline.iter().cloned());
+        if sc.watch_persistent_memory {
+            let pk = sc.pkernfs.as_ref().context("watch_persistent_memory needs [pkernfs]")?;
+            params.watcher = Some(crate::qemu::params::PluginParams {
+                file: crate::watch::build_plugin()?,
+                max_records: crate::watch::MAX_RECORDS,
+                ranges: lulab_proto::watch::Ranges::new(vec![(pk.base(), pk.base() + pk.size())]),
+                clock_base_ns: crate::watch::clock_base_ns(),
+            });
+            // The offenders' PCs are symbolised against System.map: no KASLR.
+            params.cmdline.push("nokaslr".into());
+        }
         let extra = if sc.check_isolation { crate::oracle::isolation::ISOLATION_TRACE_EVENTS } else { &[] };
         // LULAB_QEMU_TRACE=ev1,ev2 adds QEMU trace events to a run (debugging a device model).
         let asked: Vec<String> = std::env::var("LULAB_QEMU_TRACE")

@@ -54,7 +54,15 @@ impl Runner<'_> {
         let pages = self.observe_pages()?;
         let journal = self.journal.entries();
         let facts = self.facts();
-        let obs = Observations { facts: &facts, pages: pages.as_ref(), nvme: nvme_obs.as_ref(), rx: rx_obs.as_ref(), updates: &self.updates, isolation: self.sc.check_isolation.then_some(&self.iso), host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal };
+        let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
+        // Everything seen through the host is collected: it goes before the
+        // oracles judge (the watcher plugin writes its last records at exit;
+        // the RAM file stays mapped).
+        if let Some(host) = self.host.take() {
+            host.shutdown().context("shutting the host down")?;
+        }
+        let watch = self.observe_watch(&journal);
+        let obs = Observations { facts: &facts, pages: pages.as_ref(), nvme: nvme_obs.as_ref(), rx: rx_obs.as_ref(), updates: &self.updates, isolation: self.sc.check_isolation.then_some(&self.iso), host_dir: &self.host_dir(), trace: &trace, since_dma: &since_dma, log: &log, journal: &journal, watch: watch.as_ref() };
         let mut sections = std::collections::BTreeMap::new();
         for o in crate::oracle::registry::registered() {
             let judged = o.judge(&obs).with_context(|| format!("the {} oracle", o.name()))?;
@@ -68,18 +76,17 @@ impl Runner<'_> {
         let dma: DmaSection = take(&mut sections, "dma")?;
         let nvme: NvmeSection = take(&mut sections, "nvme")?;
         let iommu: IommuSection = take(&mut sections, "iommu")?;
-        let memory: MemorySection = take(&mut sections, "memory")?;
+        let mut memory: MemorySection = take(&mut sections, "memory")?;
+        if let Some(cw) = sections.get("cpu_writes").filter(|v| !v.is_null()) {
+            memory.cpu_writes_outside_allowed = cw.get("outside_allowed").and_then(|v| v.as_u64());
+        }
         let kunit: Option<crate::ktap::Counts> = take(&mut sections, "kunit")?;
         let updates: Vec<UpdateTimeline> = take(&mut sections, "updates")?;
         let isolation: Option<IsolationSection> = take(&mut sections, "isolation")?;
         found.extend(self.pk.findings.iter().cloned());
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
         self.pk.write(&self.out)?;
-        let qemu = self.host.as_ref().map(|h| format!("{}.{}.{}", h.qmp.version.0, h.qmp.version.1, h.qmp.version.2));
         let agent_reconnects = hangups.iter().map(|(r, ns)| format!("{r} at {} ms", ns.saturating_sub(self.start_ns) / 1_000_000)).collect();
-        if let Some(host) = self.host.take() {
-            host.shutdown().context("shutting the host down")?;
-        }
         // An abort that was no finding, or an oracle without its input.
         let could_not_run = found.iter().any(|f| f.reason == Reason::RunError);
         let outcome = match (could_not_run, found.is_empty()) {
@@ -188,6 +195,36 @@ impl Runner<'_> {
             allowed: self.allowed.clone(),
             retired: self.retired.clone(),
         }))
+    }
+
+    /// With `watch_persistent_memory`: the watcher's records (read once QEMU
+    /// has exited), the carve-out's page owners from the RAM file, the DMA
+    /// engines' pages and each kernel's System.map.
+    fn observe_watch(&self, journal: &[crate::journal::Entry]) -> Option<crate::watch::WatchObservations> {
+        let w = self.params.watcher.as_ref()?;
+        let paths = crate::qemu::params::RunPaths::new(self.host_dir());
+        let log = crate::watch::WatchLog::read(&paths.watch_log()).map_err(|e| format!("{e:#}"));
+        let carve = self.sc.pkernfs.as_ref().map(|pk| lulab_proto::PhysRange { gpa: pk.base(), len: pk.size() });
+        let owners = match (&self.mem, carve) {
+            (Some(mem), Some(range)) => crate::watch::owners::PageOwners::read(mem, range),
+            _ => crate::watch::owners::PageOwners::unknown("no RAM file or carve-out"),
+        };
+        let dma_since_ns = journal.iter().find(|e| matches!(e.event, crate::journal::Event::EngineStarted { .. })).map(|e| e.ns);
+        let kernels = std::iter::once(self.sc.host.kernel.name().to_string()).chain(self.updates.iter().map(|u| u.kernel.clone()));
+        let maps = kernels
+            .map(|name| {
+                let set = self.sets.iter().find(|(k, _)| k.name() == name).map(|(_, s)| s)?;
+                crate::watch::symbols::SymbolMap::read(&set.kernel.system_map()?).ok()
+            })
+            .collect();
+        Some(crate::watch::WatchObservations {
+            watched: w.ranges.as_slice().iter().map(|&(s, e)| lulab_proto::PhysRange { gpa: s, len: e - s }).collect(),
+            log,
+            owners,
+            engine_pages: self.watched.clone(),
+            dma_since_ns,
+            maps,
+        })
     }
 
     /// What the oracles behind the trait need to know of the run.
