@@ -6,6 +6,7 @@
 //! `KernelArtifacts → ImageSpec → Initramfs → MachineParams → Host → observations → Report`.
 
 pub mod agent;
+pub mod bench;
 pub mod cache;
 pub mod cmd;
 pub mod fault;

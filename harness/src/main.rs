@@ -71,6 +71,11 @@ enum Cmd {
         #[arg(last = true)]
         nextest_args: Vec<String>,
     },
+    /// Benchmarks: measured side by side in one run, written to DIR/bench.json and bench.md.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
     /// Image stage on its own: build (or take from cache) the host initramfs.
     Image {
         #[command(subcommand)]
@@ -99,6 +104,23 @@ enum KernelCmd {
         /// Console logs (console.log, kmsg.log).
         #[arg(required = true)]
         logs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// The CPU-write watcher's cost: a scenario without and with the TCG
+    /// plugin, in pairs of alternating order; prints wall-time ratios.
+    Watcher {
+        /// Scenario file (needs [pkernfs]).
+        #[arg(long, default_value = "scenarios/live-update-rx.toml")]
+        scenario: PathBuf,
+        /// Pairs of runs.
+        #[arg(long, default_value_t = 2)]
+        pairs: usize,
+        /// Output directory (default: reports/<timestamp>-bench-watcher).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -168,6 +190,16 @@ fn main() -> Result<()> {
                 }
             }
             std::process::exit(i32::from(any));
+        }
+        Cmd::Bench { cmd: BenchCmd::Watcher { scenario, pairs, out } } => {
+            let out = match out {
+                Some(d) => d,
+                None => new_run_dir("bench-watcher")?,
+            };
+            let b = lulab::bench::watcher::run(&scenario, pairs, &out)?;
+            print!("{}", b.markdown());
+            println!("\nbench: {}", out.join("bench.json").display());
+            Ok(())
         }
         Cmd::Image { cmd: ImageCmd::Build } => {
             let set = BootSet::stock()?;

@@ -10,6 +10,7 @@ use lulab::report::Report;
 
 /// `live-update-rx`.
 pub fn rx(r: &Report, dir: &Path) {
+    super::watcher::clean(r, dir);
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
     assert_eq!(r.dma.bus_master_cleared, 0, "{:?}", r.dma);
@@ -47,6 +48,7 @@ pub fn rx(r: &Report, dir: &Path) {
 
 /// `live-update-nvme`.
 pub fn nvme(r: &Report, dir: &Path) {
+    super::watcher::clean(r, dir);
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.nvme.blocks_read, r.nvme.lost, r.nvme.corrupted), (4096, 0, 0), "{:?}", r.nvme);
     assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
@@ -58,7 +60,8 @@ pub fn nvme(r: &Report, dir: &Path) {
 }
 
 /// `live-update-soak`.
-pub fn soak(r: &Report, _: &Path) {
+pub fn soak(r: &Report, dir: &Path) {
+    super::watcher::clean(r, dir);
     assert_eq!(r.live_updates, 20);
     assert_eq!(r.updates.len(), 20);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);

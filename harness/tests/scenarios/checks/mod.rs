@@ -6,6 +6,7 @@ mod kernel;
 mod live_update;
 mod pkernfs;
 mod stock;
+mod watcher;
 
 use std::path::Path;
 
@@ -38,6 +39,7 @@ const ALL: &[(&str, Check)] = &[
     ("pkernfs-mount-64m", pkernfs::mount_64m),
     ("pkernfs-mount-256m", pkernfs::mount_256m),
     ("pkernfs-mount-1g", pkernfs::mount_1g),
+    ("plugin-catches-write", watcher::catches_write),
 ];
 
 /// Stems that have checks.

@@ -1,0 +1,5 @@
+//! `lulab bench`: measurements that compare, side by side in one run,
+//! never timed assertions. Each bench writes `bench.json` and `bench.md`
+//! into its output directory.
+
+pub mod watcher;
