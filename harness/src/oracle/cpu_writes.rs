@@ -110,7 +110,7 @@ impl Oracle for CpuWritesOracle {
     fn markdown(&self, section: &serde_json::Value) -> Option<String> {
         let s: CpuWritesSection = serde_json::from_value(section.clone()).ok()?;
         let mut md = format!(
-            "CPU stores into persistent memory: {} seen, {} allowed, **{} outside what their phase allows**{}\n",
+            "## CPU stores into persistent memory (TCG plugin)\n\n{} stores seen, {} allowed, **{} outside what their phase allows**{}\n",
             s.stores,
             s.allowed,
             s.outside_allowed,
