@@ -1,10 +1,25 @@
 //! The DMA ledger: accounts every injected frame as delivered intact,
-//! corrupted, dropped by the device (only with evidence), still queued on the
-//! host side (back-pressure), or lost.
+//! corrupted, dropped by the device (only with evidence), dropped by QEMU's
+//! net layer while the NIC's link was down or the VM stopped (only with
+//! evidence), still queued on the host side (back-pressure), or lost.
 //!
-//! `sent = delivered + corrupted + dropped_by_device + queued_on_host + lost`
-//! always holds, and every term is computed so that doubtful frames end up
-//! in `lost`, never the other way round.
+//! `sent = delivered + corrupted + dropped_by_device + dropped_by_qemu +
+//! queued_on_host + lost` always holds, and every term is computed so that
+//! doubtful frames end up in `lost`, never the other way round.
+//!
+//! QEMU 10's net layer frees frames without the device seeing them in two
+//! cases (net/net.c, net/queue.c): a frame queued for the NIC while its link
+//! is down (QMP `set_link … off`) is freed by the next flush (an RDT or
+//! PCI_COMMAND write, link up) as if delivered (`qemu_deliver_packet_iov`
+//! returns its size when `link_down`); and a VM `stop` purges what is queued
+//! for the NIC. No trace event or device counter records either. The
+//! evidence is QEMU's own capture of every frame its netdev took from the
+//! socket (`filter-dump`, [`crate::traffic::capture`]): a frame taken by
+//! QEMU, neither written to the guest nor dropped by the device, was freed
+//! inside QEMU. It is `dropped_by_qemu` when it was written to the socket
+//! during such a window (from [`QEMU_DROP_MARGIN_NS`] before it to its end:
+//! the journal's `link_flap` and `vm_pause` faults); otherwise it is lost.
+//! With a capture, a frame QEMU never took is exactly `queued_on_host`.
 //!
 //! Evidence (QEMU 10, hw/net/e1000e_core.c): when the ring has no free
 //! descriptor QEMU's e1000e does not drop — `e1000e_rx_not_written_to_guest`
@@ -41,6 +56,11 @@ pub const LEDGER_TRACE_EVENTS: &[&str] = &[
 ];
 /// Lost sequence numbers listed in a report.
 pub const FIRST_LOST: usize = 8;
+/// How long before a link-down or VM-stop window a frame may have been
+/// written and still be waiting in the socket or QEMU's queue when the
+/// window starts (the ring full while no agent runs: a socket buffer and a
+/// queue of a few hundred frames at these rates).
+pub const QEMU_DROP_MARGIN_NS: u64 = 10_000_000_000;
 
 /// What the device and QEMU say happened to frames, for the injection
 /// window only (summarise the trace log from its size at injection start).
@@ -59,6 +79,13 @@ pub struct DeviceEvidence {
     pub backpressure_events: u64,
     /// Human-readable evidence lines for the report.
     pub notes: Vec<String>,
+    /// Frames of the run QEMU's netdev took from the socket (its capture);
+    /// `None`: not captured (then `queued_on_host` is estimated).
+    #[serde(skip)]
+    pub taken_by_qemu: Option<std::collections::BTreeSet<u64>>,
+    /// Windows (harness clock) in which QEMU's net layer may free frames:
+    /// the NIC's link down, the VM stopped.
+    pub qemu_drop_windows: Vec<(u64, u64)>,
 }
 
 impl DeviceEvidence {
@@ -108,6 +135,17 @@ impl DeviceEvidence {
         self
     }
 
+    /// Adds QEMU's capture of what its netdev took from the socket, and the
+    /// windows in which its net layer may free frames.
+    pub fn with_capture(mut self, taken: Option<std::collections::BTreeSet<u64>>, windows: Vec<(u64, u64)>) -> Self {
+        if let Some(t) = &taken {
+            self.notes.push(format!("{} frames of the run taken from the socket by QEMU (capture)", t.len()));
+        }
+        self.taken_by_qemu = taken;
+        self.qemu_drop_windows = windows;
+        self
+    }
+
     /// Frames the device may be said to have dropped: only what QEMU's own
     /// trace shows (an in-guest counter is a hint, not a verdict).
     pub fn drops(&self) -> u64 {
@@ -142,6 +180,9 @@ pub struct LedgerReport {
     pub corrupted: u64,
     /// Dropped by the device, with evidence.
     pub dropped_by_device: u64,
+    /// Taken by QEMU from the socket and freed by its net layer while the
+    /// NIC's link was down or the VM stopped (capture evidence).
+    pub dropped_by_qemu: u64,
     /// Never taken by the device: in the injector, the socket or QEMU's queue.
     pub queued_on_host: u64,
     /// Unaccounted for.
@@ -186,17 +227,38 @@ impl Ledger {
         let mut remaining = total - delivered - corrupted;
         let dropped_by_device = evidence.drops().min(remaining);
         remaining -= dropped_by_device;
-        let queued_on_host = queued_estimate(sent, evidence).min(remaining);
-        let lost = remaining - queued_on_host;
-        // The queued frames are the newest (FIFO); lost ones are among the rest.
-        let tail_start = undelivered.len().saturating_sub(queued_on_host as usize);
+        let (queued_on_host, dropped_by_qemu, lost_pool) = match &evidence.taken_by_qemu {
+            Some(taken) => {
+                // Exact: what QEMU never took is in the socket or the injector.
+                let queued = (undelivered.iter().filter(|s| !taken.contains(s)).count() as u64).min(remaining);
+                remaining -= queued;
+                let in_window = |s: &u64| {
+                    let w = sent.frames.get(*s as usize).and_then(|f| f.written_ns);
+                    w.is_some_and(|w| evidence.qemu_drop_windows.iter().any(|&(a, b)| w + QEMU_DROP_MARGIN_NS >= a && w <= b))
+                };
+                let freed: Vec<u64> = undelivered.iter().copied().filter(|s| taken.contains(s)).collect();
+                let eligible = freed.iter().filter(|s| in_window(s)).count() as u64;
+                let dq = eligible.min(remaining);
+                remaining -= dq;
+                (queued, dq, freed.into_iter().filter(|s| !in_window(s)).collect::<Vec<_>>())
+            }
+            None => {
+                let queued = queued_estimate(sent, evidence).min(remaining);
+                remaining -= queued;
+                // The queued frames are the newest (FIFO); lost ones are among the rest.
+                let tail_start = undelivered.len().saturating_sub(queued as usize);
+                (queued, 0, undelivered[..tail_start].to_vec())
+            }
+        };
+        let lost = remaining;
         let shown = FIRST_LOST.min(lost as usize);
-        let first_lost_seqs = undelivered[..tail_start].iter().take(shown).copied().collect();
+        let first_lost_seqs = lost_pool.iter().take(shown).copied().collect();
         LedgerReport {
             sent: total,
             delivered,
             corrupted,
             dropped_by_device,
+            dropped_by_qemu,
             queued_on_host,
             lost,
             first_lost_seqs,
@@ -233,6 +295,27 @@ fn attribute_corruption(total: u64, seen: &Sightings) -> (std::collections::BTre
 fn queued_estimate(sent: &SentLog, e: &DeviceEvidence) -> u64 {
     let in_socket = e.written_to_guest.map_or(0, |w| sent.written().saturating_sub(w + e.drops()));
     sent.unwritten() + in_socket
+}
+
+/// The journal's link-down and VM-stop windows (`link_flap`, `vm_pause`
+/// faults: injected → ended; one that never ended lasts to the end).
+pub fn qemu_drop_windows(journal: &[crate::journal::Entry]) -> Vec<(u64, u64)> {
+    use crate::fault::FaultKind;
+    use crate::journal::Event;
+    let drops = |k: &FaultKind| matches!(k, FaultKind::LinkFlap | FaultKind::VmPause);
+    journal
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::FaultInjected { step, kind, .. } if drops(kind) => {
+                let end = journal
+                    .iter()
+                    .find(|x| x.ns >= e.ns && matches!(&x.event, Event::FaultEnded { step: s, kind: k } if s == step && k == kind))
+                    .map_or(u64::MAX, |x| x.ns);
+                Some((e.ns, end))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn latency(seen: &Sightings, total: u64) -> LatencyStats {
@@ -275,6 +358,7 @@ impl super::registry::Oracle for LedgerOracle {
         if let Some(st) = &rx.status {
             evidence = evidence.with_counters(&st.device_counters);
         }
+        evidence = evidence.with_capture(rx.taken_by_qemu.clone(), qemu_drop_windows(obs.journal));
         let l = Ledger::account(&rx.sent, &rx.seen, &evidence);
         let mut found = Vec::new();
         let stray = rx.stray.clone().filter(|_| l.lost > 0);
@@ -305,6 +389,7 @@ impl super::registry::Oracle for LedgerOracle {
             delivered: l.delivered,
             corrupted: l.corrupted,
             dropped_by_device: l.dropped_by_device,
+            dropped_by_qemu: l.dropped_by_qemu,
             lost: l.lost,
             queued_on_host: l.queued_on_host,
             backpressure_events: rx.sent.eagain,

@@ -72,6 +72,9 @@ pub struct RxObservations {
     pub status: Option<lulab_proto::DmaStatus>,
     /// Frames not found in the buffers, searched for in the whole RAM file.
     pub stray: Option<crate::oracle::stray::StraySection>,
+    /// Frames of the run QEMU's netdev took from the socket (its capture;
+    /// `None`: no capture file).
+    pub taken_by_qemu: Option<std::collections::BTreeSet<u64>>,
 }
 
 /// What the oracles judge from.

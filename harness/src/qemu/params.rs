@@ -48,6 +48,11 @@ impl RunPaths {
     pub fn net_sock(&self) -> PathBuf {
         self.dir.join("net.sock")
     }
+    /// Every frame QEMU's netdev took from the harness's socket (pcap,
+    /// `filter-dump` on the netdev's transmit queue).
+    pub fn net_capture(&self) -> PathBuf {
+        self.dir.join("net-rx.pcap")
+    }
     /// Trace event patterns QEMU enables.
     pub fn trace_events(&self) -> PathBuf {
         self.dir.join("trace-events")
@@ -113,11 +118,15 @@ pub struct NicParams {
     pub netdev: NetdevKind,
     /// MAC address.
     pub mac: String,
+    /// Record every frame the netdev takes from the socket
+    /// ([`RunPaths::net_capture`]): the ledger's evidence of frames QEMU's
+    /// net layer freed without giving them to the device.
+    pub capture: bool,
 }
 
 impl Default for NicParams {
     fn default() -> Self {
-        Self { netdev: NetdevKind::Stream, mac: "52:54:00:12:34:56".into() }
+        Self { netdev: NetdevKind::Stream, mac: "52:54:00:12:34:56".into(), capture: true }
     }
 }
 
@@ -239,6 +248,11 @@ impl MachineParams {
                     "-netdev",
                     &format!("stream,id=net0,server=off,addr.type=unix,addr.path={}", p(paths.net_sock())),
                 ]),
+            }
+            if nic.capture {
+                // queue=tx: what the netdev sends towards the NIC, taken
+                // before QEMU's net layer queues or drops it.
+                push(&["-object", &format!("filter-dump,id=cap0,netdev=net0,queue=tx,file={}", p(paths.net_capture()))]);
             }
             push(&["-device", &format!("e1000e,id={NIC_ID},netdev=net0,mac={},addr=0x2", nic.mac)]);
         }

@@ -19,6 +19,7 @@ pub fn side_by_side(reports: &[&Report]) -> String {
         ("frames sent", Box::new(|r| r.dma.sent.to_string())),
         ("  delivered intact", Box::new(|r| r.dma.delivered.to_string())),
         ("  dropped by device", Box::new(|r| r.dma.dropped_by_device.to_string())),
+        ("  dropped by QEMU (link down, VM stopped)", Box::new(|r| r.dma.dropped_by_qemu.to_string())),
         ("  lost", Box::new(|r| r.dma.lost.to_string())),
         ("  stuck on host side", Box::new(|r| r.dma.queued_on_host.to_string())),
         ("frames DMAed with no agent", Box::new(move |r| opt(r.updates.first().and_then(|u| u.dma_while_agent_down).map(|n| n.to_string())))),

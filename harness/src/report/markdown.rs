@@ -38,8 +38,12 @@ pub fn render(r: &Report) -> String {
     }
     let d = &r.dma;
     let _ = writeln!(s, "## DMA ledger (e1000e RX, read from the RAM file)\n");
-    let _ = writeln!(s, "| sent | delivered | corrupted | dropped by device | lost | queued on host |\n|---|---|---|---|---|---|");
-    let _ = writeln!(s, "| {} | {} | {} | {} | {} | {} |\n", d.sent, d.delivered, d.corrupted, d.dropped_by_device, d.lost, d.queued_on_host);
+    let _ = writeln!(s, "| sent | delivered | corrupted | dropped by device | dropped by QEMU | lost | queued on host |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| {} | {} | {} | {} | {} | {} | {} |\n",
+        d.sent, d.delivered, d.corrupted, d.dropped_by_device, d.dropped_by_qemu, d.lost, d.queued_on_host
+    );
     let l = &d.latency_us;
     if l.count > 0 {
         let _ = writeln!(s, "Latency injection → seen (µs): min {} · p50 {} · p99 {} · max {} ({} frames)\n", l.min, l.p50, l.p99, l.max, l.count);

@@ -125,6 +125,10 @@ pub struct DmaSection {
     pub corrupted: u64,
     /// Dropped by the device, with evidence (counters / QEMU trace).
     pub dropped_by_device: u64,
+    /// Taken by QEMU from its socket and freed by its net layer while the
+    /// NIC's link was down or the VM stopped (QEMU's capture as evidence).
+    #[serde(default)]
+    pub dropped_by_qemu: u64,
     /// Sent and never seen: the failure this lab exists to catch.
     pub lost: u64,
     /// Generated but never accepted by QEMU (back-pressure; not sent).

@@ -2,6 +2,7 @@
 //! format ([`frame`]) and the paced injector on the e1000e's stream netdev
 //! socket ([`inject`]).
 
+pub mod capture;
 pub mod frame;
 pub mod inject;
 

@@ -181,7 +181,13 @@ impl Runner<'_> {
             (Some(mem), false) => Some(crate::oracle::stray::search(mem, self.run_id, &self.allowed, &undelivered).context("searching guest RAM for the frames not delivered")?),
             _ => None,
         };
-        Ok(Some(crate::oracle::registry::RxObservations { sent, seen, status: rx.status.clone(), stray }))
+        // QEMU's own record of what its netdev took from the socket.
+        let capture = crate::qemu::params::RunPaths::new(self.out.join("host")).net_capture();
+        let taken_by_qemu = match self.params.nic.as_ref().is_some_and(|n| n.capture) {
+            true => Some(crate::traffic::capture::Capture::read(&capture, self.run_id).context("QEMU's capture of the NIC's frames")?.seqs),
+            false => None,
+        };
+        Ok(Some(crate::oracle::registry::RxObservations { sent, seen, status: rx.status.clone(), stray, taken_by_qemu }))
     }
 
     /// The agent's pages for the memory oracle: hashed now, against the
