@@ -1,13 +1,14 @@
 //! `link_flap`: the e1000e's link goes down, then up again (QMP `set_link`
-//! on the NIC, so the backend keeps reading: a cable pulled at the port).
-//! While the link is down the NIC cannot receive, and QEMU stops reading
-//! the backend (back-pressure) instead of dropping: nothing may be lost,
-//! and the device must take frames again once the link is back, also when
-//! it came back while no agent ran.
-//!
-//! (On the netdev instead, QEMU 10's stream backend stops reading its
-//! socket while the link is down and never starts again: measured, every
-//! frame after the flap stayed queued on the host.)
+//! on the NIC: a cable pulled at the port). While the link is down the NIC
+//! cannot receive: QEMU queues what its backend reads and stops reading
+//! (back-pressure), but the next flush of that queue while the link is still
+//! down (the guest writing RDT or PCI_COMMAND, e.g. a new kernel starting
+//! up) frees the queued frames without the device seeing them, and frames
+//! arriving in the 500 ms of autonegotiation after it is back are dropped by
+//! the device (`e1000x_rx_link_down`). The ledger accounts both with QEMU's
+//! evidence (its capture, its trace): `dropped_by_qemu`, `dropped_by_device`.
+//! Nothing may be lost, and the device must take frames again once the
+//! link is back, also when it came back while no agent ran.
 
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! `vm_pause`: the whole VM stops (QMP `stop`) and continues (`cont`). CPUs
-//! and devices freeze together and QEMU stops reading the NIC's backend, so
-//! nothing may be lost: the system under test must ride it out.
+//! and devices freeze together. At the stop QEMU purges the frames queued
+//! for the NIC (a full ring: no agent refilling); the ledger accounts them
+//! as `dropped_by_qemu` with QEMU's capture as evidence. Nothing may be
+//! lost: the system under test must ride it out.
 
 use std::time::Duration;
 
