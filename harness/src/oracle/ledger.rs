@@ -16,10 +16,12 @@
 //! evidence is QEMU's own capture of every frame its netdev took from the
 //! socket (`filter-dump`, [`crate::traffic::capture`]): a frame taken by
 //! QEMU, neither written to the guest nor dropped by the device, was freed
-//! inside QEMU. It is `dropped_by_qemu` when it was written to the socket
-//! during such a window (from [`QEMU_DROP_MARGIN_NS`] before it to its end:
-//! the journal's `link_flap` and `vm_pause` faults); otherwise it is lost.
-//! With a capture, a frame QEMU never took is exactly `queued_on_host`.
+//! inside QEMU, unless it came after the last frame the device wrote (then
+//! it may still wait in QEMU's queue: `queued_on_host`). It is
+//! `dropped_by_qemu` when it was written to the socket during such a window
+//! (from [`QEMU_DROP_MARGIN_NS`] before it to its end: the journal's
+//! `link_flap` and `vm_pause` faults); otherwise it is lost. A frame QEMU
+//! never took is `queued_on_host`.
 //!
 //! Evidence (QEMU 10, hw/net/e1000e_core.c): when the ring has no free
 //! descriptor QEMU's e1000e does not drop — `e1000e_rx_not_written_to_guest`
@@ -229,14 +231,18 @@ impl Ledger {
         remaining -= dropped_by_device;
         let (queued_on_host, dropped_by_qemu, lost_pool) = match &evidence.taken_by_qemu {
             Some(taken) => {
-                // Exact: what QEMU never took is in the socket or the injector.
-                let queued = (undelivered.iter().filter(|s| !taken.contains(s)).count() as u64).min(remaining);
+                // What QEMU never took is in the socket or the injector; what
+                // it took after the last frame the device wrote may still wait
+                // in its queue for the NIC (FIFO: back-pressure keeps the tail).
+                let last_written = seen.delivered.range(..total).next_back().map(|(s, _)| *s).max(attributed.last().copied());
+                let waiting = |s: &u64| !taken.contains(s) || last_written.is_none_or(|w| *s > w);
+                let queued = (undelivered.iter().filter(|s| waiting(s)).count() as u64).min(remaining);
                 remaining -= queued;
                 let in_window = |s: &u64| {
                     let w = sent.frames.get(*s as usize).and_then(|f| f.written_ns);
                     w.is_some_and(|w| evidence.qemu_drop_windows.iter().any(|&(a, b)| w + QEMU_DROP_MARGIN_NS >= a && w <= b))
                 };
-                let freed: Vec<u64> = undelivered.iter().copied().filter(|s| taken.contains(s)).collect();
+                let freed: Vec<u64> = undelivered.iter().copied().filter(|s| !waiting(s)).collect();
                 let eligible = freed.iter().filter(|s| in_window(s)).count() as u64;
                 let dq = eligible.min(remaining);
                 remaining -= dq;
