@@ -16,12 +16,14 @@
 //! evidence is QEMU's own capture of every frame its netdev took from the
 //! socket (`filter-dump`, [`crate::traffic::capture`]): a frame taken by
 //! QEMU, neither written to the guest nor dropped by the device, was freed
-//! inside QEMU, unless it came after the last frame the device wrote (then
-//! it may still wait in QEMU's queue: `queued_on_host`). It is
-//! `dropped_by_qemu` when it was written to the socket during such a window
-//! (from [`QEMU_DROP_MARGIN_NS`] before it to its end: the journal's
-//! `link_flap` and `vm_pause` faults); otherwise it is lost. A frame QEMU
-//! never took is `queued_on_host`.
+//! inside QEMU, unless it came after the last frame the device wrote and
+//! is among the frames that never reached the device model (QEMU's trace
+//! counts those that did): then it may still wait in QEMU's queue,
+//! `queued_on_host`. It is
+//! `dropped_by_qemu` when it was written to the socket before such a window
+//! ended (the journal's `link_flap` and `vm_pause` faults: a frame may wait
+//! in QEMU's queue through a whole update while no agent refills the ring);
+//! otherwise it is lost. A frame QEMU never took is `queued_on_host`.
 //!
 //! Evidence (QEMU 10, hw/net/e1000e_core.c): when the ring has no free
 //! descriptor QEMU's e1000e does not drop — `e1000e_rx_not_written_to_guest`
@@ -58,11 +60,6 @@ pub const LEDGER_TRACE_EVENTS: &[&str] = &[
 ];
 /// Lost sequence numbers listed in a report.
 pub const FIRST_LOST: usize = 8;
-/// How long before a link-down or VM-stop window a frame may have been
-/// written and still be waiting in the socket or QEMU's queue when the
-/// window starts (the ring full while no agent runs: a socket buffer and a
-/// queue of a few hundred frames at these rates).
-pub const QEMU_DROP_MARGIN_NS: u64 = 10_000_000_000;
 
 /// What the device and QEMU say happened to frames, for the injection
 /// window only (summarise the trace log from its size at injection start).
@@ -231,16 +228,22 @@ impl Ledger {
         remaining -= dropped_by_device;
         let (queued_on_host, dropped_by_qemu, lost_pool) = match &evidence.taken_by_qemu {
             Some(taken) => {
-                // What QEMU never took is in the socket or the injector; what
+                // What QEMU never took is in the socket or the injector. What
                 // it took after the last frame the device wrote may still wait
-                // in its queue for the NIC (FIFO: back-pressure keeps the tail).
+                // in its queue for the NIC (FIFO: back-pressure keeps the
+                // tail), at most as many as never reached the device model.
                 let last_written = seen.delivered.range(..total).next_back().map(|(s, _)| *s).max(attributed.last().copied());
-                let waiting = |s: &u64| !taken.contains(s) || last_written.is_none_or(|w| *s > w);
+                let reached_device = evidence.written_to_guest.map_or(u64::MAX, |w| w + evidence.drops());
+                let in_queue_max = (taken.len() as u64).saturating_sub(reached_device) as usize;
+                let tail: Vec<u64> =
+                    undelivered.iter().copied().filter(|s| taken.contains(s) && last_written.is_none_or(|w| *s > w)).collect();
+                let in_queue: std::collections::BTreeSet<u64> = tail[tail.len().saturating_sub(in_queue_max)..].iter().copied().collect();
+                let waiting = |s: &u64| !taken.contains(s) || in_queue.contains(s);
                 let queued = (undelivered.iter().filter(|s| waiting(s)).count() as u64).min(remaining);
                 remaining -= queued;
                 let in_window = |s: &u64| {
                     let w = sent.frames.get(*s as usize).and_then(|f| f.written_ns);
-                    w.is_some_and(|w| evidence.qemu_drop_windows.iter().any(|&(a, b)| w + QEMU_DROP_MARGIN_NS >= a && w <= b))
+                    w.is_some_and(|w| evidence.qemu_drop_windows.iter().any(|&(_, end)| w <= end))
                 };
                 let freed: Vec<u64> = undelivered.iter().copied().filter(|s| !waiting(s)).collect();
                 let eligible = freed.iter().filter(|s| in_window(s)).count() as u64;

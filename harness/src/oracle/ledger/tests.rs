@@ -134,19 +134,21 @@ fn frames_qemu_took_and_freed_in_a_link_down_window_are_dropped_by_qemu() {
     // Frames 80..90 freed while the link was down (written at 81..=90 ns,
     // inside the window), 90..95 dropped by the device after it, 98..100
     // taken after the last one written: still queued.
-    let ev = DeviceEvidence { trace_drops: 5, ..DeviceEvidence::default() }.with_capture(Some(taken.clone()), vec![(85, 90)]);
+    // The device wrote 83 (80 + 3) and dropped 5: 12 never reached it.
+    let dev = || DeviceEvidence { trace_drops: 5, written_to_guest: Some(83), ..DeviceEvidence::default() };
+    let ev = dev().with_capture(Some(taken.clone()), vec![(85, 90)]);
     let r = Ledger::account(&log(100, 0), &seen, &ev);
     assert_eq!((r.dropped_by_device, r.dropped_by_qemu, r.queued_on_host, r.lost), (5, 10, 2, 0), "{r:?}");
     assert!(r.intact());
     assert_eq!(sum(&r), 100);
     // The same frames freed with no window: QEMU lost them.
-    let ev = DeviceEvidence { trace_drops: 5, ..DeviceEvidence::default() }.with_capture(Some(taken.clone()), Vec::new());
+    let ev = dev().with_capture(Some(taken.clone()), Vec::new());
     let r = Ledger::account(&log(100, 0), &seen, &ev);
     assert_eq!((r.dropped_by_qemu, r.queued_on_host, r.lost), (0, 2, 10), "{r:?}");
     assert_eq!(r.first_lost_seqs.len(), FIRST_LOST);
     assert!(r.first_lost_seqs.iter().all(|s| (80..95).contains(s)), "{:?}", r.first_lost_seqs);
     // A window that ended before those frames were written does not cover them.
-    let ev = DeviceEvidence::default().with_capture(Some(taken), vec![(10, 20)]);
+    let ev = DeviceEvidence { written_to_guest: Some(83), ..DeviceEvidence::default() }.with_capture(Some(taken), vec![(10, 20)]);
     let r = Ledger::account(&log(100, 0), &seen, &ev);
     assert_eq!((r.dropped_by_qemu, r.lost), (0, 15), "{r:?}");
 }
@@ -158,9 +160,14 @@ fn the_tail_qemu_took_after_the_last_written_frame_is_queued() {
     let mut seen = Sightings::default();
     deliver(&mut seen, 0..2047);
     let taken: std::collections::BTreeSet<u64> = (0..2048).collect();
-    let ev = DeviceEvidence::default().with_capture(Some(taken), Vec::new());
+    let ev = DeviceEvidence { written_to_guest: Some(2047), ..DeviceEvidence::default() }.with_capture(Some(taken.clone()), Vec::new());
     let r = Ledger::account(&log(2661, 0), &seen, &ev);
     assert_eq!((r.queued_on_host, r.lost), (614, 0), "{r:?}");
+    // Frames the device wrote to an unmapped IOVA (VT-d faults) reached it:
+    // not queued, lost.
+    let ev = DeviceEvidence { written_to_guest: Some(2048), ..DeviceEvidence::default() }.with_capture(Some(taken), Vec::new());
+    let r = Ledger::account(&log(2661, 0), &seen, &ev);
+    assert_eq!((r.queued_on_host, r.lost), (613, 1), "{r:?}");
 }
 
 #[test]
