@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::sync::{Mutex, OnceLock};
 
-use lulab_proto::watch::{Ranges, Recorder};
+use lulab_proto::watch::{monotonic_ns, Ranges, Recorder};
 use qemu_plugin::install::{Args, Info, Value};
 use qemu_plugin::plugin::{HasCallbacks, Register};
 use qemu_plugin::{register, CallbackFlags, MemRW, PluginId, TranslationBlock};
@@ -32,13 +32,6 @@ struct Watch {
 }
 
 static WATCH: OnceLock<Watch> = OnceLock::new();
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
-}
 
 fn arg<'a>(args: &'a Args, key: &str) -> Option<&'a Value> {
     args.parsed.get(key)

@@ -96,11 +96,7 @@ pub struct WatchObservations {
 /// The harness clock's zero on the host's CLOCK_MONOTONIC: the plugin's
 /// `base=` argument, so that its records carry harness-clock stamps.
 pub fn clock_base_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mono = (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64);
-    mono.saturating_sub(crate::traffic::clock::now_ns())
+    lulab_proto::watch::monotonic_ns().saturating_sub(crate::traffic::clock::now_ns())
 }
 
 #[cfg(test)]
@@ -120,10 +116,7 @@ mod tests {
     #[test]
     fn the_clock_base_puts_monotonic_time_on_the_harness_clock() {
         let base = clock_base_ns();
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: as in clock_base_ns.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        let mono = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        let mono = lulab_proto::watch::monotonic_ns();
         let harness = crate::traffic::clock::now_ns();
         assert!((mono - base).abs_diff(harness) < 50_000_000, "within 50 ms");
     }
