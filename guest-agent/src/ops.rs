@@ -24,13 +24,17 @@ pub enum After {
 pub struct Agent {
     /// One engine per device, keyed by PCI address.
     dma: std::collections::BTreeMap<String, dma::Engine>,
+    /// `hand_over` ran: `kexec_exec` only jumps (a second hand-over would
+    /// rewrite what a fault aimed between the two did to the first).
+    handed_over: bool,
 }
 
 impl Agent {
     /// Dispatches one operation.
     pub fn handle(&mut self, op: Op) -> (Result<Reply, String>, After) {
         match op {
-            Op::KexecExec => match self.hand_over() {
+            Op::HandOver => (self.hand_over().map(|()| Reply::Done), After::Continue),
+            Op::KexecExec => match if self.handed_over { Ok(()) } else { self.hand_over() } {
                 Ok(()) => (Ok(Reply::Done), After::Kexec),
                 Err(e) => (Err(e), After::Continue),
             },
@@ -72,6 +76,7 @@ impl Agent {
                 ));
             }
         }
+        self.handed_over = true;
         Ok(())
     }
 
@@ -110,7 +115,7 @@ fn handle(op: Op) -> Result<Reply, String> {
         Op::FillTree { dir, files, size, seed } => crate::fs::fill_tree(&dir, files, size, seed),
         Op::StatTree { dir } => crate::fs::stat_tree(&dir),
         Op::MmapWrite { path, size, seed, until_ms } => crate::fs::mmap_write(&path, size, seed, until_ms),
-        Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaRemapProbe { .. } | Op::DmaDeviceReset { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
+        Op::HandOver | Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaRemapProbe { .. } | Op::DmaDeviceReset { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
     }
 }
 

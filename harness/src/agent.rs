@@ -62,6 +62,18 @@ impl AgentClient {
 
     /// Sends `op` and waits up to `timeout` for its reply.
     pub fn call(&mut self, op: Op, timeout: Duration) -> Result<Reply, AgentError> {
+        self.call_inner(op, timeout, None)
+    }
+
+    /// [`AgentClient::call`], calling `poll` about every 20 ms while the
+    /// reply has not come (faults aimed at this moment fire, lasting ones
+    /// end on time, QEMU must live); `poll`'s error ends the wait.
+    pub fn call_polling(&mut self, op: Op, timeout: Duration, poll: &mut dyn FnMut() -> Result<()>) -> Result<Reply, AgentError> {
+        self.call_inner(op, timeout, Some(poll))
+    }
+
+    fn call_inner(&mut self, op: Op, timeout: Duration, mut poll: Option<&mut dyn FnMut() -> Result<()>>) -> Result<Reply, AgentError> {
+        const SLICE: Duration = Duration::from_millis(20);
         let id = self.next_id;
         self.next_id += 1;
         let name = serde_json::to_value(&op).ok().and_then(|v| v["op"].as_str().map(String::from)).unwrap_or_default();
@@ -70,13 +82,18 @@ impl AgentClient {
         self.writer.write_all(&line).context("writing to the agent socket")?;
         let deadline = Instant::now() + timeout;
         let mut hung_up = false;
+        // Kept across reads: a line cut by a polling slice goes on in the next read.
+        let mut buf = String::new();
         loop {
+            if let Some(poll) = poll.as_mut() {
+                poll().map_err(AgentError::Io)?;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(AgentError::Timeout(timeout));
             }
-            self.reader.get_ref().set_read_timeout(Some(left)).context("agent socket")?;
-            let mut buf = String::new();
+            let wait = if poll.is_some() { left.min(SLICE) } else { left };
+            self.reader.get_ref().set_read_timeout(Some(wait)).context("agent socket")?;
             match self.reader.read_line(&mut buf) {
                 // Seen once in several hundred runs on a loaded machine, with
                 // QEMU alive: connect again and send the request once more
@@ -93,11 +110,15 @@ impl AgentClient {
                 Ok(0) => return Err(anyhow!("agent socket closed by QEMU (again after reconnecting)").into()),
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if wait < left {
+                        continue; // a polling slice ended, not the deadline
+                    }
                     return Err(AgentError::Timeout(timeout));
                 }
                 Err(e) => return Err(anyhow!(e).context("reading the agent socket").into()),
             }
-            let Ok(resp) = serde_json::from_str::<Response>(buf.trim()) else {
+            let line_read = std::mem::take(&mut buf);
+            let Ok(resp) = serde_json::from_str::<Response>(line_read.trim()) else {
                 continue; // a partial line from an agent that died mid-write
             };
             if resp.id != id {

@@ -51,8 +51,10 @@ pub struct UpdateTimings {
 /// ([`now_ns`], the one frames and scanner sightings are stamped with).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JumpStamps {
-    /// `kexec_exec` about to be sent to the agent.
+    /// The update's first request (`hand_over`) about to be sent to the agent.
     pub kexec_started_ns: u64,
+    /// The agent's reply to `hand_over`: hand-over written, kexec not yet requested.
+    pub handed_over_ns: Option<u64>,
     /// The agent's reply to it: its last words before the jump.
     pub agent_down_ns: Option<u64>,
     /// The new kernel's banner (`Linux version`) on the console, or its
@@ -106,11 +108,17 @@ impl Host {
         let Host { qemu, qmp, console, agent, .. } = self;
         fire(&mut faults, Moment::Kexec, HostParts { qmp, qemu, agent: Some(&mut *agent) })?;
         s.kexec_started_ns = now_ns();
+        match agent.call_polling(Op::HandOver, Duration::from_secs(30), &mut || poll(&mut faults, qmp, qemu)) {
+            Ok(Reply::Done) => s.handed_over_ns = Some(now_ns()),
+            Ok(other) => bail!("unexpected reply to hand_over: {other:?}"),
+            Err(e) => return Err(e).context("asking the agent to hand its engines over"),
+        }
+        fire(&mut faults, Moment::HandedOver, HostParts { qmp, qemu, agent: Some(&mut *agent) })?;
         // The reply can be lost: the agent answers and jumps at once, and the
         // kexec resets the virtio-serial device before QEMU forwarded it. The
         // new kernel's banner on the console then answers instead.
         let mut unanswered = None;
-        match agent.call(Op::KexecExec, Duration::from_secs(10)) {
+        match agent.call_polling(Op::KexecExec, Duration::from_secs(10), &mut || poll(&mut faults, qmp, qemu)) {
             Ok(Reply::Done) => s.agent_down_ns = Some(now_ns()),
             Ok(other) => bail!("unexpected reply to kexec_exec: {other:?}"),
             Err(e) => unanswered = Some(e),

@@ -62,7 +62,14 @@ pub enum Op {
         /// Command line of the next kernel.
         cmdline: String,
     },
-    /// Reply, then `reboot(LINUX_REBOOT_CMD_KEXEC)` into the loaded kernel.
+    /// Every persistent engine stops polling and writes its hand-over (a
+    /// non-persistent one that must stop before a kexec stops); the devices
+    /// keep running. The kexec is not requested yet: `kexec_exec` then only
+    /// jumps. (The hand-over is the first half of a live update, split off
+    /// so that faults can be aimed between the two.)
+    HandOver,
+    /// Hands over (unless `hand_over` did), replies, then
+    /// `reboot(LINUX_REBOOT_CMD_KEXEC)` into the loaded kernel.
     KexecExec,
     /// Take a device through VFIO and start DMA into agent-owned memory.
     DmaStart(DmaConfig),

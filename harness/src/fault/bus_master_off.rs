@@ -42,7 +42,7 @@ impl Fault for BusMasterOff {
     }
 
     fn moments(&self) -> &'static [Moment] {
-        &[Moment::Kexec, Moment::AgentUp]
+        &[Moment::Kexec, Moment::HandedOver, Moment::AgentUp]
     }
 
     fn inject(&mut self, host: &mut HostParts, t: &Targets) -> Result<String> {

@@ -178,6 +178,14 @@ impl Faults {
         self.armed.iter().map(|a| (a.step, a.fault.kind(), a.at)).collect()
     }
 
+    /// Every armed fault that has not fired, one line each (for a moment, or
+    /// a frame count, that never came).
+    pub fn never_fired(&self) -> Vec<String> {
+        let at = self.armed.iter().map(|a| format!("step {} ({} at `{}`)", a.step + 1, a.fault.kind(), a.at.name()));
+        let frames = self.armed_frames.iter().map(|a| format!("step {} ({} after {} frames)", a.step + 1, a.fault.kind(), a.after));
+        at.chain(frames).collect()
+    }
+
     fn inject(&mut self, step: usize, at: Option<Moment>, fault: Box<dyn Fault>, host: &mut HostParts) -> Result<()> {
         self.inject_with(step, at, None, fault, host)
     }

@@ -59,8 +59,8 @@ impl Fault for HandoverCorrupt {
     }
 
     fn moments(&self) -> &'static [Moment] {
-        // Written when the old agent answers kexec_exec; read once the new one resumes.
-        &[Moment::AgentDown, Moment::KernelUp, Moment::Init]
+        // Written when the old agent answers hand_over; read once the new one resumes.
+        &[Moment::HandedOver, Moment::AgentDown, Moment::KernelUp, Moment::Init]
     }
 
     fn inject(&mut self, _: &mut HostParts, t: &Targets) -> Result<String> {

@@ -44,7 +44,7 @@ impl Fault for MemoryPressure {
     }
 
     fn moments(&self) -> &'static [Moment] {
-        &[Moment::Kexec, Moment::AgentUp]
+        &[Moment::Kexec, Moment::HandedOver, Moment::AgentUp]
     }
 
     fn inject(&mut self, host: &mut HostParts, _: &Targets) -> Result<String> {

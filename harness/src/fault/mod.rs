@@ -95,8 +95,12 @@ impl std::fmt::Display for FaultKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Moment {
-    /// The next kernel is staged; `kexec_exec` is about to go to the old agent.
+    /// The next kernel is staged; the update's first request (`hand_over`)
+    /// is about to go to the old agent.
     Kexec,
+    /// The old agent wrote its hand-over and stopped polling (the devices
+    /// keep running); the kexec is not requested yet and the agent still answers.
+    HandedOver,
     /// The old agent answered `kexec_exec`: the jump is under way, no agent runs.
     AgentDown,
     /// The new kernel's banner is on the console.
@@ -105,15 +109,19 @@ pub enum Moment {
     Init,
     /// The new agent answers, before it takes its engines back.
     AgentUp,
+    /// The new agent is taking its engines back: the first resuming
+    /// `dma_start` is sent and not yet answered (the agent is busy).
+    Resume,
 }
 
 impl Moment {
     /// Every moment, in order.
-    pub const ALL: &'static [Moment] = &[Moment::Kexec, Moment::AgentDown, Moment::KernelUp, Moment::Init, Moment::AgentUp];
+    pub const ALL: &'static [Moment] =
+        &[Moment::Kexec, Moment::HandedOver, Moment::AgentDown, Moment::KernelUp, Moment::Init, Moment::AgentUp, Moment::Resume];
 
     /// An agent answers at this moment (the old one before the jump, the new one after).
     pub fn agent_runs(self) -> bool {
-        matches!(self, Moment::Kexec | Moment::AgentUp)
+        matches!(self, Moment::Kexec | Moment::HandedOver | Moment::AgentUp)
     }
 
     /// Its name in scenario files (`kernel_up`).
@@ -320,10 +328,13 @@ pub fn validate(sc: &Scenario) -> Result<(), (usize, String)> {
             }
         }
         if let Some(at) = f.at {
-            let later = sc.steps[i + 1..].iter().any(|s| matches!(s, crate::scenario::Step::LiveUpdate { .. }));
-            if !later {
+            let next = sc.steps[i + 1..].iter().find_map(|s| match s {
+                crate::scenario::Step::LiveUpdate { resume, .. } => Some(*resume),
+                _ => None,
+            });
+            let Some(resumes) = next else {
                 return Err((i, format!("at: \"{}\" is a moment of a live update, and no `live_update` step follows", at.name())));
-            }
+            };
             if fault.moments().is_empty() {
                 return Err((i, format!("at: fault = \"{}\" is a step of its own and takes no `at`", f.kind)));
             }
@@ -332,7 +343,11 @@ pub fn validate(sc: &Scenario) -> Result<(), (usize, String)> {
                 return Err((i, format!("at: fault = \"{}\" cannot be aimed at \"{}\" (it can at: {})", f.kind, at.name(), names.join(", "))));
             }
             if fault.needs_agent() && !at.agent_runs() {
-                return Err((i, format!("at: fault = \"{}\" needs a running agent: at \"kexec\" or \"agent_up\", or no `at`", f.kind)));
+                return Err((i, format!("at: fault = \"{}\" needs a running agent: at \"kexec\", \"handed_over\" or \"agent_up\", or no `at`", f.kind)));
+            }
+            let persistent = sc.rx.as_ref().is_some_and(|r| r.persist) || sc.nvme.as_ref().is_some_and(|n| n.persist);
+            if at == Moment::Resume && !(resumes && persistent) {
+                return Err((i, "at: \"resume\" comes when the new agent takes a persistent engine back: needs rx.persist or nvme.persist, and a following `live_update` that resumes".into()));
             }
         }
         expected.push(fault.expects());

@@ -53,8 +53,27 @@ fn a_moment_needs_a_later_live_update_and_a_fault_that_can_hit_there() {
     assert!(e.contains("steps[3].at") && e.contains("no `live_update` step follows") && e.contains("f.toml:24"), "{e}");
     let e = err("fault = \"bus_master_off\"\nat = \"kernel_up\"", UPDATE);
     assert!(e.contains("cannot be aimed at \"kernel_up\""), "{e}");
-    let e = err("fault = \"vm_pause\"\nduration_ms = 5\nat = \"kexec\"", UPDATE);
-    assert!(e.contains("cannot be aimed at \"kexec\""), "{e}");
+    let e = err("fault = \"device_reset\"\nat = \"handed_over\"", UPDATE);
+    assert!(e.contains("cannot be aimed at \"handed_over\""), "{e}");
+    let e = err("fault = \"device_reset\"\nat = \"resume\"", UPDATE);
+    assert!(e.contains("cannot be aimed at \"resume\""), "{e}");
+}
+
+#[test]
+fn the_resume_moment_needs_a_persistent_engine_and_an_update_that_resumes() {
+    let e = err("fault = \"link_flap\"\nduration_ms = 5\nat = \"resume\"", UPDATE);
+    assert!(e.contains("steps[3].at") && e.contains("needs rx.persist or nvme.persist"), "{e}");
+    let persistent = |tail: &str| {
+        let text = format!("{HEAD}\n[[steps]]\ndo = \"fault\"\nfault = \"link_flap\"\nduration_ms = 5\nat = \"resume\"\n{tail}")
+            .replace("frames = 100\n", "frames = 100\npersist = true\n")
+            .replace("[[steps]]\ndo = \"boot\"", "[pkernfs]\nsize_mib = 64\nbase_mib = 512\n\n[[steps]]\ndo = \"boot\"");
+        Scenario::parse(&text, "f.toml")
+    };
+    persistent(UPDATE).unwrap();
+    let e = persistent("\n[[steps]]\ndo = \"live_update\"\nresume = false\n\n[[steps]]\ndo = \"live_update\"\n").unwrap_err().to_string();
+    assert!(e.contains("a following `live_update` that resumes"), "{e}");
+    // Pausing the VM works at every moment: the harness ends it while it waits for a reply.
+    parse("fault = \"vm_pause\"\nduration_ms = 5\nat = \"kexec\"", UPDATE).unwrap();
 }
 
 #[test]

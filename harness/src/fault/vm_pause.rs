@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::Value;
 
-use super::{Expectation, Fault, FaultKind, HostParts, Moment, Targets};
+use super::{Expectation, Fault, FaultKind, HostParts, Targets};
 use crate::scenario::Scenario;
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,12 +31,6 @@ impl Fault for VmPause {
 
     fn requires(&self, _: &Scenario) -> Result<(), String> {
         Ok(())
-    }
-
-    fn moments(&self) -> &'static [Moment] {
-        // At `kexec` the harness waits for the old agent's reply, which a
-        // stopped VM cannot send: pause in a step before the live update.
-        &[Moment::AgentDown, Moment::KernelUp, Moment::Init, Moment::AgentUp]
     }
 
     fn inject(&mut self, host: &mut HostParts, _: &Targets) -> Result<String> {

@@ -325,6 +325,7 @@ impl<'a> Runner<'a> {
         use crate::fault::Moment;
         let stamps = [
             (Moment::Kexec, Some(t.kexec_started_ns)),
+            (Moment::HandedOver, t.handed_over_ns),
             (Moment::AgentDown, t.agent_down_ns),
             (Moment::KernelUp, t.kernel_up_ns),
             (Moment::Init, t.init_ns),

@@ -35,6 +35,13 @@ impl Runner<'_> {
         for (during, ns) in &hangups {
             self.journal.record_at(*ns, crate::journal::Event::AgentReconnected { during: during.clone() });
         }
+        // Every step ran, yet a fault never fired: the run is not the one the
+        // scenario describes, and must not pass for it.
+        if aborted.is_none() {
+            for f in self.faults.never_fired() {
+                found.push(Finding::new(Reason::RunError, format!("fault {f} never fired: its moment never came although every step ran")));
+            }
+        }
         if let Some(e) = &aborted {
             found.push(match Finding::in_chain(e) {
                 Some(f) => Finding::new(f.reason, format!("run stopped by a finding: {e:#}")),

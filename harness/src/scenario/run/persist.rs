@@ -17,6 +17,7 @@ use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
 use crate::pkernfs::format::Image;
 use crate::pkernfs::host::{file_ranges, lookup, read_carveout};
 use crate::qemu::params::NIC_ADDR;
+use crate::fault::{HostParts, Moment};
 use crate::report::LuoUpdate;
 
 /// File name of the RX engine's guest RAM under the pkernfs mount.
@@ -95,8 +96,23 @@ impl Runner<'_> {
 
     /// After a `live_update`: the new agent takes over every persistent engine.
     pub(super) fn dma_resume(&mut self) -> Result<()> {
+        self.journal.record(crate::journal::Event::Update { update: self.live_updates, milestone: Moment::Resume.name() });
         self.rx_resume()?;
         self.nvme_resume()
+    }
+
+    /// Sends a resuming request; while its reply has not come, the faults
+    /// armed for [`Moment::Resume`] fire (once, on the first such request of
+    /// the update) and lasting faults end on time.
+    fn call_resuming(&mut self, op: lulab_proto::Op) -> Result<Reply, crate::agent::AgentError> {
+        let faults = &mut self.faults;
+        let crate::host::Host { qmp, qemu, agent, .. } = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
+        agent.call_polling(op, std::time::Duration::from_secs(60), &mut || {
+            qemu.check_alive()?;
+            let mut parts = HostParts { qmp, qemu, agent: None };
+            faults.at(Moment::Resume, &mut parts)?;
+            faults.poll(&mut parts)
+        })
     }
 
     fn nvme_resume(&mut self) -> Result<()> {
@@ -124,7 +140,7 @@ impl Runner<'_> {
         let t = std::time::Instant::now();
         // The kernel refusing the resumed engine (rebuilt mappings that differ
         // from the frozen ones, a device it did not keep) is the update failing.
-        let mut layout = match self.host()?.agent.call(lulab_proto::Op::DmaStart(cfg), std::time::Duration::from_secs(60)) {
+        let mut layout = match self.call_resuming(lulab_proto::Op::DmaStart(cfg)) {
             Ok(Reply::DmaStarted(l)) => *l,
             Ok(other) => bail!("unexpected reply to the resuming dma_start for {pci}: {other:?}"),
             Err(e @ crate::agent::AgentError::Refused { .. }) => {
