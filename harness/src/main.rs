@@ -44,6 +44,10 @@ enum Cmd {
     /// Validate scenario files without running them (exit 1 if any is
     /// invalid; errors name the file, line and field).
     Check {
+        /// Also print each valid file's checked plan: every step with what
+        /// holds before it (kernel, updates so far, engines, faults armed).
+        #[arg(long)]
+        plan: bool,
         /// Scenario files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -137,8 +141,8 @@ fn main() -> Result<()> {
         Cmd::Boot { out } => boot(out),
         Cmd::Demo => demo(),
         Cmd::Test { tier, nextest_args } => std::process::exit(test_cmd::run(tier, &nextest_args)?),
-        Cmd::Check { files } => {
-            let (all, out) = lulab::scenario::catalogue::check(&files);
+        Cmd::Check { plan, files } => {
+            let (all, out) = lulab::scenario::catalogue::check(&files, plan);
             print!("{out}");
             std::process::exit(if all { 0 } else { 1 });
         }

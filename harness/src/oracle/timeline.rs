@@ -25,7 +25,7 @@ use super::rx_scan::Sightings;
 pub struct UpdateEvents {
     /// The kernel it went to (`stock`, `lulab`).
     pub kernel: String,
-    /// The harness sent `kexec_exec` to the agent.
+    /// The harness sent the update's first request (`hand_over`; `kexec_exec` follows its reply).
     pub kexec_started_ns: u64,
     /// The agent's reply to `kexec_exec` arrived: its last words. `None`
     /// when the reply was lost (the kexec can reset the virtio-serial device

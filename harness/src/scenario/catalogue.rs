@@ -17,15 +17,21 @@ pub fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// `lulab check`: each file loaded and validated; the report lists one line
-/// per file (`ok` or the error naming file, line and field). True when all
-/// are valid.
-pub fn check(paths: &[PathBuf]) -> (bool, String) {
+/// per file (`ok` or the error naming file, line and field), and with
+/// `plan` each valid file's steps with what holds before them. True when
+/// all are valid.
+pub fn check(paths: &[PathBuf], plan: bool) -> (bool, String) {
     let mut out = String::new();
     let mut all = true;
     for p in paths {
         match Scenario::load(p) {
             Ok(s) => {
                 let _ = writeln!(out, "ok      {} ({}, expects {})", p.display(), s.tier, s.expect);
+                if let (true, Ok(plan)) = (plan, s.plan()) {
+                    for step in &plan.steps {
+                        let _ = writeln!(out, "        {:>3}  {:<22} {}", step.index + 1, step.step.name(), step.before.describe());
+                    }
+                }
             }
             Err(e) => {
                 all = false;

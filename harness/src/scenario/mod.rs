@@ -7,6 +7,7 @@ mod locate;
 mod steps;
 mod luo;
 mod pkernfs;
+pub mod plan;
 pub mod run;
 
 pub use luo::LuoSpec;
@@ -121,6 +122,9 @@ pub struct Scenario {
     /// What happens, in order (an entry written with `repeat = N` is here
     /// N times).
     pub steps: Vec<Step>,
+    /// For each of `steps`, the `[[steps]]` entry it comes from (from 0).
+    #[serde(skip)]
+    pub step_entries: Vec<usize>,
 }
 
 /// `[host]`; a field not written takes its default ([`HostSpec::default`]).
@@ -419,14 +423,19 @@ impl Scenario {
             let message = if i == usize::MAX { message } else { format!("steps[{i}].{message}") };
             ScenarioError::Invalid { path: origin.to_string(), line, message }
         })?;
-        s.steps = std::mem::take(&mut s.steps)
+        let (steps, entries) = std::mem::take(&mut s.steps)
             .into_iter()
             .enumerate()
-            .flat_map(|(i, step)| std::iter::repeat_n(step, repeats.get(i).copied().unwrap_or(1)))
-            .collect();
+            .flat_map(|(i, step)| std::iter::repeat_n((step, i), repeats.get(i).copied().unwrap_or(1)))
+            .unzip();
+        (s.steps, s.step_entries) = (steps, entries);
         s.validate().map_err(|message| {
             let line = locate::field_of(&message).and_then(|f| locate::line_of(&text, f));
             ScenarioError::Invalid { path: origin.to_string(), line, message }
+        })?;
+        s.plan().map_err(|(i, message)| {
+            let line = locate::field_of(&message).and_then(|f| locate::line_in_step(&text, i, f));
+            ScenarioError::Invalid { path: origin.to_string(), line, message: format!("steps[{i}].{message}") }
         })?;
         Ok(s)
     }
@@ -594,6 +603,30 @@ impl Scenario {
 }
 
 impl Step {
+    /// Its `do` name (`live_update`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Boot => "boot",
+            Step::StartDma => "start_dma",
+            Step::Inject => "inject",
+            Step::AwaitSent { .. } => "await_sent",
+            Step::StageUpdate => "stage_update",
+            Step::LiveUpdate { .. } => "live_update",
+            Step::Settle { .. } => "settle",
+            Step::PkernfsPrepare => "pkernfs_prepare",
+            Step::PkernfsMmap => "pkernfs_mmap",
+            Step::PkernfsVerify => "pkernfs_verify",
+            Step::PkernfsCorrupt { .. } => "pkernfs_corrupt",
+            Step::PkernfsExpectRefused { .. } => "pkernfs_expect_refused",
+            Step::PkernfsRestore => "pkernfs_restore",
+            Step::PkernfsUntouched => "pkernfs_untouched",
+            Step::PkernfsExpectBusy => "pkernfs_expect_busy",
+            Step::DmaRemapProbe => "dma_remap_probe",
+            Step::PkernfsFill { .. } => "pkernfs_fill",
+            Step::Fault(_) => "fault",
+        }
+    }
+
     /// A step with no field but `do` (a unit variant).
     pub fn takes_no_fields(&self) -> bool {
         match self {

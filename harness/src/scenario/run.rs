@@ -215,12 +215,16 @@ impl<'a> Runner<'a> {
         self.timings.push((name.to_string(), since.elapsed().as_millis() as u64));
     }
 
+    /// Runs the checked plan's steps in order (written to `plan.json` first).
     fn drive(&mut self) -> Result<()> {
-        for (i, step) in self.sc.steps.iter().enumerate() {
+        let plan = self.sc.plan().map_err(|(entry, m)| anyhow::anyhow!("steps[{entry}].{m}"))?;
+        std::fs::write(self.out.join("plan.json"), serde_json::to_string_pretty(&plan)?).context("writing plan.json")?;
+        for planned in &plan.steps {
+            let (i, step) = (planned.index, &planned.step);
             let t = Instant::now();
-            self.journal.record(Event::Step { index: i, name: step_name(step).into() });
+            self.journal.record(Event::Step { index: i, name: step.name().into() });
             self.step(i, step).with_context(|| format!("step {} ({step:?})", i + 1))?;
-            let name = format!("step{}_{}", i + 1, step_name(step));
+            let name = format!("step{}_{}", i + 1, step.name());
             self.mark(&name, t);
         }
         Ok(())
@@ -517,27 +521,4 @@ fn spawn_scanner(scanner: Arc<Mutex<RxScanner>>, mem: Arc<GuestMemory>, stop: Ar
             std::thread::sleep(SCAN_EVERY);
         }
     })
-}
-
-fn step_name(s: &Step) -> &'static str {
-    match s {
-        Step::Boot => "boot",
-        Step::StartDma => "start_dma",
-        Step::Inject => "inject",
-        Step::AwaitSent { .. } => "await_sent",
-        Step::StageUpdate => "stage_update",
-        Step::LiveUpdate { .. } => "live_update",
-        Step::Settle { .. } => "settle",
-        Step::PkernfsPrepare => "pkernfs_prepare",
-        Step::PkernfsMmap => "pkernfs_mmap",
-        Step::PkernfsVerify => "pkernfs_verify",
-        Step::PkernfsCorrupt { .. } => "pkernfs_corrupt",
-        Step::PkernfsExpectRefused { .. } => "pkernfs_expect_refused",
-        Step::PkernfsRestore => "pkernfs_restore",
-        Step::PkernfsUntouched => "pkernfs_untouched",
-        Step::PkernfsExpectBusy => "pkernfs_expect_busy",
-        Step::DmaRemapProbe => "dma_remap_probe",
-        Step::PkernfsFill { .. } => "pkernfs_fill",
-        Step::Fault(_) => "fault",
-    }
 }

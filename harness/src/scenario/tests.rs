@@ -13,6 +13,8 @@ frames = 300
 [[steps]]
 do = "boot"
 [[steps]]
+do = "start_dma"
+[[steps]]
 do = "inject"
 [[steps]]
 do = "await_sent"
@@ -25,8 +27,8 @@ do = "settle"
 fn parses_a_good_scenario() {
     let s = Scenario::parse(GOOD, "good.toml").unwrap();
     assert_eq!(s.expect, Verdict::Intact);
-    assert_eq!(s.steps[2], Step::AwaitSent { frames: Some(100) });
-    assert_eq!(s.steps[3], Step::Settle { quiet_ms: 5000 });
+    assert_eq!(s.steps[3], Step::AwaitSent { frames: Some(100) });
+    assert_eq!(s.steps[4], Step::Settle { quiet_ms: 5000 });
     assert_eq!(s.host, HostSpec::default());
 }
 
@@ -127,7 +129,7 @@ fn a_field_on_a_step_that_takes_none_is_an_error_with_its_line() {
     let text = GOOD.replace("do = \"inject\"", "do = \"inject\"\nspeed = 1");
     let e = Scenario::parse(&text, "s.toml").unwrap_err().to_string();
     let line = text.lines().position(|l| l.starts_with("speed")).unwrap() + 1;
-    assert!(e.starts_with(&format!("s.toml:{line}: steps[1].speed: unknown field")), "{e}");
+    assert!(e.starts_with(&format!("s.toml:{line}: steps[2].speed: unknown field")), "{e}");
     // Steps with fields already refuse unknown ones (serde).
     let text = GOOD.replace("frames = 100", "frames = 100\nspeed = 1");
     let e = Scenario::parse(&text, "s.toml").unwrap_err().to_string();
@@ -164,7 +166,10 @@ fn a_host_table_takes_the_default_of_every_field_it_does_not_write() {
 fn repeat_runs_an_entry_n_times_and_errors_keep_their_lines() {
     let once = GOOD.replace("do = \"inject\"", "do = \"inject\"\n[[steps]]\ndo = \"stage_update\"\n[[steps]]\ndo = \"stage_update\"\n[[steps]]\ndo = \"stage_update\"");
     let thrice = GOOD.replace("do = \"inject\"", "do = \"inject\"\n[[steps]]\ndo = \"stage_update\"\nrepeat = 3");
-    assert_eq!(Scenario::parse(&thrice, "t.toml").unwrap(), Scenario::parse(&once, "o.toml").unwrap());
+    let (t, o) = (Scenario::parse(&thrice, "t.toml").unwrap(), Scenario::parse(&once, "o.toml").unwrap());
+    assert_eq!(t.step_entries, [0, 1, 2, 3, 3, 3, 4, 5]);
+    assert_eq!(o.step_entries, [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(Scenario { step_entries: vec![], ..t }, Scenario { step_entries: vec![], ..o });
     // An error after a repeat still names its own line.
     let bad = thrice.replace("do = \"settle\"", "do = \"teleport\"");
     let line = bad.lines().position(|l| l.contains("\"teleport\"")).unwrap() + 1;
@@ -183,4 +188,43 @@ fn the_soak_is_twenty_updates_written_once() {
     want.extend([Step::AwaitSent { frames: None }, Step::Settle { quiet_ms: 5000 }]);
     assert_eq!(s.steps, want);
     assert_eq!(s.live_updates(), 20);
+}
+
+#[test]
+fn the_plan_says_what_holds_before_each_step() {
+    let s = Scenario::load(&crate::workspace_root().join("scenarios/fault-pause-resume.toml")).unwrap();
+    let plan = s.plan().unwrap();
+    let lines: Vec<String> = plan.steps.iter().map(|p| format!("{} <- {}", p.step.name(), p.before.describe())).collect();
+    assert_eq!(
+        lines,
+        [
+            "boot <- no host",
+            "start_dma <- lulab kernel, 0 updates",
+            "stage_update <- lulab kernel, 0 updates, engines rx(persistent)",
+            "inject <- lulab kernel, 0 updates, engines rx(persistent), lulab staged",
+            "await_sent <- lulab kernel, 0 updates, engines rx(persistent), injecting, lulab staged",
+            "fault <- lulab kernel, 0 updates, engines rx(persistent), injecting, lulab staged",
+            "live_update <- lulab kernel, 0 updates, engines rx(persistent), injecting, lulab staged, vm_pause armed at resume",
+            "await_sent <- lulab kernel, 1 update, engines rx(persistent), injecting",
+            "settle <- lulab kernel, 1 update, engines rx(persistent), injecting",
+        ]
+    );
+    // The soak: one entry, twenty steps, each knowing how many updates came before.
+    let soak = Scenario::load(&crate::workspace_root().join("scenarios/live-update-soak.toml")).unwrap().plan().unwrap();
+    let updates: Vec<(usize, u32)> = soak.steps.iter().filter(|p| p.step.name() == "live_update").map(|p| (p.entry, p.before.updates)).collect();
+    assert_eq!(updates, (0..20).map(|n| (4, n)).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_step_that_cannot_stand_where_it_is_names_its_entry_and_line() {
+    let e = Scenario::parse(&GOOD.replace("[[steps]]\ndo = \"start_dma\"\n", ""), "s.toml").unwrap_err().to_string();
+    assert!(e.starts_with("s.toml:14: steps[1].do: `inject` needs the RX engine: a `start_dma` step before it"), "{e}");
+    let twice = GOOD.replace("do = \"start_dma\"", "do = \"start_dma\"\n[[steps]]\ndo = \"start_dma\"");
+    let e = Scenario::parse(&twice, "s.toml").unwrap_err().to_string();
+    assert!(e.contains("steps[2].do: `start_dma` again"), "{e}");
+    let e = Scenario::parse(&GOOD.replace("do = \"inject\"\n", "do = \"settle\"\n"), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("steps[3].do: `await_sent` waits for the injector"), "{e}");
+    let busy = GOOD.replace("do = \"settle\"", "do = \"pkernfs_expect_busy\"").replace("[rx]", "[pkernfs]\nsize_mib = 64\nbase_mib = 512\n\n[rx]");
+    let e = Scenario::parse(&busy, "s.toml").unwrap_err().to_string();
+    assert!(e.contains("steps[4].do: `pkernfs_expect_busy`") && e.contains("persistent engine must run"), "{e}");
 }

@@ -84,6 +84,16 @@ fn check_validates_without_a_host() {
     let (code, text) = lulab(&["check", &kind]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("kind.toml:9: steps[1]") && text.contains("unknown variant `cosmic_ray`"), "{text}");
+    // A step that cannot stand where it is: refused with its line, before any host boots.
+    let early = "description = \"inject first\"\nexpect = \"intact\"\n\n[rx]\nring_size = 256\nrate_fps = 200.0\nframe_size = 256\nframes = 100\n\n\
+                 [[steps]]\ndo = \"boot\"\n\n[[steps]]\ndo = \"inject\"\n";
+    let (code, text) = lulab(&["check", &scenario(d, "early", early)]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("early.toml:14: steps[1].do: `inject` needs the RX engine: a `start_dma` step before it"), "{text}");
+    // --plan: each step with what holds before it.
+    let (code, text) = lulab(&["check", "--plan", &good]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "boot", "no", "host"]), "{text}");
 }
 
 pub fn trials(s: &mut Suite) {
