@@ -94,7 +94,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let good = write(d.path(), "good.toml", OK);
         let bad = write(d.path(), "bad.toml", &OK.replace("tier = \"long\"", "tier = \"long\"\nspeed = 3"));
-        let (all, out) = check(&[good, bad.clone()]);
+        let (all, out) = check(&[good, bad.clone()], false);
         assert!(!all);
         assert!(out.contains("ok      ") && out.contains("good.toml (long, expects broken)"), "{out}");
         let want = format!("invalid {}: TOML parse error at line 5", bad.display());
@@ -105,7 +105,7 @@ mod tests {
     fn check_names_an_unknown_step_kind_and_its_line() {
         let d = tempfile::tempdir().unwrap();
         let bad = write(d.path(), "bad.toml", &format!("{OK}[[steps]]\ndo = \"teleport\"\n"));
-        let (all, out) = check(&[bad]);
+        let (all, out) = check(&[bad], false);
         assert!(!all);
         assert!(out.contains("bad.toml:9:") && out.contains("unknown variant `teleport`"), "{out}");
     }
@@ -114,11 +114,11 @@ mod tests {
     fn check_names_an_unknown_fault_kind_or_fault_field_and_its_line() {
         let d = tempfile::tempdir().unwrap();
         let bad = write(d.path(), "kind.toml", &format!("{OK}[[steps]]\ndo = \"fault\"\nfault = \"solar_flare\"\n"));
-        let (all, out) = check(&[bad]);
+        let (all, out) = check(&[bad], false);
         assert!(!all);
         assert!(out.contains("kind.toml:10:") && out.contains("unknown variant `solar_flare`") && out.contains("vm_pause"), "{out}");
         let bad = write(d.path(), "field.toml", &format!("{OK}[[steps]]\ndo = \"fault\"\nfault = \"vm_pause\"\nduration_ms = 5\nwhen = \"soon\"\n"));
-        let (all, out) = check(&[bad]);
+        let (all, out) = check(&[bad], false);
         assert!(!all);
         assert!(out.contains("field.toml:12:") && out.contains("unknown field `when`"), "{out}");
     }
@@ -142,7 +142,7 @@ mod tests {
         let none = write(d.path(), "none.toml", &OK.replace("expect_reasons = [\"dma.lost\"]\n", ""));
         let intact = write(d.path(), "intact.toml", &OK.replace("\"broken\"", "\"intact\""));
         let unknown = write(d.path(), "unknown.toml", &OK.replace("dma.lost", "dma.misplaced"));
-        let (_, out) = check(&[none, intact, unknown]);
+        let (_, out) = check(&[none, intact, unknown], false);
         assert!(out.contains("none.toml:2: expect: \"broken\" must name its reasons in expect_reasons, from: run.error, dma.lost"), "{out}");
         assert!(out.contains("intact.toml:3: expect_reasons: only for expect = \"broken\""), "{out}");
         assert!(out.contains("unknown.toml: TOML parse error at line 3") && out.contains("unknown variant `dma.misplaced`"), "{out}");
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_shipped_catalogue_is_valid() {
-        let (all, out) = check(&files(&crate::workspace_root().join("scenarios")).unwrap());
+        let (all, out) = check(&files(&crate::workspace_root().join("scenarios")).unwrap(), true);
         assert!(all, "{out}");
     }
 }
