@@ -34,7 +34,7 @@ impl Fault for BusMasterOff {
     }
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
-        super::needs_rx(sc, self.kind(), "stops")
+        super::needs_rx(sc, self.kind(), "stops").map(|_| ())
     }
 
     fn needs_agent(&self) -> bool {

@@ -24,7 +24,7 @@ impl Fault for DeviceReset {
     }
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
-        super::needs_rx(sc, self.kind(), "resets")
+        super::needs_rx(sc, self.kind(), "resets").map(|_| ())
     }
 
     fn needs_agent(&self) -> bool {

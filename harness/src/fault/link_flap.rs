@@ -42,7 +42,7 @@ impl Fault for LinkFlap {
     }
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
-        super::needs_rx(sc, self.kind(), "flaps the link of")
+        super::needs_rx(sc, self.kind(), "flaps the link of").map(|_| ())
     }
 
     fn inject(&mut self, host: &mut HostParts, _: &Targets) -> Result<String> {

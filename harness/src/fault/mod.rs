@@ -18,6 +18,7 @@
 
 mod bus_master_off;
 mod canary_write;
+mod cross_device_mapping;
 mod device_reset;
 mod driver;
 mod handover_corrupt;
@@ -26,10 +27,15 @@ mod kexec_bad_image;
 mod memory_pressure;
 mod link_flap;
 mod qemu_kill;
+mod resume_iova_skew;
+mod root_table_copy;
+mod shaping;
+mod unmapped_slots;
 mod vm_pause;
 
 pub use driver::{Faults, HostParts, Targets};
 pub use hits::{from_journal, FaultHit};
+pub use shaping::{Shape, Shaped, Shaping};
 
 use std::time::Duration;
 
@@ -71,12 +77,40 @@ pub enum FaultKind {
     /// file in pkernfs (through the RAM file) during the jump: the new
     /// agent must refuse it and quiesce the device.
     HandoverCorrupt,
+    /// The RX engine starts with its last `slots` descriptors on an IOVA it
+    /// never mapped (a step before `start_dma`): VT-d must fault them.
+    UnmappedSlots,
+    /// Resuming agents rebuild the persistent RX engine's mappings `skew`
+    /// bytes off the frozen ones (a step before the `live_update`): the
+    /// kernel must refuse to switch.
+    ResumeIovaSkew,
+    /// The non-persistent NVMe engine's buffer IOVAs map the e1000e's
+    /// guest-RAM file (a step before `start_dma`): the isolation oracle
+    /// must name the cross-device translations.
+    CrossDeviceMapping,
+    /// Following live updates' kernels copy the VT-d tables out of pkernfs
+    /// (kdump path) instead of adopting them in place (a step before the
+    /// `live_update`): the IOMMU oracle must see the root outside pkernfs.
+    RootTableCopy,
 }
 
 impl FaultKind {
     /// Every kind, in documentation order.
-    pub const ALL: &'static [FaultKind] =
-        &[FaultKind::LinkFlap, FaultKind::VmPause, FaultKind::QemuKill, FaultKind::CanaryWrite, FaultKind::BusMasterOff, FaultKind::KexecBadImage, FaultKind::MemoryPressure, FaultKind::DeviceReset, FaultKind::HandoverCorrupt];
+    pub const ALL: &'static [FaultKind] = &[
+        FaultKind::LinkFlap,
+        FaultKind::VmPause,
+        FaultKind::QemuKill,
+        FaultKind::CanaryWrite,
+        FaultKind::BusMasterOff,
+        FaultKind::KexecBadImage,
+        FaultKind::MemoryPressure,
+        FaultKind::DeviceReset,
+        FaultKind::HandoverCorrupt,
+        FaultKind::UnmappedSlots,
+        FaultKind::ResumeIovaSkew,
+        FaultKind::CrossDeviceMapping,
+        FaultKind::RootTableCopy,
+    ];
 
     /// Its name in scenario files (`link_flap`).
     pub fn name(self) -> String {
@@ -159,6 +193,10 @@ pub struct FaultStep {
     pub engine: Option<Engine>,
     /// How much (`memory_pressure`).
     pub size_mib: Option<u64>,
+    /// How many RX descriptors (`unmapped_slots`).
+    pub slots: Option<u32>,
+    /// How many bytes off (`resume_iova_skew`).
+    pub skew: Option<u64>,
 }
 
 /// What a fault makes a run expect (when nothing else in the scenario
@@ -227,13 +265,20 @@ pub trait Fault: Send {
     }
     /// What it makes the run expect.
     fn expects(&self) -> Expectation;
+    /// A fault that changes a request the harness makes later (an engine's
+    /// start, an update's kernel or resume) rather than the running host:
+    /// what it changes. It is a step of its own (no `at`, no `after_frames`),
+    /// before what it shapes.
+    fn shapes(&self) -> Option<Shape> {
+        None
+    }
 }
 
 /// For a fault on the e1000e: the scenario must have an `[rx]` table;
 /// `does` says what the fault does to it (for the message).
-fn needs_rx(sc: &Scenario, kind: FaultKind, does: &str) -> Result<(), String> {
+fn needs_rx<'a>(sc: &'a Scenario, kind: FaultKind, does: &str) -> Result<&'a crate::scenario::RxSpec, String> {
     match &sc.rx {
-        Some(_) => Ok(()),
+        Some(rx) => Ok(rx),
         None => Err(format!("fault: \"{kind}\" {does} the e1000e: needs an [rx] table")),
     }
 }
@@ -242,7 +287,13 @@ fn needs_rx(sc: &Scenario, kind: FaultKind, does: &str) -> Result<(), String> {
 /// the field (`duration_ms: …`).
 pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
     let only = |allowed: &[&str]| -> Result<(), String> {
-        let given = [("duration_ms", step.duration_ms.is_some()), ("engine", step.engine.is_some()), ("size_mib", step.size_mib.is_some())];
+        let given = [
+            ("duration_ms", step.duration_ms.is_some()),
+            ("engine", step.engine.is_some()),
+            ("size_mib", step.size_mib.is_some()),
+            ("slots", step.slots.is_some()),
+            ("skew", step.skew.is_some()),
+        ];
         for (name, given) in given {
             if given && !allowed.contains(&name) {
                 return Err(format!("{name}: fault = \"{}\" takes no `{name}`", step.kind));
@@ -299,6 +350,24 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
             let engine = step.engine.ok_or_else(|| "engine: fault = \"handover_corrupt\" needs engine = \"rx\" or \"nvme\"".to_string())?;
             Box::new(handover_corrupt::HandoverCorrupt::new(engine))
         }
+        FaultKind::UnmappedSlots => {
+            only(&["slots"])?;
+            let slots = step.slots.ok_or_else(|| "slots: fault = \"unmapped_slots\" needs how many descriptors".to_string())?;
+            Box::new(unmapped_slots::UnmappedSlots { slots })
+        }
+        FaultKind::ResumeIovaSkew => {
+            only(&["skew"])?;
+            let skew = step.skew.ok_or_else(|| "skew: fault = \"resume_iova_skew\" needs how many bytes off (a multiple of 4096)".to_string())?;
+            Box::new(resume_iova_skew::ResumeIovaSkew { skew })
+        }
+        FaultKind::CrossDeviceMapping => {
+            only(&[])?;
+            Box::new(cross_device_mapping::CrossDeviceMapping)
+        }
+        FaultKind::RootTableCopy => {
+            only(&[])?;
+            Box::new(root_table_copy::RootTableCopy)
+        }
     })
 }
 
@@ -312,6 +381,20 @@ pub fn validate(sc: &Scenario) -> Result<(), (usize, String)> {
         let crate::scenario::Step::Fault(f) = step else { continue };
         let fault = build(f).map_err(|m| (i, m))?;
         fault.requires(sc).map_err(|m| (i, m))?;
+        if let Some(shape) = fault.shapes() {
+            if f.after_frames.is_some() {
+                return Err((i, format!("after_frames: fault = \"{}\" changes a later request, a step of its own: no `after_frames`", f.kind)));
+            }
+            let later = |p: fn(&crate::scenario::Step) -> bool| sc.steps[i + 1..].iter().any(p);
+            let ok = match shape.shapes() {
+                Shaped::EngineStart => later(|s| matches!(s, crate::scenario::Step::StartDma)),
+                Shaped::LiveUpdate => later(|s| matches!(s, crate::scenario::Step::LiveUpdate { .. })),
+            };
+            if !ok {
+                let what = if shape.shapes() == Shaped::EngineStart { "`start_dma`" } else { "`live_update`" };
+                return Err((i, format!("fault: \"{}\" shapes a later {what}, and none follows", f.kind)));
+            }
+        }
         if let Some(n) = f.after_frames {
             if f.at.is_some() {
                 return Err((i, "after_frames: a fault fires at a moment (`at`) or after a number of frames, not both".into()));

@@ -182,3 +182,29 @@ fn a_fault_on_the_e1000e_needs_an_rx_table() {
         assert!(e.contains("steps[1]") && e.contains(&format!("{does} the e1000e: needs an [rx] table")), "{e}");
     }
 }
+
+#[test]
+fn a_shaping_fault_comes_before_what_it_shapes_and_checks_what_it_needs() {
+    let before_start = |fault: &str| HEAD.replace("[[steps]]\ndo = \"start_dma\"", &format!("[[steps]]\ndo = \"fault\"\n{fault}\n\n[[steps]]\ndo = \"start_dma\""));
+    let s = Scenario::parse(&before_start("fault = \"unmapped_slots\"\nslots = 8"), "f.toml").unwrap();
+    assert!(s.plan().unwrap().steps[2].before.describe().ends_with("unmapped_slots in effect"));
+    // After the engines started it shapes nothing: no `start_dma` follows.
+    let e = err("fault = \"unmapped_slots\"\nslots = 8", "");
+    assert!(e.starts_with("f.toml:22: steps[3].fault") && e.contains("shapes a later `start_dma`, and none follows"), "{e}");
+    let e = Scenario::parse(&before_start("fault = \"unmapped_slots\"\nslots = 256"), "f.toml").unwrap_err().to_string();
+    assert!(e.contains("steps[1].slots: 256 must be in 1..256 (rx.ring_size)"), "{e}");
+    let e = Scenario::parse(&before_start("fault = \"unmapped_slots\""), "f.toml").unwrap_err().to_string();
+    assert!(e.contains("steps[1].slots: fault = \"unmapped_slots\" needs how many"), "{e}");
+    let e = Scenario::parse(&before_start("fault = \"unmapped_slots\"\nslots = 8\nat = \"kexec\""), "f.toml").unwrap_err().to_string();
+    assert!(e.contains("takes no `at`") || e.contains("no `live_update` step follows"), "{e}");
+    let e = Scenario::parse(&before_start("fault = \"cross_device_mapping\""), "f.toml").unwrap_err().to_string();
+    assert!(e.contains("needs an [nvme] table"), "{e}");
+    let e = Scenario::parse(&before_start("fault = \"resume_iova_skew\"\nskew = 4096"), "f.toml").unwrap_err().to_string();
+    assert!(e.contains("persist = true"), "{e}");
+    let e = Scenario::parse(&before_start("fault = \"root_table_copy\""), "f.toml").unwrap_err().to_string();
+    assert!(e.contains("kernel = \"lulab\""), "{e}");
+    // A fault that changes the engines' start cannot come after it.
+    let twice = HEAD.replace("[[steps]]\ndo = \"inject\"", "[[steps]]\ndo = \"fault\"\nfault = \"unmapped_slots\"\nslots = 8\n\n[[steps]]\ndo = \"inject\"");
+    let e = Scenario::parse(&format!("{twice}\n[[steps]]\ndo = \"start_dma\"\n"), "f.toml").unwrap_err().to_string();
+    assert!(e.contains("steps[2].fault: \"unmapped_slots\" changes how the engines start, and they already run"), "{e}");
+}

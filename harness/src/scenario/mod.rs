@@ -187,20 +187,11 @@ pub struct RxSpec {
     /// Let the agent recycle descriptors (keeping the newest half for the scanner).
     #[serde(default)]
     pub refill: bool,
-    /// Fault injection: point the last N descriptors at an unmapped IOVA, so
-    /// frames landing there fault in VT-d (the IOMMU oracle's negative control).
-    #[serde(default)]
-    pub unmapped_slots: u32,
     /// Live update: ring, buffers and canary in a pkernfs file, the device
     /// marked persistent, and after each `live_update` the new agent adopts
     /// it from the hand-over. Needs `[pkernfs]` and the lulab kernel.
     #[serde(default)]
     pub persist: bool,
-    /// Fault injection for `persist`: the resuming agent maps the buffers
-    /// this many bytes (a multiple of 4096) above their IOVA, so the kernel
-    /// must refuse to switch from the frozen domain. 0 in real runs.
-    #[serde(default)]
-    pub resume_iova_skew: u64,
     /// With `persist`: what keeps the memory (`"pkernfs"`, the default, or
     /// `"luo_memfd"`: a memfd preserved by upstream's LUO, needs `[luo]`;
     /// the device is not kept running).
@@ -234,13 +225,6 @@ pub struct NvmeSpec {
     pub blocks_per_cmd: u32,
     /// Commands in flight.
     pub queue_depth: u32,
-    /// Fault injection (the isolation oracle's negative control): the
-    /// NVMe's buffer IOVAs map the e1000e's guest-RAM file in pkernfs (from
-    /// offset 0, as far as it reaches) instead of the agent's NVMe buffers,
-    /// so reads DMA disk blocks into the other device's guest RAM. Needs a
-    /// non-persistent NVMe engine and a persistent RX engine in pkernfs.
-    #[serde(default)]
-    pub rx_ram_at_buffers: bool,
 }
 
 /// One step. The list is closed: an unknown `do` is a parse error.
@@ -487,23 +471,10 @@ impl Scenario {
             if rx.persist && rx.backing == PersistBacking::Pkernfs && self.pkernfs.is_none() {
                 return Err("rx.persist: a persistent RX engine keeps its memory in pkernfs: add a [pkernfs] table".into());
             }
-            if rx.persist && rx.unmapped_slots != 0 {
-                return Err("rx.unmapped_slots: fault injection is not supported with rx.persist".into());
-            }
-            if rx.resume_iova_skew % 4096 != 0 || (rx.resume_iova_skew != 0 && !rx.persist) {
-                return Err(format!("rx.resume_iova_skew: {} must be a multiple of 4096, with rx.persist", rx.resume_iova_skew));
-            }
         }
         if let Some(nv) = &self.nvme {
             if nv.persist && self.pkernfs.is_none() {
                 return Err("nvme.persist: a persistent NVMe engine keeps its queues in pkernfs: add a [pkernfs] table".into());
-            }
-            if nv.rx_ram_at_buffers && nv.persist {
-                return Err("nvme.rx_ram_at_buffers: the fault is injected into a non-persistent NVMe domain: set nvme.persist = false".into());
-            }
-            let rx_in_pkernfs = self.rx.as_ref().is_some_and(RxSpec::in_pkernfs);
-            if nv.rx_ram_at_buffers && !rx_in_pkernfs {
-                return Err("nvme.rx_ram_at_buffers: maps the e1000e's guest-RAM file: needs [rx] with persist = true in pkernfs".into());
             }
         }
         if let Some(rx) = &self.rx {

@@ -51,6 +51,9 @@ pub struct State {
     pub staged: Option<KernelChoice>,
     /// Faults armed for moments of the next live update.
     pub armed: Vec<(FaultKind, Moment)>,
+    /// Faults in effect that change the harness's later requests
+    /// (`unmapped_slots`, `root_table_copy`…).
+    pub shaping: Vec<FaultKind>,
 }
 
 /// A DMA engine at a point of the run.
@@ -108,6 +111,9 @@ impl State {
         }
         for (kind, at) in &self.armed {
             parts.push(format!("{kind} armed at {}", at.name()));
+        }
+        for kind in &self.shaping {
+            parts.push(format!("{kind} in effect"));
         }
         parts.join(", ")
     }
@@ -181,6 +187,10 @@ impl Scenario {
             }
             Step::Fault(f) => {
                 host()?;
+                let shapes = crate::fault::build(f).ok().and_then(|x| x.shapes()).map(|s| s.shapes());
+                if shapes == Some(crate::fault::Shaped::EngineStart) && !st.engines.is_empty() {
+                    return Err(format!("fault: \"{}\" changes how the engines start, and they already run: put it before `start_dma`", f.kind));
+                }
                 if f.at.is_none() && f.after_frames.is_none() {
                     if let Some(e) = f.engine {
                         if st.engine(e).is_none() {
@@ -219,6 +229,8 @@ impl Scenario {
             Step::Fault(f) => {
                 if let Some(at) = f.at {
                     st.armed.push((f.kind, at));
+                } else if crate::fault::build(f).ok().and_then(|x| x.shapes()).is_some() {
+                    st.shaping.push(f.kind);
                 }
             }
             _ => {}

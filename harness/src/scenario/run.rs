@@ -109,6 +109,8 @@ struct Runner<'a> {
     journal: Journal,
     /// Faults armed for moments of the next live update, and lasting ones.
     faults: Faults,
+    /// What the shaping faults so far change in the harness's requests.
+    shaping: crate::fault::Shaping,
 }
 
 /// The RX side: layout, the background scanner and the injector.
@@ -200,6 +202,7 @@ impl<'a> Runner<'a> {
             slot: Some(slot),
             journal,
             faults,
+            shaping: crate::fault::Shaping::default(),
         })
     }
 
@@ -247,11 +250,15 @@ impl<'a> Runner<'a> {
             Step::StartDma => self.start_dma(),
             Step::Inject => self.inject(),
             Step::AwaitSent { frames } => self.await_sent(*frames),
-            Step::StageUpdate => self.stage_update(self.sc.host.kernel, &[]),
+            Step::StageUpdate => {
+                let params = self.shaping.kernel_params.clone();
+                self.stage_update(self.sc.host.kernel, &params)
+            }
             Step::LiveUpdate { kernel, cmdline, resume } => {
                 let kernel = kernel.unwrap_or(self.sc.host.kernel);
+                let cmdline: Vec<String> = self.shaping.kernel_params.iter().chain(cmdline).cloned().collect();
                 if self.staged.as_ref() != Some(&(kernel, cmdline.clone())) {
-                    self.stage_update(kernel, cmdline)?;
+                    self.stage_update(kernel, &cmdline)?;
                 }
                 if self.sc.pkernfs.is_some() {
                     self.pk_hash_at_jump()?;
@@ -311,6 +318,12 @@ impl<'a> Runner<'a> {
     /// A `do = "fault"` step: armed for its moment, or injected now.
     fn fault(&mut self, index: usize, step: &crate::fault::FaultStep) -> Result<()> {
         let fault = crate::fault::build(step).map_err(|m| anyhow::anyhow!("steps[{index}].{m}"))?;
+        if let Some(shape) = fault.shapes() {
+            let host = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
+            self.faults.now(index, fault, &mut host.parts())?;
+            self.shaping.apply(&shape);
+            return Ok(());
+        }
         if let Some(at) = step.at {
             self.faults.arm(index, at, fault);
             return Ok(());
@@ -365,7 +378,7 @@ impl<'a> Runner<'a> {
                 buf_size: RX_BUF,
                 refill: spec.refill,
                 iommu: IommuApi::Auto,
-                unmapped_slots: spec.unmapped_slots,
+                unmapped_slots: self.shaping.unmapped_slots,
                 persist: self.rx_persist_spec(&spec, false),
             };
             let layout = self.dma_start(cfg, None)?;

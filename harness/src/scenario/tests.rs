@@ -104,27 +104,6 @@ fn host_cmdline_words_are_checked() {
 }
 
 #[test]
-fn rx_ram_at_buffers_needs_a_non_persistent_nvme_and_rx_ram_in_pkernfs() {
-    let base = GOOD.replace("[rx]", "[host]\nkernel = \"lulab\"\nmemory_mib = 2048\niommu = true\n\n[pkernfs]\nsize_mib = 64\nbase_mib = 1024\n\n[rx]");
-    let nvme = "\n[nvme]\nlba_count = 64\nblocks_per_cmd = 8\nqueue_depth = 4\nrx_ram_at_buffers = true\n";
-    let with = |rx_extra: &str, nvme_extra: &str| {
-        base.replace("frames = 300", &format!("frames = 300\nrefill = true{rx_extra}")).replace("\n[[steps]]\ndo = \"boot\"", &format!("{nvme}{nvme_extra}\n[[steps]]\ndo = \"boot\""))
-    };
-    let ok = Scenario::parse(&with("\npersist = true", ""), "s.toml").unwrap();
-    assert!(ok.nvme.as_ref().unwrap().rx_ram_at_buffers && !ok.nvme.unwrap().persist);
-    let e = Scenario::parse(&with("", ""), "s.toml").unwrap_err().to_string();
-    // A validation error names the file, the field's line and the field.
-    let text = with("", "");
-    let line = text.lines().position(|l| l.starts_with("rx_ram_at_buffers")).unwrap() + 1;
-    assert!(e.starts_with(&format!("s.toml:{line}: nvme.rx_ram_at_buffers")) && e.contains("persist = true in pkernfs"), "{e}");
-    let e = Scenario::parse(&with("\npersist = true", "persist = true\n"), "s.toml").unwrap_err().to_string();
-    assert!(e.contains("nvme.rx_ram_at_buffers") && e.contains("nvme.persist = false"), "{e}");
-    let e = Scenario::parse(&with("\npersist = true", "").replace("rx_ram_at_buffers = true", "rx_ram_at_buffers = 1"), "s.toml").unwrap_err().to_string();
-    assert!(e.contains("rx_ram_at_buffers") && e.contains("line 26"), "{e}");
-}
-
-
-#[test]
 fn a_field_on_a_step_that_takes_none_is_an_error_with_its_line() {
     let text = GOOD.replace("do = \"inject\"", "do = \"inject\"\nspeed = 1");
     let e = Scenario::parse(&text, "s.toml").unwrap_err().to_string();

@@ -55,7 +55,7 @@ impl Runner<'_> {
 
     /// The agent's NVMe read of `[lba_start, spec.lba_count)`.
     pub(super) fn nvme_config(&self, spec: &NvmeSpec, lba_start: u64, iommu: IommuApi, persist: Option<PersistSpec>) -> DmaConfig {
-        let buffers_alias = spec.rx_ram_at_buffers.then(|| self.sc.rx.as_ref().and_then(|rx| self.rx_persist_spec(rx, false))).flatten().map(|p| p.file);
+        let buffers_alias = self.shaping.cross_device_mapping.then(|| self.sc.rx.as_ref().and_then(|rx| self.rx_persist_spec(rx, false))).flatten().map(|p| p.file);
         DmaConfig::NvmeRead {
             pci: NVME_ADDR.into(),
             blocks_per_cmd: spec.blocks_per_cmd,

@@ -34,7 +34,7 @@ impl Runner<'_> {
             PersistBacking::Pkernfs => self.sc.pkernfs.as_ref()?.path(RX_FILE),
             PersistBacking::LuoMemfd => LUO_SESSION.into(),
         };
-        let iova_skew = if resume { spec.resume_iova_skew } else { 0 };
+        let iova_skew = if resume { self.shaping.resume_iova_skew } else { 0 };
         spec.persist.then_some(PersistSpec { file, resume, iova_skew, backing: spec.backing })
     }
 
