@@ -18,6 +18,7 @@
 
 pub mod iommu;
 pub mod cpu_writes;
+pub mod dma_timing;
 pub mod isolation;
 pub mod kernel_log;
 pub mod kunit;

@@ -32,6 +32,12 @@ pub struct RunFacts {
     pub dma_trace_offset: u64,
     /// When the run started ([`crate::traffic::clock::now_ns`]): time zero of report.json.
     pub start_ns: u64,
+    /// When the steps ended and observing began (same clock).
+    pub end_ns: u64,
+    /// CLOCK_REALTIME − the harness clock, ns, read back to back at the
+    /// run's start and when observing began (QEMU's trace lines carry
+    /// realtime stamps).
+    pub clock_offset_ns: (i64, i64),
 }
 
 /// The agent pages the memory oracle compares, hashed by the runner.
@@ -75,6 +81,10 @@ pub struct RxObservations {
     /// Frames of the run QEMU's netdev took from the socket (its capture;
     /// `None`: no capture file).
     pub taken_by_qemu: Option<std::collections::BTreeSet<u64>>,
+    /// The ring and buffers the scanner read (`None` in unit tests).
+    pub ring: Option<crate::oracle::rx_scan::RxRing>,
+    /// The injector's frame interval, µs.
+    pub frame_interval_us: u64,
 }
 
 /// What the oracles judge from.
@@ -154,6 +164,7 @@ pub fn registered() -> Vec<Box<dyn Oracle>> {
         Box::new(super::timeline::TimelineOracle),
         Box::new(super::isolation::IsolationOracle),
         Box::new(super::cpu_writes::CpuWritesOracle),
+        Box::new(super::dma_timing::DmaTimingOracle),
     ]
 }
 

@@ -152,6 +152,11 @@ impl RxScanner {
         }
     }
 
+    /// The ring and buffers it reads.
+    pub fn ring(&self) -> &RxRing {
+        &self.ring
+    }
+
     /// What all scans so far found.
     pub fn sightings(&self) -> &Sightings {
         &self.sightings

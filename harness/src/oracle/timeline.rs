@@ -135,6 +135,18 @@ pub struct UpdateTimeline {
     /// `kernel_up - kexec_started`: the kexec transition as seen on the
     /// console.
     pub kexec_transition_ms: Option<u64>,
+    /// The DMA blackout, µs: the longest gap between two consecutive RX
+    /// buffer writes of the device (QEMU's trace) from the kexec request to
+    /// the new agent's first refill (the `dma_timing` section has its
+    /// bounds). Null without an RX stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dma_blackout_us: Option<u64>,
+    /// The blackout runs to the end of the run: the device never wrote again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dma_blackout_to_end_of_run: bool,
+    /// The injector's frame interval, µs, to read the blackout against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_interval_us: Option<u64>,
 }
 
 /// The timeline of every update; `run_start_ns` is time zero and `dma` the
@@ -177,6 +189,7 @@ pub fn timeline(run_start_ns: u64, updates: &[UpdateEvents], dma: Option<&[Compl
                 first_dma_after: first_after.flatten().map(ms),
                 dma_while_agent_down: while_down,
                 kexec_transition_ms: span(Some(kexec), u.kernel_up_ns),
+                ..Default::default()
             }
         })
         .collect()

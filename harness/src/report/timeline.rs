@@ -63,9 +63,16 @@ fn one(s: &mut String, u: &UpdateTimeline, rx: bool) {
         (true, None) => "—".to_string(),
         (true, Some(n)) => n.to_string(),
     };
+    let blackout = match (u.dma_blackout_us, u.frame_interval_us) {
+        (Some(b), Some(i)) => format!(
+            " · DMA blackout {b} µs{} (frame interval {i} µs; QEMU's trace)",
+            if u.dma_blackout_to_end_of_run { ", to the end of the run: the device never wrote again" } else { "" }
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         s,
-        "\nkexec transition {} · agent downtime {} · frames DMAed with no agent running: {no_agent}\n",
+        "\nkexec transition {} · agent downtime {} · frames DMAed with no agent running: {no_agent}{blackout}\n",
         ms(u.kexec_transition_ms),
         ms(u.agent_downtime_ms)
     );

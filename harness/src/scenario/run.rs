@@ -109,6 +109,8 @@ struct Runner<'a> {
     journal: Journal,
     /// Faults armed for moments of the next live update, and lasting ones.
     faults: Faults,
+    /// CLOCK_REALTIME − the harness clock at the start (QEMU's trace clock).
+    clock_offset_ns: i64,
     /// What the shaping faults so far change in the harness's requests.
     shaping: crate::fault::Shaping,
 }
@@ -202,6 +204,7 @@ impl<'a> Runner<'a> {
             slot: Some(slot),
             journal,
             faults,
+            clock_offset_ns: crate::traffic::clock::realtime_offset_ns(),
             shaping: crate::fault::Shaping::default(),
         })
     }

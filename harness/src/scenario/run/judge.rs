@@ -88,7 +88,12 @@ impl Runner<'_> {
             memory.cpu_writes_outside_allowed = cw.get("outside_allowed").and_then(|v| v.as_u64());
         }
         let kunit: Option<crate::ktap::Counts> = take(&mut sections, "kunit")?;
-        let updates: Vec<UpdateTimeline> = take(&mut sections, "updates")?;
+        let mut updates: Vec<UpdateTimeline> = take(&mut sections, "updates")?;
+        if let Some(t) = sections.get("dma_timing").and_then(|v| serde_json::from_value::<crate::oracle::dma_timing::DmaTiming>(v.clone()).ok()) {
+            for (u, b) in updates.iter_mut().zip(&t.blackouts) {
+                (u.dma_blackout_us, u.dma_blackout_to_end_of_run, u.frame_interval_us) = (Some(b.blackout_us), b.to_end_of_run, Some(t.frame_interval_us));
+            }
+        }
         let isolation: Option<IsolationSection> = take(&mut sections, "isolation")?;
         found.extend(self.pk.findings.iter().cloned());
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
@@ -194,7 +199,9 @@ impl Runner<'_> {
             true => Some(crate::traffic::capture::Capture::read(&capture, self.run_id).context("QEMU's capture of the NIC's frames")?.seqs),
             false => None,
         };
-        Ok(Some(crate::oracle::registry::RxObservations { sent, seen, status: rx.status.clone(), stray, taken_by_qemu }))
+        let ring = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?.ring().clone();
+        let frame_interval_us = (1e6 / rx.spec.rate_fps).round() as u64;
+        Ok(Some(crate::oracle::registry::RxObservations { sent, seen, status: rx.status.clone(), stray, taken_by_qemu, ring: Some(ring), frame_interval_us }))
     }
 
     /// The agent's pages for the memory oracle: hashed now, against the
@@ -250,6 +257,8 @@ impl Runner<'_> {
             live_updates: self.live_updates,
             dma_trace_offset: self.dma_trace_offset,
             start_ns: self.start_ns,
+            end_ns: crate::traffic::clock::now_ns(),
+            clock_offset_ns: (self.clock_offset_ns, crate::traffic::clock::realtime_offset_ns()),
         }
     }
 
