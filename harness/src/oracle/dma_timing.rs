@@ -30,6 +30,10 @@ use crate::oracle::timeline::UpdateEvents;
 const BUFF_WRITE: &str = "e1000e_rx_desc_buff_write";
 /// A tail (RDT) write by a driver: the ring refilled.
 const SET_RDT: &str = "e1000e_rx_set_rdt";
+/// The NVMe controller took an I/O command from its submission queue.
+const NVME_IO_CMD: &str = "pci_nvme_io_cmd";
+/// The NVMe controller queued a command's completion.
+const NVME_COMPLETION: &str = "pci_nvme_enqueue_req_completion";
 
 /// Latency percentiles, µs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,84 @@ pub struct DmaTiming {
     pub blackouts: Vec<Blackout>,
     /// CLOCK_REALTIME − harness clock, ns, at the run's start and at judging.
     pub clock_offset_ns: (i64, i64),
+    /// NVMe reads from the controller taking the command off its submission
+    /// queue to queueing its completion (`None`: no NVMe engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvme: Option<NvmeTiming>,
+}
+
+/// report.json `dma_timing.nvme`: the NVMe controller's command latency.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvmeTiming {
+    /// I/O commands with both ends traced.
+    pub commands_timed: u64,
+    /// I/O commands taken and never completed (in flight at the end, or
+    /// dropped by a reset).
+    pub commands_open: u64,
+    /// Submission seen by the device → completion queued, of all.
+    pub latency: Option<Percentiles>,
+    /// Of commands completed before the first update's kexec request.
+    pub latency_before: Option<Percentiles>,
+    /// Inside an update (kexec request → new agent up).
+    pub latency_during: Option<Percentiles>,
+    /// After.
+    pub latency_after: Option<Percentiles>,
+}
+
+/// NVMe I/O commands in `trace.log` as (taken, completed) on the harness
+/// clock, and how many were taken and never completed. A completion pairs
+/// with the open command of its id; admin completions (queue 0) are skipped.
+pub fn read_nvme_trace(text: impl BufRead, offset_ns: i64) -> (Vec<(u64, u64)>, u64) {
+    let num = |args: &str, key: &str| -> Option<u64> {
+        let (_, rest) = args.split_once(key)?;
+        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let (mut open, mut done) = (std::collections::HashMap::<u64, u64>::new(), Vec::new());
+    for line in text.lines().map_while(Result::ok) {
+        let Some((ns, rest)) = stamped(&line, offset_ns) else { continue };
+        let Some(t) = super::trace::parse_line(rest) else { continue };
+        if t.name == NVME_IO_CMD {
+            if let Some(cid) = num(t.args, "cid ") {
+                open.insert(cid, ns);
+            }
+        } else if t.name == NVME_COMPLETION {
+            if let (Some(cid), Some(cq)) = (num(t.args, "cid "), num(t.args, "cqid ")) {
+                if cq == 0 {
+                    continue;
+                }
+                if let Some(start) = open.remove(&cid) {
+                    done.push((start, ns));
+                }
+            }
+        }
+    }
+    (done, open.len() as u64)
+}
+
+/// The NVMe commands' latency, split by the updates.
+pub fn nvme_timing(commands: &[(u64, u64)], open: u64, updates: &[UpdateEvents]) -> NvmeTiming {
+    let first_kexec = updates.first().map_or(u64::MAX, |u| u.kexec_started_ns);
+    let in_update = |ns: u64| updates.iter().any(|u| ns >= u.kexec_started_ns && u.agent_up_ns.is_none_or(|up| ns <= up));
+    let (mut all, mut before, mut during, mut after) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &(start, end) in commands {
+        let us = end.saturating_sub(start) / 1000;
+        all.push(us);
+        if end < first_kexec {
+            before.push(us);
+        } else if in_update(end) {
+            during.push(us);
+        } else {
+            after.push(us);
+        }
+    }
+    NvmeTiming {
+        commands_timed: all.len() as u64,
+        commands_open: open,
+        latency: Percentiles::of(all),
+        latency_before: Percentiles::of(before),
+        latency_during: Percentiles::of(during),
+        latency_after: Percentiles::of(after),
+    }
 }
 
 /// The e1000e's RX buffer writes and tail writes in `trace.log`, on the
@@ -248,18 +330,30 @@ impl Oracle for DmaTimingOracle {
     }
 
     fn trace_events(&self) -> &'static [&'static str] {
-        &[BUFF_WRITE, SET_RDT]
+        &[BUFF_WRITE, SET_RDT, NVME_IO_CMD, NVME_COMPLETION]
     }
 
     fn judge(&self, obs: &Observations) -> Result<Judged> {
-        let Some(rx) = obs.rx else { return Ok(Judged { section: serde_json::Value::Null, ..Default::default() }) };
-        let Some(ring) = &rx.ring else { return Ok(Judged { section: serde_json::Value::Null, ..Default::default() }) };
+        let ring = obs.rx.and_then(|rx| rx.ring.as_ref().map(|ring| (rx, ring)));
+        if ring.is_none() && obs.nvme.is_none() {
+            return Ok(Judged { section: serde_json::Value::Null, ..Default::default() });
+        }
         let (offset0, offset1) = obs.facts.clock_offset_ns;
-        let file = std::fs::File::open(obs.host_dir.join("trace.log"))?;
-        let (writes, rdt) = read_trace(std::io::BufReader::new(file), offset0);
-        let found: Vec<Found> = rx.seen.delivered.values().map(|d| Found { slot: d.slot, sent_ns: d.sent_ns, seen_ns: d.seen_ns }).collect();
-        let mut t = compute(&writes, &rdt, ring.buffers.iova, u64::from(ring.buf_size), &found, obs.updates, obs.facts.start_ns, obs.facts.end_ns);
-        t.frame_interval_us = rx.frame_interval_us;
+        let open = || std::fs::File::open(obs.host_dir.join("trace.log")).map(std::io::BufReader::new);
+        let mut t = match ring {
+            Some((rx, ring)) => {
+                let (writes, rdt) = read_trace(open()?, offset0);
+                let found: Vec<Found> = rx.seen.delivered.values().map(|d| Found { slot: d.slot, sent_ns: d.sent_ns, seen_ns: d.seen_ns }).collect();
+                let mut t = compute(&writes, &rdt, ring.buffers.iova, u64::from(ring.buf_size), &found, obs.updates, obs.facts.start_ns, obs.facts.end_ns);
+                t.frame_interval_us = rx.frame_interval_us;
+                t
+            }
+            None => DmaTiming::default(),
+        };
+        if obs.nvme.is_some() {
+            let (commands, open_cmds) = read_nvme_trace(open()?, offset0);
+            t.nvme = Some(nvme_timing(&commands, open_cmds, obs.updates));
+        }
         t.clock_offset_ns = (offset0, offset1);
         Ok(Judged { section: serde_json::to_value(&t)?, ..Default::default() })
     }
@@ -273,6 +367,17 @@ impl Oracle for DmaTimingOracle {
         for (name, p) in [("all", &t.latency), ("before the first update", &t.latency_before), ("during updates", &t.latency_during), ("after", &t.latency_after)] {
             if let Some(p) = p {
                 s.push_str(&format!("| {name} | {} | {} | {} | {} | {} |\n", p.frames, p.p50_us, p.p99_us, p.p999_us, p.max_us));
+            }
+        }
+        if let Some(nv) = &t.nvme {
+            s.push_str(&format!(
+                "\nNVMe: {} reads timed from the controller taking the command to queueing its completion ({} never completed).\n\n| commands | n | p50 | p99 | p99.9 | max |\n|---|---|---|---|---|---|\n",
+                nv.commands_timed, nv.commands_open
+            ));
+            for (name, p) in [("all", &nv.latency), ("before the first update", &nv.latency_before), ("during updates", &nv.latency_during), ("after", &nv.latency_after)] {
+                if let Some(p) = p {
+                    s.push_str(&format!("| {name} | {} | {} | {} | {} | {} |\n", p.frames, p.p50_us, p.p99_us, p.p999_us, p.max_us));
+                }
             }
         }
         if !t.blackouts.is_empty() {

@@ -78,3 +78,19 @@ fn percentiles_take_the_nearest_rank() {
     assert_eq!((p.p50_us, p.p99_us, p.p999_us, p.max_us), (500, 990, 999, 1000));
     assert!(Percentiles::of(vec![]).is_none());
 }
+
+#[test]
+fn nvme_commands_are_timed_from_taken_to_completed() {
+    let text = "9@100.000100:pci_nvme_io_cmd cid 7 nsid 0x1 sqid 1 opc 0x2 opname 'NVME_NVM_CMD_READ'\n\
+                9@100.000200:pci_nvme_io_cmd cid 8 nsid 0x1 sqid 1 opc 0x2 opname 'NVME_NVM_CMD_READ'\n\
+                9@100.000300:pci_nvme_enqueue_req_completion cid 0 cqid 0 dw0 0x0 dw1 0x0 status 0x0\n\
+                9@100.001100:pci_nvme_enqueue_req_completion cid 7 cqid 1 dw0 0x0 dw1 0x0 status 0x0\n\
+                9@100.002100:pci_nvme_io_cmd cid 7 nsid 0x1 sqid 1 opc 0x2 opname 'NVME_NVM_CMD_READ'\n\
+                9@100.005100:pci_nvme_enqueue_req_completion cid 7 cqid 1 dw0 0x0 dw1 0x0 status 0x0\n";
+    let (cmds, open) = read_nvme_trace(text.as_bytes(), 0);
+    let s = |us: u64| 100_000_000_000 + us * 1000;
+    assert_eq!(cmds, [(s(100), s(1100)), (s(2100), s(5100))], "an id is reused once completed; admin completions skipped");
+    assert_eq!(open, 1, "cid 8 never completed");
+    let t = nvme_timing(&cmds, open, &[update(100_002, Some(100_010))]);
+    assert_eq!((t.commands_timed, t.latency_before.unwrap().max_us, t.latency_during.unwrap().max_us), (2, 1000, 3000));
+}
