@@ -113,6 +113,26 @@ enum KernelCmd {
 
 #[derive(Debug, Subcommand)]
 enum BenchCmd {
+    /// Send → DMA latency (µs, QEMU's trace) before, during and after a
+    /// live update, and the DMA blackout, over several runs; with --b, two
+    /// scenarios interleaved and each metric judged with a permutation test.
+    DmaLatency {
+        /// Scenario A (needs [rx]).
+        #[arg(long, default_value = "scenarios/live-update-rx.toml")]
+        scenario: PathBuf,
+        /// Scenario B, run interleaved with A (A B, B A, …).
+        #[arg(long)]
+        b: Option<PathBuf>,
+        /// Runs of each (with --b, at least 4 for a p-value below 0.05).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// A permutation p-value below this calls a difference.
+        #[arg(long, default_value_t = 0.05)]
+        alpha: f64,
+        /// Output directory (default: reports/<timestamp>-bench-dma-latency).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The CPU-write watcher's cost: a scenario without and with the TCG
     /// plugin, in pairs of alternating order; prints wall-time ratios.
     Watcher {
@@ -194,6 +214,16 @@ fn main() -> Result<()> {
                 }
             }
             std::process::exit(i32::from(any));
+        }
+        Cmd::Bench { cmd: BenchCmd::DmaLatency { scenario, b, runs, alpha, out } } => {
+            let out = match out {
+                Some(d) => d,
+                None => new_run_dir("bench-dma-latency")?,
+            };
+            let bench = lulab::bench::dma_latency::run(&scenario, b.as_deref(), runs, alpha, &out)?;
+            print!("{}", bench.markdown());
+            println!("\nbench: {}", out.join("bench.json").display());
+            Ok(())
         }
         Cmd::Bench { cmd: BenchCmd::Watcher { scenario, pairs, out } } => {
             let out = match out {

@@ -2,4 +2,5 @@
 //! never timed assertions. Each bench writes `bench.json` and `bench.md`
 //! into its output directory.
 
+pub mod dma_latency;
 pub mod watcher;
