@@ -113,6 +113,23 @@ enum KernelCmd {
 
 #[derive(Debug, Subcommand)]
 enum BenchCmd {
+    /// N live updates in a row under RX load with the device kept running:
+    /// per-update agent downtime, kexec transition and DMA blackout; exit 1
+    /// when a frame was lost or an update failed.
+    Soak {
+        /// Live updates.
+        #[arg(long, default_value_t = 100)]
+        updates: usize,
+        /// The soak scenario it is built from (its live_update entry repeated).
+        #[arg(long, default_value = "scenarios/live-update-soak.toml")]
+        scenario: PathBuf,
+        /// Load the CPU-write watcher too (slower: about 1.6×).
+        #[arg(long)]
+        watch: bool,
+        /// Output directory (default: reports/<timestamp>-bench-soak).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Send → DMA latency (µs, QEMU's trace) before, during and after a
     /// live update, and the DMA blackout, over several runs; with --b, two
     /// scenarios interleaved and each metric judged with a permutation test.
@@ -214,6 +231,16 @@ fn main() -> Result<()> {
                 }
             }
             std::process::exit(i32::from(any));
+        }
+        Cmd::Bench { cmd: BenchCmd::Soak { updates, scenario, watch, out } } => {
+            let out = match out {
+                Some(d) => d,
+                None => new_run_dir("bench-soak")?,
+            };
+            let bench = lulab::bench::soak::run(&scenario, updates, watch, &out)?;
+            print!("{}", bench.markdown());
+            println!("\nbench: {}", out.join("bench.json").display());
+            std::process::exit(i32::from(!bench.passed()));
         }
         Cmd::Bench { cmd: BenchCmd::DmaLatency { scenario, b, runs, alpha, out } } => {
             let out = match out {

@@ -3,4 +3,5 @@
 //! into its output directory.
 
 pub mod dma_latency;
+pub mod soak;
 pub mod watcher;
