@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(sc.rx.as_ref().unwrap().frames, 125_000, "100 updates × 25 s × 50 fps");
         assert!(!sc.watch_persistent_memory);
         let plan = sc.plan().unwrap();
-        assert_eq!(plan.steps.iter().filter(|p| p.step.name() == "live_update").last().unwrap().before.updates, 99);
+        assert_eq!(plan.steps.iter().rfind(|p| p.step.name() == "live_update").unwrap().before.updates, 99);
         assert!(scenario(&base, 0, false).is_err());
     }
 

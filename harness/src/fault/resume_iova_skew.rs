@@ -23,7 +23,7 @@ impl Fault for ResumeIovaSkew {
         if !sc.rx.as_ref().is_some_and(|r| r.persist) {
             return Err("fault: \"resume_iova_skew\" skews the persistent RX engine's resume: needs [rx] with persist = true".into());
         }
-        if self.skew == 0 || self.skew % 4096 != 0 {
+        if self.skew == 0 || !self.skew.is_multiple_of(4096) {
             return Err(format!("skew: {} must be a positive multiple of 4096", self.skew));
         }
         Ok(())
