@@ -547,6 +547,14 @@ impl Scenario {
         Ok(())
     }
 
+    /// The scenario as it runs, as TOML: every default filled in and every
+    /// `repeat` written out, so that running it gives the same steps. The
+    /// runner writes it into the run directory as `scenario.resolved.toml`.
+    pub fn resolved_toml(&self) -> Result<String, toml::ser::Error> {
+        let body = toml::to_string(self)?;
+        Ok(format!("# Resolved by lulab {}: defaults filled in, repeats written out.\n{body}", env!("CARGO_PKG_VERSION")))
+    }
+
     /// Number of live updates the steps perform.
     pub fn live_updates(&self) -> usize {
         self.steps.iter().filter(|s| matches!(s, Step::LiveUpdate { .. })).count()

@@ -43,6 +43,8 @@ mod pkernfs_fill;
 const SCAN_EVERY: Duration = Duration::from_millis(50);
 /// Bytes per RX buffer.
 const RX_BUF: u32 = 2048;
+/// The scenario as run, in the run directory (see [`Scenario::resolved_toml`]).
+pub const RESOLVED: &str = "scenario.resolved.toml";
 
 /// Runs `scenario` (named `name`) with its files in `out`; writes
 /// `out/report.json` and `out/report.md` and returns the report.
@@ -225,6 +227,7 @@ impl<'a> Runner<'a> {
     fn drive(&mut self) -> Result<()> {
         let plan = self.sc.plan().map_err(|(entry, m)| anyhow::anyhow!("steps[{entry}].{m}"))?;
         std::fs::write(self.out.join("plan.json"), serde_json::to_string_pretty(&plan)?).context("writing plan.json")?;
+        std::fs::write(self.out.join(RESOLVED), self.sc.resolved_toml()?).with_context(|| format!("writing {RESOLVED}"))?;
         for planned in &plan.steps {
             let (i, step) = (planned.index, &planned.step);
             let t = Instant::now();

@@ -207,3 +207,15 @@ fn a_step_that_cannot_stand_where_it_is_names_its_entry_and_line() {
     let e = Scenario::parse(&busy, "s.toml").unwrap_err().to_string();
     assert!(e.contains("steps[4].do: `pkernfs_expect_busy`") && e.contains("persistent engine must run"), "{e}");
 }
+
+#[test]
+fn every_scenario_file_resolves_to_toml_that_parses_back_to_the_same_scenario() {
+    let dir = crate::workspace_root().join("scenarios");
+    for path in crate::scenario::catalogue::files(&dir).unwrap() {
+        let s = Scenario::load(&path).unwrap();
+        let text = s.resolved_toml().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let back = Scenario::parse(&text, "resolved.toml").unwrap_or_else(|e| panic!("{}: resolved form does not parse: {e}\n{text}", path.display()));
+        assert_eq!(back.plan().unwrap().steps.len(), s.steps.len());
+        assert_eq!(Scenario { step_entries: vec![], ..back }, Scenario { step_entries: vec![], ..s.clone() }, "{}", path.display());
+    }
+}

@@ -65,6 +65,10 @@ fn run_one(path: &Path, stem: &str) {
         );
     }
     faults_hit_their_moments(stem, &r);
+    // The run directory holds the scenario as run, and it is this one.
+    let resolved = Scenario::load(&t.dir().join(lulab::scenario::run::RESOLVED)).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let original = Scenario::load(path).unwrap();
+    assert_eq!((resolved.steps, resolved.rx, resolved.nvme), (original.steps, original.rx, original.nvme), "{stem}: scenario.resolved.toml");
     if let Some(check) = checks::for_scenario(stem) {
         check(&r, t.dir());
     }

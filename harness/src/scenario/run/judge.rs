@@ -135,7 +135,7 @@ impl Runner<'_> {
             pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
             luo: self.sc.luo.as_ref().map(|_| LuoSection::new(self.luo.clone())),
             sections,
-            faults: crate::fault::from_journal(&journal),
+            faults: self.record_fault_hits(crate::fault::from_journal(&journal)),
             timings_ms,
             run_dir: self.host_dir().display().to_string(),
             agent_reconnects,
@@ -245,6 +245,30 @@ impl Runner<'_> {
             dma_since_ns,
             maps,
         })
+    }
+
+    /// Appends to `scenario.resolved.toml`, as comments, when each fault
+    /// actually hit (the file still parses to the same scenario).
+    fn record_fault_hits(&self, hits: Vec<crate::fault::FaultHit>) -> Vec<crate::fault::FaultHit> {
+        use std::io::Write as _;
+        let path = self.out.join(super::RESOLVED);
+        if hits.is_empty() || !path.exists() {
+            return hits;
+        }
+        let mut text = String::from("\n# Where each fault hit in the run that wrote this file (ms since its start):\n");
+        for h in &hits {
+            let when = match (h.at, h.after_frames) {
+                (Some(m), _) => format!("at {} of update {}", m.name(), h.update.unwrap_or(0)),
+                (None, Some(n)) => format!("after {n} frames"),
+                (None, None) => "at its step".into(),
+            };
+            let hit = h.injected_ms.map_or("never (the run ended first)".to_string(), |ms| format!("injected at {ms} ms"));
+            text.push_str(&format!("#   step {} {} {when}: {hit}; {}\n", h.step + 1, h.kind, h.detail.replace('\n', " ")));
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&path) {
+            let _ = f.write_all(text.as_bytes());
+        }
+        hits
     }
 
     /// What the oracles behind the trait need to know of the run.
