@@ -113,6 +113,8 @@ struct Runner<'a> {
     faults: Faults,
     /// CLOCK_REALTIME − the harness clock at the start (QEMU's trace clock).
     clock_offset_ns: i64,
+    /// The live update whose first resuming request was sent (its `resume` milestone).
+    resumed_in: u32,
     /// What the shaping faults so far change in the harness's requests.
     shaping: crate::fault::Shaping,
 }
@@ -207,6 +209,7 @@ impl<'a> Runner<'a> {
             journal,
             faults,
             clock_offset_ns: crate::traffic::clock::realtime_offset_ns(),
+            resumed_in: 0,
             shaping: crate::fault::Shaping::default(),
         })
     }

@@ -96,7 +96,6 @@ impl Runner<'_> {
 
     /// After a `live_update`: the new agent takes over every persistent engine.
     pub(super) fn dma_resume(&mut self) -> Result<()> {
-        self.journal.record(crate::journal::Event::Update { update: self.live_updates, milestone: Moment::Resume.name() });
         self.rx_resume()?;
         self.nvme_resume()
     }
@@ -105,6 +104,10 @@ impl Runner<'_> {
     /// armed for [`Moment::Resume`] fire (once, on the first such request of
     /// the update) and lasting faults end on time.
     fn call_resuming(&mut self, op: lulab_proto::Op) -> Result<Reply, crate::agent::AgentError> {
+        if self.resumed_in != self.live_updates {
+            self.resumed_in = self.live_updates;
+            self.journal.record(crate::journal::Event::Update { update: self.live_updates, milestone: Moment::Resume.name() });
+        }
         let faults = &mut self.faults;
         let crate::host::Host { qmp, qemu, agent, .. } = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
         agent.call_polling(op, std::time::Duration::from_secs(60), &mut || {
