@@ -273,8 +273,7 @@ pub fn run(a: &Path, b: Option<&Path>, runs: usize, alpha: f64, out: &Path) -> R
         }
     }
     bench.compare();
-    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&bench)? + "\n")?;
-    std::fs::write(out.join("bench.md"), bench.markdown())?;
+    super::write(out, &bench, &bench.markdown())?;
     Ok(bench)
 }
 

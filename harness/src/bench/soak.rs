@@ -37,7 +37,7 @@ impl Dist {
             return Self::default();
         }
         v.sort_unstable();
-        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+        let at = |q| crate::oracle::dma_timing::nearest_rank(&v, q);
         Self { n: v.len(), p50: at(0.5), p90: at(0.9), max: v[v.len() - 1] }
     }
 }
@@ -147,8 +147,7 @@ pub fn run(base: &Path, updates: usize, watch: bool, out: &Path) -> Result<SoakB
     eprintln!("bench soak: {updates} live updates, {} frames at {} fps", sc.rx.as_ref().map_or(0, |r| r.frames), sc.rx.as_ref().map_or(0.0, |r| r.rate_fps));
     let report = crate::scenario::run::run("bench-soak", &sc, &dir)?;
     let bench = SoakBench::from_report(updates, &report, &dir);
-    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&bench)? + "\n")?;
-    std::fs::write(out.join("bench.md"), bench.markdown())?;
+    super::write(out, &bench, &bench.markdown())?;
     Ok(bench)
 }
 

@@ -105,8 +105,7 @@ pub fn run(file: &Path, pairs: usize, out: &Path) -> Result<WatcherBench> {
         result.pairs.push(Pair { without_ms: times[0], with_ms: times[1], ratio, watched_first, as_expected: ok });
     }
     result.median_ratio = median(result.pairs.iter().map(|p| p.ratio).collect());
-    std::fs::write(out.join("bench.json"), serde_json::to_string_pretty(&result)? + "\n")?;
-    std::fs::write(out.join("bench.md"), result.markdown())?;
+    super::write(out, &result, &result.markdown())?;
     Ok(result)
 }
 

@@ -57,9 +57,14 @@ impl Percentiles {
             return None;
         }
         v.sort_unstable();
-        let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+        let at = |q| nearest_rank(&v, q);
         Some(Self { frames: v.len() as u64, p50_us: at(0.50), p99_us: at(0.99), p999_us: at(0.999), max_us: *v.last().unwrap_or(&0) })
     }
+}
+
+/// The `q` quantile (0..=1) of `sorted` by nearest rank; `sorted` must not be empty.
+pub fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// The DMA blackout of one live update.
