@@ -81,3 +81,29 @@ pub fn from_journal(journal: &[Entry]) -> Vec<FaultHit> {
     }
     hits
 }
+
+/// Every fault aimed at a moment of an update that was injected outside
+/// that moment's window of the update's timeline (ms since the run
+/// started), one line each: `kexec` and `handed_over` belong before the old
+/// agent's last reply, `agent_down` to `init` between it and the new agent's
+/// first answer, `agent_up` and `resume` after that. Windows are at ms
+/// resolution (1 ms of slack either side).
+pub fn outside_their_moment(hits: &[FaultHit], updates: &[crate::oracle::timeline::UpdateTimeline]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for h in hits {
+        let (Some(at), Some(n), Some(ms)) = (h.at, h.update, h.injected_ms) else { continue };
+        let Some(u) = updates.iter().find(|u| u.index == n) else {
+            bad.push(format!("step {} ({} at {}) names update {n}, which is not in the timeline", h.step + 1, h.kind, at.name()));
+            continue;
+        };
+        let (from, to) = match at {
+            Moment::Kexec | Moment::HandedOver => (Some(u.kexec_started), u.agent_down),
+            Moment::AgentDown | Moment::KernelUp | Moment::Init => (u.agent_down, u.agent_up),
+            Moment::AgentUp | Moment::Resume => (u.agent_up, None),
+        };
+        if from.is_some_and(|a| ms + 1 < a) || to.is_some_and(|b| ms > b + 1) {
+            bad.push(format!("step {} ({} at {}) injected at {ms} ms, outside [{from:?}, {to:?}] of update {n}", h.step + 1, h.kind, at.name()));
+        }
+    }
+    bad
+}

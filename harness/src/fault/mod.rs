@@ -34,7 +34,7 @@ mod unmapped_slots;
 mod vm_pause;
 
 pub use driver::{Faults, HostParts, Targets};
-pub use hits::{from_journal, FaultHit};
+pub use hits::{from_journal, outside_their_moment, FaultHit};
 pub use shaping::{Shape, Shaped, Shaping};
 
 use std::time::Duration;

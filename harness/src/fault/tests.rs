@@ -208,3 +208,27 @@ fn a_shaping_fault_comes_before_what_it_shapes_and_checks_what_it_needs() {
     let e = Scenario::parse(&format!("{twice}\n[[steps]]\ndo = \"start_dma\"\n"), "f.toml").unwrap_err().to_string();
     assert!(e.contains("steps[2].fault: \"unmapped_slots\" changes how the engines start, and they already run"), "{e}");
 }
+
+#[test]
+fn a_fault_injected_outside_its_moment_is_named() {
+    use crate::oracle::timeline::UpdateTimeline;
+    let u = UpdateTimeline { index: 1, kexec_started: 1000, agent_down: Some(1100), agent_up: Some(5000), ..Default::default() };
+    let hit = |at: Moment, ms: u64| FaultHit { step: 4, kind: FaultKind::VmPause, at: Some(at), update: Some(1), after_frames: None, injected_ms: Some(ms), ended_ms: None, detail: String::new() };
+    let good = [hit(Moment::HandedOver, 1050), hit(Moment::KernelUp, 3000), hit(Moment::Resume, 5010), hit(Moment::Kexec, 1000)];
+    assert!(outside_their_moment(&good, std::slice::from_ref(&u)).is_empty());
+    // The negative controls: a resume before the new agent answered, a hand-over after the old one went.
+    let bad = outside_their_moment(&[hit(Moment::Resume, 4000), hit(Moment::HandedOver, 1200)], std::slice::from_ref(&u));
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert!(bad[0].contains("step 5 (vm_pause at resume) injected at 4000 ms"), "{bad:?}");
+    assert_eq!(outside_their_moment(&[hit(Moment::Init, 3000)], &[]).len(), 1, "an update missing from the timeline is named");
+}
+
+#[test]
+fn a_fault_whose_moment_or_count_never_came_is_listed() {
+    let mut faults = Faults::new(crate::journal::Journal::create(None, 0).unwrap());
+    assert!(faults.never_fired().is_empty());
+    let step = |kind: &str, extra: &str| -> FaultStep { toml::from_str(&format!("fault = \"{kind}\"\n{extra}")).unwrap() };
+    faults.arm(3, Moment::Resume, build(&step("link_flap", "duration_ms = 5")).unwrap());
+    faults.arm_after_frames(5, 900, build(&step("canary_write", "engine = \"rx\"")).unwrap());
+    assert_eq!(faults.never_fired(), ["step 4 (link_flap at `resume`)", "step 6 (canary_write after 900 frames)"]);
+}

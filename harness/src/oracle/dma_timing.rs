@@ -131,36 +131,6 @@ pub struct NvmeTiming {
     pub latency_after: Option<Percentiles>,
 }
 
-/// NVMe I/O commands in `trace.log` as (taken, completed) on the harness
-/// clock, and how many were taken and never completed. A completion pairs
-/// with the open command of its id; admin completions (queue 0) are skipped.
-pub fn read_nvme_trace(text: impl BufRead, offset_ns: i64) -> (Vec<(u64, u64)>, u64) {
-    let num = |args: &str, key: &str| -> Option<u64> {
-        let (_, rest) = args.split_once(key)?;
-        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-    };
-    let (mut open, mut done) = (std::collections::HashMap::<u64, u64>::new(), Vec::new());
-    for line in text.lines().map_while(Result::ok) {
-        let Some((ns, rest)) = stamped(&line, offset_ns) else { continue };
-        let Some(t) = super::trace::parse_line(rest) else { continue };
-        if t.name == NVME_IO_CMD {
-            if let Some(cid) = num(t.args, "cid ") {
-                open.insert(cid, ns);
-            }
-        } else if t.name == NVME_COMPLETION {
-            if let (Some(cid), Some(cq)) = (num(t.args, "cid "), num(t.args, "cqid ")) {
-                if cq == 0 {
-                    continue;
-                }
-                if let Some(start) = open.remove(&cid) {
-                    done.push((start, ns));
-                }
-            }
-        }
-    }
-    (done, open.len() as u64)
-}
-
 /// The NVMe commands' latency, split by the updates.
 pub fn nvme_timing(commands: &[(u64, u64)], open: u64, updates: &[UpdateEvents]) -> NvmeTiming {
     let first_kexec = updates.first().map_or(u64::MAX, |u| u.kexec_started_ns);
@@ -187,23 +157,56 @@ pub fn nvme_timing(commands: &[(u64, u64)], open: u64, updates: &[UpdateEvents])
     }
 }
 
-/// The e1000e's RX buffer writes and tail writes in `trace.log`, on the
-/// harness clock (`offset_ns`: realtime − harness). Lines without a
-/// timestamp are skipped.
-pub fn read_trace(text: impl BufRead, offset_ns: i64) -> (Vec<(u64, u64)>, Vec<u64>) {
-    let (mut writes, mut rdt) = (Vec::new(), Vec::new());
+/// What this oracle reads of `trace.log`, on the harness clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceTimes {
+    /// The e1000e's RX buffer writes: (ns, buffer IOVA).
+    pub writes: Vec<(u64, u64)>,
+    /// Its tail (RDT) writes.
+    pub rdt: Vec<u64>,
+    /// NVMe I/O commands: (taken, completion queued). A completion pairs
+    /// with the open command of its id; admin completions (queue 0) are skipped.
+    pub nvme: Vec<(u64, u64)>,
+    /// NVMe I/O commands taken and never completed.
+    pub nvme_open: u64,
+}
+
+/// One pass over `trace.log` (`offset_ns`: realtime − harness). Lines
+/// without a timestamp are skipped.
+pub fn read_trace(text: impl BufRead, offset_ns: i64) -> TraceTimes {
+    let num = |args: &str, key: &str| -> Option<u64> {
+        let (_, rest) = args.split_once(key)?;
+        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let mut t = TraceTimes::default();
+    let mut open = std::collections::HashMap::<u64, u64>::new();
     for line in text.lines().map_while(Result::ok) {
         let Some((ns, rest)) = stamped(&line, offset_ns) else { continue };
-        let Some(t) = super::trace::parse_line(rest) else { continue };
-        if t.name == BUFF_WRITE {
-            if let Some(addr) = t.args.split_once("addr: 0x").and_then(|(_, a)| u64::from_str_radix(a.split(|c: char| !c.is_ascii_hexdigit()).next()?, 16).ok()) {
-                writes.push((ns, addr));
+        let Some(ev) = super::trace::parse_line(rest) else { continue };
+        match ev.name {
+            BUFF_WRITE => {
+                let hex = ev.args.split_once("addr: 0x").and_then(|(_, a)| a.split(|c: char| !c.is_ascii_hexdigit()).next());
+                if let Some(addr) = hex.and_then(|h| u64::from_str_radix(h, 16).ok()) {
+                    t.writes.push((ns, addr));
+                }
             }
-        } else if t.name == SET_RDT {
-            rdt.push(ns);
+            SET_RDT => t.rdt.push(ns),
+            NVME_IO_CMD => {
+                if let Some(cid) = num(ev.args, "cid ") {
+                    open.insert(cid, ns);
+                }
+            }
+            NVME_COMPLETION => {
+                let cid = num(ev.args, "cid ").filter(|_| num(ev.args, "cqid ").is_some_and(|cq| cq != 0));
+                if let Some(start) = cid.and_then(|cid| open.remove(&cid)) {
+                    t.nvme.push((start, ns));
+                }
+            }
+            _ => {}
         }
     }
-    (writes, rdt)
+    t.nvme_open = open.len() as u64;
+    t
 }
 
 /// `PID@SECONDS.MICROS:rest` → (harness ns, rest).
@@ -344,20 +347,19 @@ impl Oracle for DmaTimingOracle {
             return Ok(Judged { section: serde_json::Value::Null, ..Default::default() });
         }
         let (offset0, offset1) = obs.facts.clock_offset_ns;
-        let open = || std::fs::File::open(obs.host_dir.join("trace.log")).map(std::io::BufReader::new);
+        let file = std::fs::File::open(obs.host_dir.join("trace.log"))?;
+        let trace = read_trace(std::io::BufReader::new(file), offset0);
         let mut t = match ring {
             Some((rx, ring)) => {
-                let (writes, rdt) = read_trace(open()?, offset0);
                 let found: Vec<Found> = rx.seen.delivered.values().map(|d| Found { slot: d.slot, sent_ns: d.sent_ns, seen_ns: d.seen_ns }).collect();
-                let mut t = compute(&writes, &rdt, ring.buffers.iova, u64::from(ring.buf_size), &found, obs.updates, obs.facts.start_ns, obs.facts.end_ns);
+                let mut t = compute(&trace.writes, &trace.rdt, ring.buffers.iova, u64::from(ring.buf_size), &found, obs.updates, obs.facts.start_ns, obs.facts.end_ns);
                 t.frame_interval_us = rx.frame_interval_us;
                 t
             }
             None => DmaTiming::default(),
         };
         if obs.nvme.is_some() {
-            let (commands, open_cmds) = read_nvme_trace(open()?, offset0);
-            t.nvme = Some(nvme_timing(&commands, open_cmds, obs.updates));
+            t.nvme = Some(nvme_timing(&trace.nvme, trace.nvme_open, obs.updates));
         }
         t.clock_offset_ns = (offset0, offset1);
         Ok(Judged { section: serde_json::to_value(&t)?, ..Default::default() })

@@ -187,8 +187,7 @@ impl Scenario {
             }
             Step::Fault(f) => {
                 host()?;
-                let shapes = crate::fault::build(f).ok().and_then(|x| x.shapes()).map(|s| s.shapes());
-                if shapes == Some(crate::fault::Shaped::EngineStart) && !st.engines.is_empty() {
+                if shaped(f) == Some(crate::fault::Shaped::EngineStart) && !st.engines.is_empty() {
                     return Err(format!("fault: \"{}\" changes how the engines start, and they already run: put it before `start_dma`", f.kind));
                 }
                 if f.at.is_none() && f.after_frames.is_none() {
@@ -229,11 +228,16 @@ impl Scenario {
             Step::Fault(f) => {
                 if let Some(at) = f.at {
                     st.armed.push((f.kind, at));
-                } else if crate::fault::build(f).ok().and_then(|x| x.shapes()).is_some() {
+                } else if shaped(f).is_some() {
                     st.shaping.push(f.kind);
                 }
             }
             _ => {}
         }
     }
+}
+
+/// What a fault step changes in the harness's later requests, if it is a shaping fault.
+fn shaped(f: &crate::fault::FaultStep) -> Option<crate::fault::Shaped> {
+    crate::fault::build(f).ok()?.shapes().map(|s| s.shapes())
 }

@@ -75,23 +75,10 @@ fn run_one(path: &Path, stem: &str) {
 }
 
 /// Every fault aimed at a moment of an update was injected inside that
-/// moment's window of the update's timeline (ms since the run started):
-/// `kexec` and `handed_over` before the old agent's last reply, `agent_down`
-/// to `init` between it and the new agent's first answer, `agent_up` and
-/// `resume` after that.
+/// moment's window of the update's timeline ([`lulab::fault::outside_their_moment`]).
 fn faults_hit_their_moments(stem: &str, r: &lulab::report::Report) {
-    use lulab::fault::Moment;
-    for f in &r.faults {
-        let (Some(at), Some(n), Some(hit)) = (f.at, f.update, f.injected_ms) else { continue };
-        let Some(u) = r.updates.iter().find(|u| u.index == n) else { panic!("{stem}: fault at {at:?} of update {n}, which is not in updates[]") };
-        let (from, to) = match at {
-            Moment::Kexec | Moment::HandedOver => (Some(u.kexec_started), u.agent_down),
-            Moment::AgentDown | Moment::KernelUp | Moment::Init => (u.agent_down, u.agent_up),
-            Moment::AgentUp | Moment::Resume => (u.agent_up, None),
-        };
-        // A moment's window is at ms resolution; the clocks are the same.
-        assert!(from.is_none_or(|a| hit + 1 >= a) && to.is_none_or(|b| hit <= b + 1), "{stem}: fault {:?} at {at:?} injected at {hit} ms, outside [{from:?}, {to:?}]", f.kind);
-    }
+    let bad = lulab::fault::outside_their_moment(&r.faults, &r.updates);
+    assert!(bad.is_empty(), "{stem}: faults outside their moment:\n  {}", bad.join("\n  "));
 }
 
 /// Trials about the list itself (no QEMU): every check names a file, and a

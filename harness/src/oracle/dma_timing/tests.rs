@@ -14,9 +14,9 @@ fn trace_lines_move_onto_the_harness_clock() {
                 7398@1796530736.046380:e1000e_rx_set_rdt Setting RDT[0] = 17\n\
                 e1000e_rx_desc_buff_write addr: 0x100000, offset: 0, from: 0x7f00, length: 256\n\
                 7398@1796530736.046390:vtd_dmar_fault sid 0x10\n";
-    let (writes, rdt) = read_trace(text.as_bytes(), offset);
-    assert_eq!(writes, [(36_046_376_000, 0x100800)], "an unstamped line is skipped");
-    assert_eq!(rdt, [36_046_380_000]);
+    let t = read_trace(text.as_bytes(), offset);
+    assert_eq!(t.writes, [(36_046_376_000, 0x100800)], "an unstamped line is skipped");
+    assert_eq!(t.rdt, [36_046_380_000]);
 }
 
 #[test]
@@ -83,11 +83,12 @@ fn percentiles_take_the_nearest_rank() {
 fn nvme_commands_are_timed_from_taken_to_completed() {
     let text = "9@100.000100:pci_nvme_io_cmd cid 7 nsid 0x1 sqid 1 opc 0x2 opname 'NVME_NVM_CMD_READ'\n\
                 9@100.000200:pci_nvme_io_cmd cid 8 nsid 0x1 sqid 1 opc 0x2 opname 'NVME_NVM_CMD_READ'\n\
-                9@100.000300:pci_nvme_enqueue_req_completion cid 0 cqid 0 dw0 0x0 dw1 0x0 status 0x0\n\
+                9@100.000300:pci_nvme_enqueue_req_completion cid 7 cqid 0 dw0 0x0 dw1 0x0 status 0x0\n\
                 9@100.001100:pci_nvme_enqueue_req_completion cid 7 cqid 1 dw0 0x0 dw1 0x0 status 0x0\n\
                 9@100.002100:pci_nvme_io_cmd cid 7 nsid 0x1 sqid 1 opc 0x2 opname 'NVME_NVM_CMD_READ'\n\
                 9@100.005100:pci_nvme_enqueue_req_completion cid 7 cqid 1 dw0 0x0 dw1 0x0 status 0x0\n";
-    let (cmds, open) = read_nvme_trace(text.as_bytes(), 0);
+    let t = read_trace(text.as_bytes(), 0);
+    let (cmds, open) = (t.nvme, t.nvme_open);
     let s = |us: u64| 100_000_000_000 + us * 1000;
     assert_eq!(cmds, [(s(100), s(1100)), (s(2100), s(5100))], "an id is reused once completed; admin completions skipped");
     assert_eq!(open, 1, "cid 8 never completed");
