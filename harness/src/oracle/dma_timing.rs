@@ -131,30 +131,44 @@ pub struct NvmeTiming {
     pub latency_after: Option<Percentiles>,
 }
 
-/// The NVMe commands' latency, split by the updates.
-pub fn nvme_timing(commands: &[(u64, u64)], open: u64, updates: &[UpdateEvents]) -> NvmeTiming {
-    let first_kexec = updates.first().map_or(u64::MAX, |u| u.kexec_started_ns);
-    let in_update = |ns: u64| updates.iter().any(|u| ns >= u.kexec_started_ns && u.agent_up_ns.is_none_or(|up| ns <= up));
-    let (mut all, mut before, mut during, mut after) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for &(start, end) in commands {
-        let us = end.saturating_sub(start) / 1000;
-        all.push(us);
-        if end < first_kexec {
-            before.push(us);
-        } else if in_update(end) {
-            during.push(us);
-        } else {
-            after.push(us);
+/// Latency samples (µs), all of them and split by where their time falls:
+/// before the first update's kexec request, inside an update (kexec
+/// request → new agent up), or after.
+#[derive(Debug, Default)]
+struct Split {
+    all: Vec<u64>,
+    before: Vec<u64>,
+    during: Vec<u64>,
+    after: Vec<u64>,
+}
+
+impl Split {
+    fn push(&mut self, at_ns: u64, us: u64, updates: &[UpdateEvents]) {
+        self.all.push(us);
+        let first_kexec = updates.first().map_or(u64::MAX, |u| u.kexec_started_ns);
+        let in_update = updates.iter().any(|u| at_ns >= u.kexec_started_ns && u.agent_up_ns.is_none_or(|up| at_ns <= up));
+        match (at_ns < first_kexec, in_update) {
+            (true, _) => self.before.push(us),
+            (false, true) => self.during.push(us),
+            (false, false) => self.after.push(us),
         }
     }
-    NvmeTiming {
-        commands_timed: all.len() as u64,
-        commands_open: open,
-        latency: Percentiles::of(all),
-        latency_before: Percentiles::of(before),
-        latency_during: Percentiles::of(during),
-        latency_after: Percentiles::of(after),
+
+    /// Percentiles of all, before, during and after.
+    fn percentiles(self) -> [Option<Percentiles>; 4] {
+        [self.all, self.before, self.during, self.after].map(Percentiles::of)
     }
+}
+
+/// The NVMe commands' latency, split by the updates.
+pub fn nvme_timing(commands: &[(u64, u64)], open: u64, updates: &[UpdateEvents]) -> NvmeTiming {
+    let mut split = Split::default();
+    for &(start, end) in commands {
+        split.push(end, end.saturating_sub(start) / 1000, updates);
+    }
+    let commands_timed = split.all.len() as u64;
+    let [latency, latency_before, latency_during, latency_after] = split.percentiles();
+    NvmeTiming { commands_timed, commands_open: open, latency, latency_before, latency_during, latency_after }
 }
 
 /// What this oracle reads of `trace.log`, on the harness clock.
@@ -252,9 +266,7 @@ pub fn compute(
     for v in by_slot.values_mut() {
         v.sort_unstable();
     }
-    let in_update = |ns: u64| updates.iter().any(|u| ns >= u.kexec_started_ns && u.agent_up_ns.is_none_or(|up| ns <= up));
-    let first_kexec = updates.first().map_or(u64::MAX, |u| u.kexec_started_ns);
-    let (mut all, mut before, mut during, mut after, mut unmatched) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0u64);
+    let (mut split, mut unmatched) = (Split::default(), 0u64);
     for f in found {
         let w = by_slot.get(&u64::from(f.slot)).and_then(|v| {
             let i = v.partition_point(|&t| t <= f.seen_ns);
@@ -264,15 +276,7 @@ pub fn compute(
             unmatched += 1;
             continue;
         };
-        let us = (dma - f.sent_ns) / 1000;
-        all.push(us);
-        if dma < first_kexec {
-            before.push(us);
-        } else if in_update(dma) {
-            during.push(us);
-        } else {
-            after.push(us);
-        }
+        split.push(dma, (dma - f.sent_ns) / 1000, updates);
     }
     let mut times: Vec<u64> = writes.iter().map(|w| w.0).collect();
     times.sort_unstable();
@@ -296,14 +300,16 @@ pub fn compute(
             )
         })
         .collect();
+    let frames_timed = split.all.len() as u64;
+    let [latency, latency_before, latency_during, latency_after] = split.percentiles();
     DmaTiming {
-        frames_timed: all.len() as u64,
+        frames_timed,
         frames_unmatched: unmatched,
         dma_writes: writes.len() as u64,
-        latency: Percentiles::of(all),
-        latency_before: Percentiles::of(before),
-        latency_during: Percentiles::of(during),
-        latency_after: Percentiles::of(after),
+        latency,
+        latency_before,
+        latency_during,
+        latency_after,
         blackouts,
         ..Default::default()
     }
