@@ -64,6 +64,13 @@ enum Cmd {
         #[arg(required = true, num_args = 2..)]
         reports: Vec<PathBuf>,
     },
+    /// Regenerate report.json, report.md and report.html of a run directory
+    /// from its raw data (the DMA timing again from QEMU's trace; the
+    /// sections that needed the live host as the run judged them).
+    Report {
+        /// The run directory.
+        dir: PathBuf,
+    },
     /// The README's test command: set up, build the kernels once, then run a
     /// test tier with cargo-nextest (exit status: nextest's). Arguments after
     /// `--` go to nextest, e.g. `-- --partition hash:1/3` to shard over machines.
@@ -192,6 +199,11 @@ fn main() -> Result<()> {
         Cmd::Compare { reports } => {
             let reports = reports.iter().map(|p| lulab::report::Report::read(p)).collect::<Result<Vec<_>>>()?;
             print!("{}", lulab::report::compare::side_by_side(&reports.iter().collect::<Vec<_>>()));
+            Ok(())
+        }
+        Cmd::Report { dir } => {
+            let r = lulab::report::Report::regenerate(&dir)?;
+            println!("{}: {} ({}), report.json, report.md and report.html rewritten", dir.display(), r.outcome, if r.as_expected { "as expected" } else { "NOT as expected" });
             Ok(())
         }
         Cmd::Run { scenario, out } => std::process::exit(match run_scenario(&scenario, out) {

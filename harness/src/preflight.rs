@@ -18,6 +18,9 @@ pub enum Need {
     KernelBuild,
     /// Debian's stock kernel package (fetched with apt).
     StockKernel,
+    /// A headless browser to render report.html (Debian's `chromium`,
+    /// which `lulab test` installs).
+    Chromium,
 }
 
 impl Need {
@@ -46,6 +49,7 @@ impl Need {
             Need::Qemu => crate::setup::require_qemu().map(|_| ()).map_err(|e| format!("{e:#}")),
             Need::KernelBuild => kernel_build(),
             Need::StockKernel => debian_apt(),
+            Need::Chromium => crate::report::browser::find().map(|_| ()).map_err(|e| format!("{e:#}")),
         }
     }
 
@@ -55,6 +59,7 @@ impl Need {
             Need::Qemu => "QEMU ≥ 10",
             Need::KernelBuild => "our kernel (built here)",
             Need::StockKernel => "Debian's stock kernel",
+            Need::Chromium => "headless Chromium",
         }
     }
 }

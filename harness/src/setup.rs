@@ -14,6 +14,9 @@ pub const MIN_QEMU: (u32, u32) = (10, 0);
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/lulab-bookworm-backports.sources";
 /// Debian packages the image stage and the boot need (besides QEMU).
 pub const HOST_PACKAGES: &[&str] = &["busybox-static", "cpio", "xz-utils", "kmod", "zstd"];
+/// Debian packages only the tests need: a headless browser that renders
+/// report.html (the report test takes a screenshot of it).
+pub const TEST_PACKAGES: &[&str] = &["chromium"];
 /// The one-line fix shown whenever QEMU is missing or too old.
 pub const QEMU_INSTALL_HINT: &str =
     "run `cargo run --release -p lulab -- setup` (installs qemu-system-x86 from bookworm-backports)";
@@ -41,6 +44,17 @@ pub fn ensure_host() -> Result<()> {
     }
     // The stock kernel is fetched from backports too, so its lists must be there.
     apt.ensure_backports()
+}
+
+/// What the tests need besides [`ensure_host`] ([`TEST_PACKAGES`]).
+pub fn ensure_test_tools() -> Result<()> {
+    let missing: Vec<&str> = TEST_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
+    if missing.is_empty() {
+        println!("setup: test packages present ({})", TEST_PACKAGES.join(", "));
+        return Ok(());
+    }
+    println!("setup: installing {} (for the tests)", missing.join(" "));
+    Apt::default().install(&missing)
 }
 
 /// apt-get with at most one `update` per run, after the backports source exists.

@@ -36,6 +36,7 @@ impl TierArg {
 /// Runs the tier; returns nextest's exit code.
 pub fn run(tier: TierArg, nextest_args: &[String]) -> Result<i32> {
     lulab::setup::ensure_host()?;
+    lulab::setup::ensure_test_tools()?;
     ensure_nextest()?;
     if tier != TierArg::Fast {
         prepare_system_tier()?;

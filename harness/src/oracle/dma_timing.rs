@@ -24,7 +24,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::registry::{Judged, Observations, Oracle};
-use crate::oracle::timeline::UpdateEvents;
+
+mod inputs;
+pub use inputs::{Inputs, RxInputs, Samples, Span, INPUTS_FILE, SAMPLES_FILE};
 
 /// The write of one RX buffer by the device, as QEMU traced it.
 const BUFF_WRITE: &str = "e1000e_rx_desc_buff_write";
@@ -113,6 +115,16 @@ pub struct DmaTiming {
     pub nvme: Option<NvmeTiming>,
 }
 
+impl DmaTiming {
+    /// Gives each update of report.json's `updates[]` its blackout and the
+    /// frame interval to read it against.
+    pub fn annotate(&self, updates: &mut [crate::oracle::timeline::UpdateTimeline]) {
+        for (u, b) in updates.iter_mut().zip(&self.blackouts) {
+            (u.dma_blackout_us, u.dma_blackout_to_end_of_run, u.frame_interval_us) = (Some(b.blackout_us), b.to_end_of_run, Some(self.frame_interval_us));
+        }
+    }
+}
+
 /// report.json `dma_timing.nvme`: the NVMe controller's command latency.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NvmeTiming {
@@ -136,6 +148,8 @@ pub struct NvmeTiming {
 /// request → new agent up), or after.
 #[derive(Debug, Default)]
 struct Split {
+    /// (when, µs) of each sample, for the plots.
+    points: Vec<(u64, u64)>,
     all: Vec<u64>,
     before: Vec<u64>,
     during: Vec<u64>,
@@ -143,10 +157,11 @@ struct Split {
 }
 
 impl Split {
-    fn push(&mut self, at_ns: u64, us: u64, updates: &[UpdateEvents]) {
+    fn push(&mut self, at_ns: u64, us: u64, updates: &[Span]) {
+        self.points.push((at_ns, us));
         self.all.push(us);
-        let first_kexec = updates.first().map_or(u64::MAX, |u| u.kexec_started_ns);
-        let in_update = updates.iter().any(|u| at_ns >= u.kexec_started_ns && u.agent_up_ns.is_none_or(|up| at_ns <= up));
+        let first_kexec = updates.first().map_or(u64::MAX, |u| u.kexec_ns);
+        let in_update = updates.iter().any(|u| at_ns >= u.kexec_ns && u.agent_up_ns.is_none_or(|up| at_ns <= up));
         match (at_ns < first_kexec, in_update) {
             (true, _) => self.before.push(us),
             (false, true) => self.during.push(us),
@@ -154,21 +169,22 @@ impl Split {
         }
     }
 
-    /// Percentiles of all, before, during and after.
-    fn percentiles(self) -> [Option<Percentiles>; 4] {
-        [self.all, self.before, self.during, self.after].map(Percentiles::of)
+    /// Percentiles of all, before, during and after, and the points.
+    fn percentiles(self) -> ([Option<Percentiles>; 4], Vec<(u64, u64)>) {
+        ([self.all, self.before, self.during, self.after].map(Percentiles::of), self.points)
     }
 }
 
-/// The NVMe commands' latency, split by the updates.
-pub fn nvme_timing(commands: &[(u64, u64)], open: u64, updates: &[UpdateEvents]) -> NvmeTiming {
+/// The NVMe commands' latency, split by the updates, and each command's
+/// (completion time, µs).
+pub fn nvme_timing(commands: &[(u64, u64)], open: u64, updates: &[Span]) -> (NvmeTiming, Vec<(u64, u64)>) {
     let mut split = Split::default();
     for &(start, end) in commands {
         split.push(end, end.saturating_sub(start) / 1000, updates);
     }
     let commands_timed = split.all.len() as u64;
-    let [latency, latency_before, latency_during, latency_after] = split.percentiles();
-    NvmeTiming { commands_timed, commands_open: open, latency, latency_before, latency_during, latency_after }
+    let ([latency, latency_before, latency_during, latency_after], points) = split.percentiles();
+    (NvmeTiming { commands_timed, commands_open: open, latency, latency_before, latency_during, latency_after }, points)
 }
 
 /// What this oracle reads of `trace.log`, on the harness clock.
@@ -233,7 +249,7 @@ fn stamped(line: &str, offset_ns: i64) -> Option<(u64, &str)> {
 }
 
 /// A frame found in buffer `slot`: when it was sent and first seen.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Found {
     /// Its buffer.
     pub slot: u32,
@@ -243,7 +259,8 @@ pub struct Found {
     pub seen_ns: u64,
 }
 
-/// Everything this oracle computes, from plain data (unit-tested).
+/// Everything this oracle computes for the RX stream, from plain data
+/// (unit-tested), and each timed frame's (DMA time, µs).
 #[allow(clippy::too_many_arguments)]
 pub fn compute(
     writes: &[(u64, u64)],
@@ -251,10 +268,10 @@ pub fn compute(
     buffers_iova: u64,
     buf_size: u64,
     found: &[Found],
-    updates: &[UpdateEvents],
+    updates: &[Span],
     start_ns: u64,
     end_ns: u64,
-) -> DmaTiming {
+) -> (DmaTiming, Vec<(u64, u64)>) {
     let ms = |ns: u64| ns.saturating_sub(start_ns) / 1_000_000;
     // Writes per slot, in time order.
     let mut by_slot: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -285,9 +302,9 @@ pub fn compute(
         .enumerate()
         .map(|(i, u)| {
             let refill = u.agent_up_ns.and_then(|up| rdt.iter().copied().filter(|&t| t >= up).min());
-            let next_kexec = updates.get(i + 1).map(|n| n.kexec_started_ns);
+            let next_kexec = updates.get(i + 1).map(|n| n.kexec_ns);
             let end = refill.or(next_kexec).unwrap_or(end_ns);
-            blackout(&times, u.kexec_started_ns, end, refill.is_none() && next_kexec.is_none(), end_ns).map_or(
+            blackout(&times, u.kexec_ns, end, refill.is_none() && next_kexec.is_none(), end_ns).map_or(
                 Blackout { index: i as u32 + 1, first_refill_ms: refill.map(ms), ..Default::default() },
                 |(from, to, to_end)| Blackout {
                     index: i as u32 + 1,
@@ -301,8 +318,8 @@ pub fn compute(
         })
         .collect();
     let frames_timed = split.all.len() as u64;
-    let [latency, latency_before, latency_during, latency_after] = split.percentiles();
-    DmaTiming {
+    let ([latency, latency_before, latency_during, latency_after], points) = split.percentiles();
+    let t = DmaTiming {
         frames_timed,
         frames_unmatched: unmatched,
         dma_writes: writes.len() as u64,
@@ -312,7 +329,8 @@ pub fn compute(
         latency_after,
         blackouts,
         ..Default::default()
-    }
+    };
+    (t, points)
 }
 
 /// The longest gap between consecutive writes (`times`, sorted) over
@@ -348,27 +366,12 @@ impl Oracle for DmaTimingOracle {
     }
 
     fn judge(&self, obs: &Observations) -> Result<Judged> {
-        let ring = obs.rx.and_then(|rx| rx.ring.as_ref().map(|ring| (rx, ring)));
-        if ring.is_none() && obs.nvme.is_none() {
+        let Some(inputs) = Inputs::of(obs) else {
             return Ok(Judged { section: serde_json::Value::Null, ..Default::default() });
-        }
-        let (offset0, offset1) = obs.facts.clock_offset_ns;
-        let file = std::fs::File::open(obs.host_dir.join("trace.log"))?;
-        let trace = read_trace(std::io::BufReader::new(file), offset0);
-        let mut t = match ring {
-            Some((rx, ring)) => {
-                let found: Vec<Found> = rx.seen.delivered.values().map(|d| Found { slot: d.slot, sent_ns: d.sent_ns, seen_ns: d.seen_ns }).collect();
-                let mut t = compute(&trace.writes, &trace.rdt, ring.buffers.iova, u64::from(ring.buf_size), &found, obs.updates, obs.facts.start_ns, obs.facts.end_ns);
-                t.frame_interval_us = rx.frame_interval_us;
-                t
-            }
-            None => DmaTiming::default(),
         };
-        if obs.nvme.is_some() {
-            t.nvme = Some(nvme_timing(&trace.nvme, trace.nvme_open, obs.updates));
-        }
-        t.clock_offset_ns = (offset0, offset1);
-        Ok(Judged { section: serde_json::to_value(&t)?, ..Default::default() })
+        let (t, samples) = inputs.judge(&obs.host_dir.join("trace.log"))?;
+        let files = vec![(INPUTS_FILE, serde_json::to_value(&inputs)?), (SAMPLES_FILE, serde_json::to_value(&samples)?)];
+        Ok(Judged { section: serde_json::to_value(&t)?, files, ..Default::default() })
     }
 
     fn markdown(&self, section: &serde_json::Value) -> Option<String> {

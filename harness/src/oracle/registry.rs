@@ -178,6 +178,8 @@ mod tests {
         let mut sample = crate::report::tests::sample();
         sample.isolation = Some(Default::default());
         sample.kunit = Some(Default::default());
+        // Only the typed fields: the sample's oracle sections are what is checked against them.
+        sample.sections.clear();
         let fixed = serde_json::to_value(sample).unwrap();
         let mut seen = std::collections::BTreeSet::new();
         for o in registered() {
@@ -185,7 +187,7 @@ mod tests {
             let has = fixed.as_object().unwrap().contains_key(o.name());
             match o.report_field() {
                 true => assert!(has, "oracle {} says it fills a report.json field, and there is none", o.name()),
-                false => assert!(!has || fixed[o.name()].is_array(), "oracle {} shadows a report.json field", o.name()),
+                false => assert!(!has, "oracle {} shadows a report.json field", o.name()),
             }
         }
     }

@@ -1,11 +1,14 @@
 //! `report.json` (a stable interface: fields are added, never renamed) and
 //! `report.md`, written into a run's output directory.
 
+pub mod browser;
 pub mod compare;
 mod finding;
+mod html;
 mod luo;
 mod markdown;
 mod pkernfs;
+mod plots;
 mod timeline;
 
 pub use crate::oracle::timeline::UpdateTimeline;
@@ -244,13 +247,41 @@ impl Report {
         serde_json::from_str(&text).with_context(|| format!("{}: not a lulab report.json", file.display()))
     }
 
-    /// Writes `report.json` and `report.md` into `dir`.
+    /// Writes `report.json`, `report.md` and `report.html` into `dir`
+    /// (the HTML plots the samples of `dir`'s `dma-samples.json`, if any).
     pub fn write(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_string_pretty(self)? + "\n";
         std::fs::write(dir.join("report.json"), json).with_context(|| format!("writing {}/report.json", dir.display()))?;
         std::fs::write(dir.join("report.md"), self.markdown())
             .with_context(|| format!("writing {}/report.md", dir.display()))?;
+        let samples = crate::oracle::dma_timing::Samples::read(dir)?;
+        std::fs::write(dir.join("report.html"), self.html(samples.as_ref())?)
+            .with_context(|| format!("writing {}/report.html", dir.display()))?;
         Ok(())
+    }
+
+    /// The self-contained HTML page, with plots of `samples`.
+    pub fn html(&self, samples: Option<&crate::oracle::dma_timing::Samples>) -> Result<String> {
+        html::render(self, samples)
+    }
+
+    /// Regenerates report.json, report.md and report.html of run directory
+    /// `dir` from its raw data: the DMA timing again from QEMU's trace
+    /// (`host/trace.log`) and `dma-timing-inputs.json` (which also rewrites
+    /// `dma-samples.json`), the other sections as the run judged them
+    /// (their inputs, the RAM file and the live host, are gone).
+    pub fn regenerate(dir: &Path) -> Result<Self> {
+        use crate::oracle::dma_timing::{Inputs, INPUTS_FILE, SAMPLES_FILE};
+        let mut report = Self::read(dir)?;
+        if dir.join(INPUTS_FILE).exists() {
+            let (t, samples) = Inputs::read(dir)?.judge(&dir.join("host").join("trace.log"))?;
+            t.annotate(&mut report.updates);
+            report.sections.insert("dma_timing".into(), serde_json::to_value(&t)?);
+            std::fs::write(dir.join(SAMPLES_FILE), serde_json::to_string_pretty(&samples)?)
+                .with_context(|| format!("writing {}/{SAMPLES_FILE}", dir.display()))?;
+        }
+        report.write(dir)?;
+        Ok(report)
     }
 
     /// The Markdown summary.

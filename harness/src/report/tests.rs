@@ -47,12 +47,76 @@ pub(crate) fn sample() -> Report {
         kunit: None,
         pkernfs: None,
         luo: None,
-        sections: [("kernel_splats".to_string(), serde_json::json!([]))].into_iter().collect(),
+        sections: [("kernel_splats".to_string(), serde_json::json!([])), ("dma_timing".to_string(), serde_json::to_value(timing()).unwrap())].into_iter().collect(),
         faults: Vec::new(),
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),
         run_dir: "/work/reports/x".into(),
         agent_reconnects: Vec::new(),
     }
+}
+
+/// The `dma_timing` section of [`sample`]: the stock kernel's blackout runs to the end of the run.
+fn timing() -> crate::oracle::dma_timing::DmaTiming {
+    use crate::oracle::dma_timing::{Blackout, DmaTiming, Percentiles};
+    let p = |frames, p50_us, max_us| Some(Percentiles { frames, p50_us, p99_us: max_us, p999_us: max_us, max_us });
+    DmaTiming {
+        frames_timed: 388,
+        frames_unmatched: 0,
+        dma_writes: 388,
+        frame_interval_us: 5000,
+        latency: p(388, 180, 2100),
+        latency_before: p(380, 170, 900),
+        latency_during: p(8, 1500, 2100),
+        latency_after: None,
+        blackouts: vec![Blackout { index: 1, blackout_us: 9_400_000, from_ms: 12010, to_ms: 21410, to_end_of_run: true, first_refill_ms: None }],
+        clock_offset_ns: (1_796_000_000_000_000_000, 1_796_000_000_000_004_000),
+        nvme: None,
+    }
+}
+
+/// A run directory holding [`sample`]'s report and DMA samples.
+fn sample_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("lulab-report-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let samples = crate::oracle::dma_timing::Samples {
+        frames: (0..388).map(|i| [i * 30_000, 150 + i % 7 * 20]).collect(),
+        nvme: Vec::new(),
+        updates: vec![(12_000_000, Some(16_400_000))],
+        frame_interval_us: 5000,
+    };
+    std::fs::write(dir.join(crate::oracle::dma_timing::SAMPLES_FILE), serde_json::to_string(&samples).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn report_html_is_one_page_with_the_plots_inline() {
+    let dir = sample_dir("html");
+    sample().write(&dir).unwrap();
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<title>lulab: stock-kexec-rx</title>"), "{html:.200}");
+    assert_eq!(html.matches("<svg").count(), 3, "latency over time, histogram, blackouts");
+    assert!(html.find("<h2>Plots</h2>") < html.find("<h2>DMA ledger"), "plots come after the verdict, before the evidence");
+    assert!(html.contains("<table>") && html.contains("<td><strong>broken</strong></td>"), "report.md's tables become HTML tables");
+    for external in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!html.contains(external), "self-contained: no {external}");
+    }
+    // Without samples (e.g. no DMA engine) the blackout plot is the only one.
+    std::fs::remove_file(dir.join(crate::oracle::dma_timing::SAMPLES_FILE)).unwrap();
+    sample().write(&dir).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("report.html")).unwrap().matches("<svg").count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_run_directory_without_timing_inputs_regenerates_as_judged() {
+    let dir = sample_dir("regen");
+    sample().write(&dir).unwrap();
+    for f in ["report.md", "report.html"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    assert_eq!(Report::regenerate(&dir).unwrap(), sample());
+    assert!(dir.join("report.md").exists() && dir.join("report.html").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -75,6 +139,13 @@ fn report_json_snapshot() {
         ".timings_ms.*" => "[ms]",
         ".dma.latency_us.*" => "[us]",
         ".run_dir" => "[run_dir]",
+        ".dma_timing.latency" => "[percentiles]",
+        ".dma_timing.latency_before" => "[percentiles]",
+        ".dma_timing.latency_during" => "[percentiles]",
+        ".dma_timing.blackouts[].blackout_us" => "[us]",
+        ".dma_timing.blackouts[].from_ms" => "[ms]",
+        ".dma_timing.blackouts[].to_ms" => "[ms]",
+        ".dma_timing.clock_offset_ns" => "[ns]",
     });
 }
 
@@ -84,6 +155,15 @@ fn report_md_snapshot() {
     r.timings_ms.values_mut().for_each(|v| *v = 0);
     r.dma.latency_us = LatencySection::default();
     r.run_dir = "[run_dir]".into();
+    // Timings as a run would redact them: every µs and ms of the DMA timing zeroed.
+    let mut t = timing();
+    for p in [&mut t.latency, &mut t.latency_before, &mut t.latency_during].into_iter().flatten() {
+        (p.p50_us, p.p99_us, p.p999_us, p.max_us) = (0, 0, 0, 0);
+    }
+    for b in &mut t.blackouts {
+        (b.blackout_us, b.from_ms, b.to_ms) = (0, 0, 0);
+    }
+    r.sections.insert("dma_timing".into(), serde_json::to_value(t).unwrap());
     insta::assert_snapshot!(r.markdown());
 }
 

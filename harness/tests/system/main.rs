@@ -13,6 +13,7 @@ mod kernel_boot;
 mod kernel_build;
 mod kexec;
 mod pkernfs;
+mod report;
 
 fn main() -> std::process::ExitCode {
     let mut s = common::Suite::default();
@@ -23,5 +24,6 @@ fn main() -> std::process::ExitCode {
     kernel_build::trials(&mut s);
     kernel_boot::trials(&mut s);
     pkernfs::trials(&mut s);
+    report::trials(&mut s);
     s.run()
 }

@@ -2,8 +2,8 @@ use super::*;
 
 const MS: u64 = 1_000_000;
 
-fn update(kexec_ms: u64, agent_up_ms: Option<u64>) -> UpdateEvents {
-    UpdateEvents { kernel: "lulab".into(), kexec_started_ns: kexec_ms * MS, agent_up_ns: agent_up_ms.map(|m| m * MS), ..Default::default() }
+fn update(kexec_ms: u64, agent_up_ms: Option<u64>) -> Span {
+    Span { kexec_ns: kexec_ms * MS, agent_up_ns: agent_up_ms.map(|m| m * MS) }
 }
 
 #[test]
@@ -31,7 +31,7 @@ fn each_frame_is_timed_by_the_last_write_of_its_buffer_before_it_was_seen() {
         Found { slot: 2, sent_ns: 11 * MS, seen_ns: 60 * MS },   // never written: unmatched
         Found { slot: 0, sent_ns: 20 * MS, seen_ns: 60 * MS },   // the write predates the send: unmatched
     ];
-    let t = compute(&writes, &[], base, 2048, &found, &[], 0, 1000 * MS);
+    let (t, _) = compute(&writes, &[], base, 2048, &found, &[], 0, 1000 * MS);
     assert_eq!((t.frames_timed, t.frames_unmatched, t.dma_writes), (3, 2, 3));
     let p = t.latency.unwrap();
     assert_eq!((p.frames, p.p50_us, p.max_us), (3, 1000, 1000));
@@ -43,7 +43,7 @@ fn frames_fall_before_during_or_after_an_update() {
     let base = 0;
     let writes: Vec<(u64, u64)> = (0..30).map(|i| (i * 100 * MS + MS, (i % 8) * 2048)).collect();
     let found: Vec<Found> = (0..30).map(|i| Found { slot: (i % 8) as u32, sent_ns: i * 100 * MS, seen_ns: i * 100 * MS + 40 * MS }).collect();
-    let t = compute(&writes, &[], base, 2048, &found, &[update(1000, Some(2000))], 0, 3000 * MS);
+    let (t, _) = compute(&writes, &[], base, 2048, &found, &[update(1000, Some(2000))], 0, 3000 * MS);
     let n = |p: &Option<Percentiles>| p.as_ref().map_or(0, |p| p.frames);
     assert_eq!((n(&t.latency_before), n(&t.latency_during), n(&t.latency_after)), (10, 10, 10));
 }
@@ -55,7 +55,7 @@ fn the_blackout_is_the_longest_gap_up_to_the_first_refill() {
     let mut times: Vec<u64> = (0..200).map(|i| i * 5).collect();
     times.extend((340..400).map(|i| i * 5));
     let writes: Vec<(u64, u64)> = times.iter().map(|&ms| (ms * MS, 0)).collect();
-    let t = compute(&writes, &[400 * MS, 1600 * MS], 0, 2048, &[], &[update(990, Some(1500))], 0, 2500 * MS);
+    let (t, _) = compute(&writes, &[400 * MS, 1600 * MS], 0, 2048, &[], &[update(990, Some(1500))], 0, 2500 * MS);
     let b = &t.blackouts[0];
     assert_eq!((b.blackout_us, b.from_ms, b.to_ms, b.to_end_of_run, b.first_refill_ms), (705_000, 995, 1700, false, Some(1600)));
 }
@@ -64,11 +64,11 @@ fn the_blackout_is_the_longest_gap_up_to_the_first_refill() {
 fn a_device_that_never_writes_again_has_a_blackout_to_the_end_of_the_run() {
     let writes: Vec<(u64, u64)> = (0..100).map(|i| (i * 10 * MS, 0)).collect();
     // The stock kexec: the agent comes back but the device never writes, no refill traced.
-    let t = compute(&writes, &[], 0, 2048, &[], &[update(500, Some(1500))], 0, 4000 * MS);
+    let (t, _) = compute(&writes, &[], 0, 2048, &[], &[update(500, Some(1500))], 0, 4000 * MS);
     let b = &t.blackouts[0];
     assert_eq!((b.from_ms, b.to_ms, b.to_end_of_run, b.blackout_us), (990, 4000, true, 3_010_000));
     // No write at all: nothing to measure, and said so by zeros rather than a made-up gap.
-    let t = compute(&[], &[], 0, 2048, &[], &[update(500, None)], 0, 4000 * MS);
+    let (t, _) = compute(&[], &[], 0, 2048, &[], &[update(500, None)], 0, 4000 * MS);
     assert_eq!(t.blackouts[0].blackout_us, 0);
 }
 
@@ -92,6 +92,7 @@ fn nvme_commands_are_timed_from_taken_to_completed() {
     let s = |us: u64| 100_000_000_000 + us * 1000;
     assert_eq!(cmds, [(s(100), s(1100)), (s(2100), s(5100))], "an id is reused once completed; admin completions skipped");
     assert_eq!(open, 1, "cid 8 never completed");
-    let t = nvme_timing(&cmds, open, &[update(100_002, Some(100_010))]);
+    let (t, points) = nvme_timing(&cmds, open, &[update(100_002, Some(100_010))]);
     assert_eq!((t.commands_timed, t.latency_before.unwrap().max_us, t.latency_during.unwrap().max_us), (2, 1000, 3000));
+    assert_eq!(points, [(s(1100), 1000), (s(5100), 3000)], "each command's completion time and latency, for the plots");
 }

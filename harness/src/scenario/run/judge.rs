@@ -90,9 +90,7 @@ impl Runner<'_> {
         let kunit: Option<crate::ktap::Counts> = take(&mut sections, "kunit")?;
         let mut updates: Vec<UpdateTimeline> = take(&mut sections, "updates")?;
         if let Some(t) = sections.get("dma_timing").and_then(|v| serde_json::from_value::<crate::oracle::dma_timing::DmaTiming>(v.clone()).ok()) {
-            for (u, b) in updates.iter_mut().zip(&t.blackouts) {
-                (u.dma_blackout_us, u.dma_blackout_to_end_of_run, u.frame_interval_us) = (Some(b.blackout_us), b.to_end_of_run, Some(t.frame_interval_us));
-            }
+            t.annotate(&mut updates);
         }
         let isolation: Option<IsolationSection> = take(&mut sections, "isolation")?;
         found.extend(self.pk.findings.iter().cloned());
