@@ -277,8 +277,7 @@ impl Report {
             let (t, samples) = Inputs::read(dir)?.judge(&dir.join("host").join("trace.log"))?;
             t.annotate(&mut report.updates);
             report.sections.insert("dma_timing".into(), serde_json::to_value(&t)?);
-            std::fs::write(dir.join(SAMPLES_FILE), serde_json::to_string_pretty(&samples)?)
-                .with_context(|| format!("writing {}/{SAMPLES_FILE}", dir.display()))?;
+            write_json(&dir.join(SAMPLES_FILE), &samples)?;
         }
         report.write(dir)?;
         Ok(report)
@@ -288,6 +287,16 @@ impl Report {
     pub fn markdown(&self) -> String {
         markdown::render(self)
     }
+}
+
+/// Writes `value` as JSON to `path`: pretty for a reader, compact past
+/// 1 MiB (per-frame data of a long run).
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    if text.len() > 1 << 20 {
+        text = serde_json::to_string(value)?;
+    }
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

@@ -31,13 +31,33 @@ fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("plot: {e}")
 }
 
-/// A log axis's range over `values` (µs), padded, never below 1.
+/// A log axis's range over `values` (µs), never below 1, with room above
+/// the largest for the legend (which sits in the upper left).
 fn log_range(values: impl Iterator<Item = u64>) -> std::ops::Range<f64> {
     let (lo, hi) = values.fold((u64::MAX, 0), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if hi == 0 {
         return 1.0..10.0;
     }
-    (lo.max(1) as f64 / 2.0).max(1.0)..hi as f64 * 2.0
+    (lo.max(1) as f64 / 2.0).max(1.0)..hi as f64 * 50.0
+}
+
+/// Axis numbers without a fraction where they have none (10, 0.5, 1e6 as 1000000).
+fn number(v: &f64) -> String {
+    if v.fract().abs() < 1e-9 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The legend box every plot draws, in its upper left.
+fn legend<'a, CT: plotters::coord::CoordTranslate>(c: &mut ChartContext<'a, SVGBackend<'a>, CT>) -> Result<()> {
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_err)
 }
 
 /// Send → DMA latency of each frame (and command → completion of each NVMe
@@ -49,7 +69,7 @@ pub fn latency_over_time(s: &Samples) -> Result<Option<String>> {
     }
     let secs = |us: u64| us as f64 / 1e6;
     let end = s.frames.iter().chain(&s.nvme).map(|p| p[0]).chain(s.updates.iter().flat_map(|u| [Some(u.0), u.1]).flatten()).max().unwrap_or(0);
-    let x = 0.0..secs(end).max(0.001) * 1.02;
+    let x = 0.0..secs(end).max(0.001) * 1.05;
     let y = log_range(s.frames.iter().chain(&s.nvme).map(|p| p[1]));
     svg(|root| {
         let mut c = ChartBuilder::on(root)
@@ -59,7 +79,7 @@ pub fn latency_over_time(s: &Samples) -> Result<Option<String>> {
             .y_label_area_size(70)
             .build_cartesian_2d(x.clone(), y.clone().log_scale())
             .map_err(plot_err)?;
-        c.configure_mesh().x_desc("seconds since the run started").y_desc("µs").draw().map_err(plot_err)?;
+        c.configure_mesh().x_desc("seconds since the run started").y_desc("µs").x_label_formatter(&number).y_label_formatter(&number).draw().map_err(plot_err)?;
         if !s.updates.is_empty() {
             c.draw_series(s.updates.iter().map(|&(from, to)| {
                 Rectangle::new([(secs(from), y.start), (to.map_or(x.end, secs), y.end)], UPDATE.mix(0.15).filled())
@@ -80,8 +100,7 @@ pub fn latency_over_time(s: &Samples) -> Result<Option<String>> {
                 .label("NVMe read: command taken → completion queued")
                 .legend(|(x, y)| Circle::new((x + 6, y), 3, NVME.filled()));
         }
-        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(plot_err)?;
-        Ok(())
+        legend(&mut c)
     })
     .map(Some)
 }
@@ -110,7 +129,7 @@ pub fn latency_histogram(s: &Samples) -> Result<Option<String>> {
         let hi = fb.iter().chain(&nb).map(|b| b.1).fold(0.0, f64::max);
         lo..hi
     };
-    let top = fb.iter().chain(&nb).map(|b| b.2).max().unwrap_or(1) as f64 * 1.1;
+    let top = fb.iter().chain(&nb).map(|b| b.2).max().unwrap_or(1) as f64 * 1.3;
     svg(|root| {
         let mut c = ChartBuilder::on(root)
             .caption("Latency histogram (µs, log buckets)", ("sans-serif", 18))
@@ -119,7 +138,7 @@ pub fn latency_histogram(s: &Samples) -> Result<Option<String>> {
             .y_label_area_size(70)
             .build_cartesian_2d(x.log_scale(), 0.0..top)
             .map_err(plot_err)?;
-        c.configure_mesh().x_desc("µs").y_desc("samples").draw().map_err(plot_err)?;
+        c.configure_mesh().x_desc("µs").y_desc("samples").x_label_formatter(&number).y_label_formatter(&number).draw().map_err(plot_err)?;
         for (buckets, color, label) in [(&fb, FRAME, "frames"), (&nb, NVME, "NVMe reads")] {
             if buckets.is_empty() {
                 continue;
@@ -129,8 +148,7 @@ pub fn latency_histogram(s: &Samples) -> Result<Option<String>> {
                 .label(label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.mix(0.6).filled()));
         }
-        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(plot_err)?;
-        Ok(())
+        legend(&mut c)
     })
     .map(Some)
 }
@@ -161,6 +179,7 @@ pub fn blackouts(b: &[Blackout], frame_interval_us: u64) -> Result<Option<String
             .y_desc("ms")
             .x_labels(b.len().min(20))
             .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&number)
             .draw()
             .map_err(plot_err)?;
         c.draw_series(b.iter().map(|b| {
@@ -178,8 +197,7 @@ pub fn blackouts(b: &[Blackout], frame_interval_us: u64) -> Result<Option<String
                 .label(format!("frame interval ({frame_interval_us} µs)"))
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK.stroke_width(2)));
         }
-        c.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(plot_err)?;
-        Ok(())
+        legend(&mut c)
     })
     .map(Some)
 }

@@ -329,3 +329,37 @@ fn isolation_and_nvme_restarts_are_rendered_and_read_back() {
     let back: Report = serde_json::from_str(&old).unwrap();
     assert!(back.nvme.restarts.is_empty() && back.isolation.unwrap().devices.is_empty());
 }
+
+/// A recorded live update (`harness/tests/fixtures/report-run`: its report,
+/// DMA timing inputs and the timing events of QEMU's trace).
+fn recorded_run(name: &str) -> std::path::PathBuf {
+    let from = crate::workspace_root().join("harness/tests/fixtures/report-run");
+    let dir = std::env::temp_dir().join(format!("lulab-report-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("host")).unwrap();
+    for f in ["report.json", crate::oracle::dma_timing::INPUTS_FILE, "host/trace.log"] {
+        std::fs::copy(from.join(f), dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
+    dir
+}
+
+#[test]
+fn lulab_report_times_a_recorded_run_again_as_the_run_did() {
+    let dir = recorded_run("regen-recorded");
+    let judged = Report::read(&dir).unwrap();
+    let again = Report::regenerate(&dir).unwrap();
+    assert_eq!(again.sections.get("dma_timing"), judged.sections.get("dma_timing"), "the same timing from the same trace");
+    assert_eq!(again.updates, judged.updates, "blackouts in updates[] too");
+    assert_eq!(again, judged);
+    let samples = crate::oracle::dma_timing::Samples::read(&dir).unwrap().expect("dma-samples.json written");
+    let timed = judged.sections["dma_timing"]["frames_timed"].as_u64().unwrap();
+    assert_eq!(samples.frames.len() as u64, timed);
+    assert_eq!(samples.updates.len() as u32, judged.live_updates);
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 3);
+    // Without QEMU's trace nothing can be timed: a clear error naming the file.
+    std::fs::remove_file(dir.join("host/trace.log")).unwrap();
+    let e = format!("{:#}", Report::regenerate(&dir).unwrap_err());
+    assert!(e.contains("trace.log"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -76,7 +76,7 @@ impl Runner<'_> {
             sections.insert(o.name().to_string(), judged.section);
             found.extend(judged.findings);
             for (file, value) in judged.files {
-                std::fs::write(self.out.join(file), serde_json::to_string_pretty(&value)?)?;
+                crate::report::write_json(&self.out.join(file), &value)?;
             }
         }
         // The older oracles' sections are typed fields of the report.
