@@ -40,6 +40,12 @@ enum Cmd {
         /// Output directory (default: reports/<timestamp>-<scenario>).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Run the scenario on every combination of these `[host]` values,
+        /// one run directory per cell (e.g. `--matrix cpus=1,4 --matrix
+        /// caching_mode=false,true`; keys: cpus, iommu_mode, caching_mode,
+        /// memory_mib), and print one verdict per cell.
+        #[arg(long, value_name = "KEY=V1,V2")]
+        matrix: Vec<lulab::scenario::matrix::Axis>,
     },
     /// Validate scenario files without running them (exit 1 if any is
     /// invalid; errors name the file, line and field).
@@ -206,7 +212,8 @@ fn main() -> Result<()> {
             println!("{}: {} ({}), report.json, report.md and report.html rewritten", dir.display(), r.outcome, if r.as_expected { "as expected" } else { "NOT as expected" });
             Ok(())
         }
-        Cmd::Run { scenario, out } => std::process::exit(match run_scenario(&scenario, out) {
+        Cmd::Run { scenario, out, matrix } if !matrix.is_empty() => std::process::exit(run_matrix(&scenario, out, &matrix)?),
+        Cmd::Run { scenario, out, .. } => std::process::exit(match run_scenario(&scenario, out) {
             Ok(report) => exit_status(&report),
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -332,6 +339,40 @@ fn run_scenario(path: &std::path::Path, out: Option<PathBuf>) -> Result<lulab::r
     }
     println!("report: {}/report.md", out.display());
     Ok(report)
+}
+
+/// `lulab run --matrix`: every cell of the scenario, one verdict each.
+/// Exit 0 when every cell ran as expected, 2 when a cell could not be
+/// carried out (or cannot run on its shape), else 1.
+fn run_matrix(path: &std::path::Path, out: Option<PathBuf>, axes: &[lulab::scenario::matrix::Axis]) -> Result<i32> {
+    lulab::setup::require_qemu()?;
+    let scenario = lulab::scenario::Scenario::load(path)?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into());
+    let out = match out {
+        Some(d) => d,
+        None => new_run_dir(&format!("{name}-matrix"))?,
+    };
+    let cells = lulab::scenario::matrix::cells(&scenario, axes);
+    println!("running {name} on {} machine shapes (output {})", cells.len(), out.display());
+    let mut rows = Vec::new();
+    let mut code = 0;
+    for cell in cells {
+        let (verdict, worst) = match cell.scenario {
+            Err(why) => (format!("cannot run here: {why}"), EXIT_ERROR),
+            Ok(sc) => match lulab::scenario::run::run(&name, &sc, &out.join(&cell.label)) {
+                Ok(r) => (format!("{} ({})", r.outcome, if r.as_expected { "as expected" } else { "NOT as expected" }), exit_status(&r)),
+                Err(e) => (format!("error: {e:#}"), EXIT_ERROR),
+            },
+        };
+        println!("{}: {verdict}", cell.label);
+        code = code.max(worst);
+        rows.push((cell.label, verdict));
+    }
+    println!("\n| cell | {name} (expected {}) |\n|---|---|", scenario.expect);
+    for (label, verdict) in &rows {
+        println!("| {label} | {verdict} |");
+    }
+    Ok(code)
 }
 
 fn demo() -> Result<()> {

@@ -226,13 +226,33 @@ impl Iommu {
             object_id: *hwpt,
             val64: u64::from(on),
         };
-        let what = format!("IOMMU_OPTION PERSISTENT={} on HWPT {hwpt} (kernel without lulab persistence?)", u8::from(on));
-        ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &what)?;
+        let what = format!("IOMMU_OPTION PERSISTENT={} on HWPT {hwpt}", u8::from(on));
+        ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &what).map_err(|e| match scalable_mode() {
+            Some(why) => format!("{e}: VT-d runs in scalable mode ({why}); lulab persistence keeps legacy-mode tables only"),
+            None => format!("{e} (kernel without lulab persistence?)"),
+        })?;
         o.op = sys::IOMMU_OPTION_OP_GET;
         o.object_id = *devid;
         ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &format!("IOMMU_OPTION GET PERSISTENT on device {devid}"))?;
         Ok(o.val64 == 1)
     }
+}
+
+/// Why this kernel runs VT-d in scalable mode, if it does: a unit offers it
+/// (ecap SMTS, bit 43) and the command line does not turn it off (our
+/// kernel's config turns it on by default).
+fn scalable_mode() -> Option<String> {
+    const SMTS: u64 = 1 << 43;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w.starts_with("intel_iommu=") && w.split([',', '=']).any(|o| o == "sm_off")) {
+        return None;
+    }
+    let units = std::fs::read_dir("/sys/class/iommu").ok()?;
+    units.flatten().find_map(|u| {
+        let ecap = std::fs::read_to_string(u.path().join("intel-iommu/ecap")).ok()?;
+        let ecap = u64::from_str_radix(ecap.trim().trim_start_matches("0x"), 16).ok()?;
+        (ecap & SMTS != 0).then(|| format!("{} ecap {ecap:#x} has SMTS", u.file_name().to_string_lossy()))
+    })
 }
 
 /// An opened VFIO device and the IOMMU context it is attached to.

@@ -6,6 +6,7 @@ pub mod catalogue;
 mod locate;
 mod steps;
 mod luo;
+pub mod matrix;
 mod pkernfs;
 pub mod plan;
 pub mod run;
@@ -140,11 +141,32 @@ pub struct HostSpec {
     /// Extra kernel parameters, on the first boot and every kexec (e.g.
     /// `lulab_vtd_adopt=copy`, a negative control). One word each.
     pub cmdline: Vec<String>,
+    /// vCPUs (1..=[`MAX_CPUS`]).
+    pub cpus: u32,
+    /// The emulated VT-d's translation mode.
+    pub iommu_mode: IommuMode,
+    /// VT-d caching mode (`caching-mode=on`: the IOMMU may cache
+    /// not-present entries, so the kernel flushes the IOTLB on every map).
+    pub caching_mode: bool,
+}
+
+/// Most vCPUs a host may have (TCG runs one thread per vCPU on few cores).
+pub const MAX_CPUS: u32 = 8;
+
+/// `[host].iommu_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IommuMode {
+    /// Legacy (second-stage only) root and context tables.
+    #[default]
+    Legacy,
+    /// Scalable mode (`x-scalable-mode=on`): PASID tables.
+    Scalable,
 }
 
 impl Default for HostSpec {
     fn default() -> Self {
-        Self { kernel: KernelChoice::Stock, memory_mib: 1024, iommu: true, cmdline: Vec::new() }
+        Self { kernel: KernelChoice::Stock, memory_mib: 1024, iommu: true, cmdline: Vec::new(), cpus: 1, iommu_mode: IommuMode::Legacy, caching_mode: false }
     }
 }
 
@@ -163,6 +185,12 @@ fn is_word(w: &str) -> bool {
 
 impl HostSpec {
     fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_CPUS).contains(&self.cpus) {
+            return Err(format!("host.cpus: {} must be in 1..={MAX_CPUS}", self.cpus));
+        }
+        if !self.iommu && (self.iommu_mode != IommuMode::Legacy || self.caching_mode) {
+            return Err("host.iommu_mode / host.caching_mode: set for a host without VT-d (iommu = false)".into());
+        }
         for (i, w) in self.cmdline.iter().enumerate() {
             if !is_word(w) {
                 return Err(format!("host.cmdline[{i}]: {w:?} must be one non-empty word (no spaces)"));
@@ -471,6 +499,12 @@ impl Scenario {
             if rx.persist && rx.backing == PersistBacking::Pkernfs && self.pkernfs.is_none() {
                 return Err("rx.persist: a persistent RX engine keeps its memory in pkernfs: add a [pkernfs] table".into());
             }
+        }
+        // Persistence keeps legacy-mode root and context tables; the
+        // scalable-mode PASID tables are not kept yet: refuse here, not at kexec.
+        let persists = self.rx.as_ref().is_some_and(|r| r.persist) || self.nvme.as_ref().is_some_and(|n| n.persist);
+        if persists && self.host.iommu_mode == IommuMode::Scalable {
+            return Err("host.iommu_mode: \"scalable\" with rx.persist / nvme.persist: persistence across kexec keeps VT-d legacy-mode tables only (scalable-mode PASID tables are not kept yet)".into());
         }
         if let Some(nv) = &self.nvme {
             if nv.persist && self.pkernfs.is_none() {

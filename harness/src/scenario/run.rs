@@ -138,6 +138,9 @@ impl<'a> Runner<'a> {
         let mut params = set.machine(&host_dir)?;
         params.memory_mib = sc.host.memory_mib;
         params.iommu.enabled = sc.host.iommu;
+        params.iommu.scalable_mode = sc.host.iommu_mode == crate::scenario::IommuMode::Scalable;
+        params.iommu.caching_mode = sc.host.caching_mode;
+        params.cpus = sc.host.cpus;
         if let (Some(n), Some(nv)) = (&sc.nvme, params.nvme.as_mut()) {
             nv.throttle_iops = n.throttle_iops;
         }

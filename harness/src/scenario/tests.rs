@@ -93,6 +93,23 @@ fn a_luo_memfd_engine_needs_luo_and_our_kernel() {
 }
 
 #[test]
+fn host_machine_shape_is_checked_with_its_line() {
+    let with = |host: &str| GOOD.replace("[rx]", &format!("[host]\nkernel = \"lulab\"\n{host}\n\n[rx]"));
+    let s = Scenario::parse(&with("cpus = 4\niommu_mode = \"scalable\"\ncaching_mode = true"), "s.toml").unwrap();
+    assert_eq!((s.host.cpus, s.host.iommu_mode, s.host.caching_mode), (4, IommuMode::Scalable, true));
+    let e = Scenario::parse(&with("cpus = 0"), "s.toml").unwrap_err().to_string();
+    assert!(e.starts_with("s.toml:7: host.cpus: 0 must be in 1..=8"), "{e}");
+    let e = Scenario::parse(&with("iommu_mode = \"nested\""), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("s.toml") && e.contains("line 7") && e.contains("iommu_mode"), "{e}");
+    let e = Scenario::parse(&with("iommu = false\ncaching_mode = true"), "s.toml").unwrap_err().to_string();
+    assert!(e.contains("without VT-d"), "{e}");
+    // Persistence in scalable mode is refused when the file is checked, not at the kexec.
+    let persistent = with("iommu_mode = \"scalable\"").replace("frames = 300\n", "frames = 300\npersist = true\n").replace("[rx]", "[pkernfs]\nsize_mib = 64\nbase_mib = 512\n\n[rx]");
+    let e = Scenario::parse(&persistent, "s.toml").unwrap_err().to_string();
+    assert!(e.starts_with("s.toml:7: host.iommu_mode") && e.contains("legacy-mode tables only"), "{e}");
+}
+
+#[test]
 fn host_cmdline_words_are_checked() {
     let with = |words: &str| GOOD.replace("[rx]", &format!("[host]\nkernel = \"lulab\"\nmemory_mib = 1024\niommu = true\ncmdline = {words}\n\n[rx]"));
     let s = Scenario::parse(&with(r#"["lulab_vtd_adopt=copy"]"#), "s.toml").unwrap();

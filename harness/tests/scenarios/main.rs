@@ -68,9 +68,36 @@ fn run_one(path: &Path, stem: &str) {
     // The run directory holds the scenario as run, and it is this one.
     let resolved = Scenario::load(&t.dir().join(lulab::scenario::run::RESOLVED)).unwrap_or_else(|e| panic!("{stem}: {e}"));
     let original = Scenario::load(path).unwrap();
-    assert_eq!((resolved.steps, resolved.rx, resolved.nvme), (original.steps, original.rx, original.nvme), "{stem}: scenario.resolved.toml");
+    assert_eq!((resolved.steps, resolved.rx, resolved.nvme), (original.steps.clone(), original.rx.clone(), original.nvme.clone()), "{stem}: scenario.resolved.toml");
+    machine_shape_as_asked(stem, &original, t.dir());
     if let Some(check) = checks::for_scenario(stem) {
         check(&r, t.dir());
+    }
+}
+
+/// The host ran on the shape `[host]` asked for: QEMU's own command line
+/// has its vCPUs and VT-d modes, and every one of our kernels that booted
+/// brought up that many CPUs (its console; Debian's logs no count at its
+/// log level).
+fn machine_shape_as_asked(stem: &str, sc: &Scenario, dir: &Path) {
+    let host = dir.join("host");
+    let Ok(argv) = std::fs::read_to_string(host.join("qemu.argv")) else { return };
+    let args: Vec<&str> = argv.lines().collect();
+    let smp = args.windows(2).find(|w| w[0] == "-smp").map(|w| w[1]);
+    assert_eq!(smp, Some(sc.host.cpus.to_string().as_str()), "{stem}: -smp in qemu.argv");
+    if sc.host.iommu {
+        let onoff = |b: bool| if b { "on" } else { "off" };
+        let vtd = args.iter().find(|a| a.starts_with("intel-iommu")).unwrap_or_else(|| panic!("{stem}: no intel-iommu in qemu.argv"));
+        let scalable = sc.host.iommu_mode == lulab::scenario::IommuMode::Scalable;
+        for want in [format!("caching-mode={}", onoff(sc.host.caching_mode)), format!("x-scalable-mode={}", onoff(scalable))] {
+            assert!(vtd.contains(&want), "{stem}: {vtd} lacks {want}");
+        }
+    }
+    if sc.host.cpus > 1 && sc.host.kernel == lulab::scenario::KernelChoice::Lulab {
+        let console = std::fs::read_to_string(host.join("console.log")).unwrap_or_default();
+        let want = format!("Brought up 1 node, {} CPUs", sc.host.cpus);
+        let boots = console.matches("Linux version").count();
+        assert!(boots > 0 && console.matches(&want).count() >= boots, "{stem}: {boots} kernel(s) booted, not each said \"{want}\"");
     }
 }
 

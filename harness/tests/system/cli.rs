@@ -96,7 +96,37 @@ fn check_validates_without_a_host() {
     assert!(text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "boot", "no", "host"]), "{text}");
 }
 
+/// `lulab run --matrix`: one run directory and one verdict per cell, each
+/// host on its shape (QEMU's command line; the stock kernel logs no CPU
+/// count at its log level, scenario tests check ours); a shape
+/// the scenario cannot run on is a cell that says why, and exit 2.
+fn run_matrix_runs_every_cell_on_its_shape() {
+    let t = TestRun::new("cli-matrix");
+    let d = t.dir();
+    let file = scenario(d, "boot", BOOT_ONLY);
+    let out = d.join("m");
+    let (code, text) = lulab(&["run", &file, "--out", &out.display().to_string(), "--matrix", "cpus=1,2"]);
+    assert_eq!(code, 0, "{text}");
+    for (cell, cpus) in [("cpus=1", "1"), ("cpus=2", "2")] {
+        assert!(text.contains(&format!("| {cell} | intact (as expected) |")), "{text}");
+        let argv = std::fs::read_to_string(out.join(cell).join("host/qemu.argv")).unwrap();
+        let args: Vec<&str> = argv.lines().collect();
+        assert!(args.windows(2).any(|w| w == ["-smp", cpus]), "{cell}: {argv}");
+    }
+    // Persistence in scalable mode cannot run yet: said per cell, before any host.
+    let persist = "description = \"p\"\nexpect = \"intact\"\n\n[host]\nkernel = \"lulab\"\n\n[pkernfs]\nsize_mib = 64\nbase_mib = 512\n\n\
+                   [rx]\nring_size = 256\nrate_fps = 100.0\nframe_size = 128\nframes = 100\npersist = true\n\n[[steps]]\ndo = \"boot\"\n";
+    let file = scenario(d, "persist", persist);
+    let (code, text) = lulab(&["run", &file, "--out", &d.join("s").display().to_string(), "--matrix", "iommu_mode=scalable"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("iommu_mode=scalable: cannot run here") && text.contains("legacy-mode tables only"), "{text}");
+    let (code, text) = lulab(&["run", &file, "--matrix", "smp=2"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("smp is not one of cpus"), "{text}");
+}
+
 pub fn trials(s: &mut Suite) {
+    s.add("system::cli::run_matrix_runs_every_cell_on_its_shape", STOCK, run_matrix_runs_every_cell_on_its_shape);
     s.add("system::cli::run_exits_0_1_2", STOCK, run_exits_0_1_2);
     s.add("system::cli::check_validates_without_a_host", &[], check_validates_without_a_host);
     s.add("system::cli::another_expected_reason_fails_a_broken_scenario", STOCK, another_expected_reason_fails_a_broken_scenario);
