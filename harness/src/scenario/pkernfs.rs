@@ -115,13 +115,19 @@ impl PkernfsSpec {
                 self.size_mib, self.base_mib
             ));
         }
-        // q35 puts at most 2 GiB of RAM below 4 GiB (offset in the RAM file = GPA).
+        // q35 puts up to 2.75 GiB of RAM below 4 GiB (2 GiB once RAM is
+        // 2.75 GiB or more) and the rest from 4 GiB up: the carve-out lies in
+        // one of the two (the harness translates its GPAs to RAM-file offsets).
         let end = self.base_mib + self.size_mib;
-        if self.base_mib < 16 || end > host.memory_mib.min(2048) {
+        let low = crate::guest_memory::q35_below_4g(host.memory_mib << 20) >> 20;
+        let high = 4096 + host.memory_mib - low;
+        let in_low = self.base_mib >= 16 && end <= low;
+        let in_high = high > 4096 && self.base_mib >= 4096 && end <= high;
+        if !in_low && !in_high {
+            let high = if high > 4096 { format!(" or its high RAM [4096 MiB, {high} MiB)") } else { String::new() };
             return Err(format!(
-                "pkernfs: carve-out [{} MiB, {end} MiB) must lie in the host's low RAM [16 MiB, {} MiB) (host.memory_mib)",
-                self.base_mib,
-                host.memory_mib.min(2048)
+                "pkernfs: carve-out [{} MiB, {end} MiB) must lie in the host's low RAM [16 MiB, {low} MiB){high} (host.memory_mib = {})",
+                self.base_mib, host.memory_mib
             ));
         }
         let total: u64 = self.files.iter().map(|f| f.size).sum::<u64>() + self.mmap.as_ref().map_or(0, |m| m.size);
@@ -272,6 +278,16 @@ do = "pkernfs_verify"
         assert!(e.contains("[pkernfs]"), "{e}");
         let e = Scenario::parse(&format!("{base}[pkernfs]\nbase_mib = 1024\n"), "t.toml").unwrap_err().to_string();
         assert!(e.contains("host.memory_mib"), "{e}");
+        // High RAM: with 4 GiB, q35 has [0, 2 GiB) and [4 GiB, 6 GiB); the hole between is no RAM.
+        let at = |mem: u64, at_mib: u64| Scenario::parse(&format!("{base}[host]\nkernel = \"lulab\"\nmemory_mib = {mem}\n[pkernfs]\nsize_mib = 64\nbase_mib = {at_mib}\n"), "t.toml").map_err(|e| e.to_string());
+        assert_eq!(at(4096, 4352).unwrap().pkernfs.unwrap().cmdline(), ["memmap=64M!4352M", "pkernfs=64M@4352M"]);
+        assert!(at(4096, 1024).is_ok() && at(2560, 2400).is_ok(), "low RAM: up to 2.75 GiB below the hole when RAM is smaller");
+        let e = at(4096, 3072).unwrap_err();
+        assert!(e.contains("[3072 MiB, 3136 MiB) must lie in the host's low RAM [16 MiB, 2048 MiB) or its high RAM [4096 MiB, 6144 MiB)"), "{e}");
+        let e = at(4096, 6112).unwrap_err();
+        assert!(e.contains("high RAM [4096 MiB, 6144 MiB)"), "crosses the end of high RAM: {e}");
+        let e = at(2048, 4352).unwrap_err();
+        assert!(e.contains("low RAM [16 MiB, 2048 MiB) (host.memory_mib = 2048)"), "no high RAM to name: {e}");
     }
 
     const PK: &str = "description = \"d\"\nexpect = \"intact\"\n[host]\nkernel = \"lulab\"\nmemory_mib = 2048\niommu = true\n[pkernfs]\n[[pkernfs.files]]\nname = \"big\"\nsize = 4096\nseed = 1\n[[steps]]\ndo = \"boot\"\n";

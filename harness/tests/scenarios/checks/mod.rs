@@ -24,6 +24,8 @@ const ALL: &[(&str, Check)] = &[
     ("lulab-kexec-rx", kernel::lulab_kexec_rx),
     ("kernel-boot", kernel::kernel_boot),
     ("live-update-rx", live_update::rx),
+    ("live-update-rx-smp4-caching", live_update::rx_smp4_caching),
+    ("live-update-rx-high-carveout", live_update::rx_high_carveout),
     ("live-update-nvme", live_update::nvme),
     ("live-update-soak", live_update::soak),
     ("live-update-isolation", live_update::isolation),
