@@ -19,6 +19,7 @@
 pub mod iommu;
 pub mod cpu_writes;
 pub mod dma_timing;
+pub mod downtime;
 pub mod isolation;
 pub mod kernel_log;
 pub mod kunit;

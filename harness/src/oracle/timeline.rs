@@ -147,6 +147,10 @@ pub struct UpdateTimeline {
     /// The injector's frame interval, µs, to read the blackout against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frame_interval_us: Option<u64>,
+    /// Where the downtime went: shutdown, kexec jump, kernel boot to /init,
+    /// agent start, re-adopt, first refill (ms; see [`crate::oracle::downtime`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime: Option<crate::oracle::downtime::Downtime>,
 }
 
 /// The timeline of every update; `run_start_ns` is time zero and `dma` the

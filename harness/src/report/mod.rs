@@ -268,7 +268,8 @@ impl Report {
     /// Regenerates report.json, report.md and report.html of run directory
     /// `dir` from its raw data: the DMA timing again from QEMU's trace
     /// (`host/trace.log`) and `dma-timing-inputs.json` (which also rewrites
-    /// `dma-samples.json`), the other sections as the run judged them
+    /// `dma-samples.json`), each update's downtime breakdown from it and
+    /// `journal.jsonl`, the other sections as the run judged them
     /// (their inputs, the RAM file and the live host, are gone).
     pub fn regenerate(dir: &Path) -> Result<Self> {
         use crate::oracle::dma_timing::{Inputs, INPUTS_FILE, SAMPLES_FILE};
@@ -276,6 +277,10 @@ impl Report {
         if dir.join(INPUTS_FILE).exists() {
             let (t, samples) = Inputs::read(dir)?.judge(&dir.join("host").join("trace.log"))?;
             t.annotate(&mut report.updates);
+            let journal = dir.join(crate::journal::FILE);
+            if journal.exists() {
+                crate::oracle::downtime::annotate(&mut report.updates, &crate::journal::read(&journal)?, &t.refills());
+            }
             report.sections.insert("dma_timing".into(), serde_json::to_value(&t)?);
             write_json(&dir.join(SAMPLES_FILE), &samples)?;
         }

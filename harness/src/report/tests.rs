@@ -42,6 +42,16 @@ pub(crate) fn sample() -> Report {
             first_dma_after: None,
             dma_while_agent_down: Some(0),
             kexec_transition_ms: Some(1100),
+            // The stock kernel never refilled: the breakdown ends with the agent back.
+            downtime: Some(crate::oracle::downtime::Downtime {
+                total_ms: Some(4400),
+                shutdown_ms: Some(3),
+                kexec_jump_ms: Some(1097),
+                kernel_boot_ms: Some(2900),
+                agent_start_ms: Some(400),
+                readopt_ms: None,
+                first_refill_ms: None,
+            }),
             ..Default::default()
         }],
         kunit: None,
@@ -337,7 +347,7 @@ fn recorded_run(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("lulab-report-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("host")).unwrap();
-    for f in ["report.json", crate::oracle::dma_timing::INPUTS_FILE, "host/trace.log"] {
+    for f in ["report.json", crate::oracle::dma_timing::INPUTS_FILE, "host/trace.log", crate::journal::FILE] {
         std::fs::copy(from.join(f), dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
     dir
@@ -347,10 +357,15 @@ fn recorded_run(name: &str) -> std::path::PathBuf {
 fn lulab_report_times_a_recorded_run_again_as_the_run_did() {
     let dir = recorded_run("regen-recorded");
     let judged = Report::read(&dir).unwrap();
-    let again = Report::regenerate(&dir).unwrap();
+    let mut again = Report::regenerate(&dir).unwrap();
     assert_eq!(again.sections.get("dma_timing"), judged.sections.get("dma_timing"), "the same timing from the same trace");
+    // The run predates the downtime breakdown: regenerating adds it from the journal and the trace.
+    let d = again.updates[0].downtime.take().expect("a downtime breakdown from journal.jsonl");
+    assert_eq!(d.parts().map(|p| p.1), [Some(32), Some(4813), Some(21033), Some(304), Some(665), Some(215)], "{d:?}");
+    assert_eq!(d.total_ms, Some(58045 - 30983), "kexec request → the first refill QEMU traced");
     assert_eq!(again.updates, judged.updates, "blackouts in updates[] too");
     assert_eq!(again, judged);
+    assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().contains("Downtime 27062 ms from the kexec request: shutdown 32 · kexec jump 4813"));
     let samples = crate::oracle::dma_timing::Samples::read(&dir).unwrap().expect("dma-samples.json written");
     let timed = judged.sections["dma_timing"]["frames_timed"].as_u64().unwrap();
     assert_eq!(samples.frames.len() as u64, timed);

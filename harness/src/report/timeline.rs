@@ -76,6 +76,10 @@ fn one(s: &mut String, u: &UpdateTimeline, rx: bool) {
         ms(u.kexec_transition_ms),
         ms(u.agent_downtime_ms)
     );
+    if let Some(d) = &u.downtime {
+        let parts: Vec<String> = d.parts().iter().map(|(name, v)| format!("{name} {}", v.map_or("—".into(), |v| v.to_string()))).collect();
+        let _ = writeln!(s, "Downtime {} from the kexec request: {} (ms)\n", ms(d.total_ms), parts.join(" · "));
+    }
 }
 
 /// `+5`, `−50`, `0`.

@@ -89,9 +89,11 @@ impl Runner<'_> {
         }
         let kunit: Option<crate::ktap::Counts> = take(&mut sections, "kunit")?;
         let mut updates: Vec<UpdateTimeline> = take(&mut sections, "updates")?;
-        if let Some(t) = sections.get("dma_timing").and_then(|v| serde_json::from_value::<crate::oracle::dma_timing::DmaTiming>(v.clone()).ok()) {
+        let timing = sections.get("dma_timing").and_then(|v| serde_json::from_value::<crate::oracle::dma_timing::DmaTiming>(v.clone()).ok());
+        if let Some(t) = &timing {
             t.annotate(&mut updates);
         }
+        crate::oracle::downtime::annotate(&mut updates, &journal, &timing.map(|t| t.refills()).unwrap_or_default());
         let isolation: Option<IsolationSection> = take(&mut sections, "isolation")?;
         found.extend(self.pk.findings.iter().cloned());
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
