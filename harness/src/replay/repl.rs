@@ -148,11 +148,13 @@ impl StepHook for Repl {
     }
 }
 
-/// `live_update` or `await_sent {"frames":400}`: the `do` name and the step's other fields.
+/// `live_update` or `await_sent {"frames":400}`: the `do` name and the
+/// step's other fields that are set.
 fn describe(p: &Planned) -> String {
     let mut v = serde_json::to_value(&p.step).unwrap_or(Value::Null);
     if let Some(o) = v.as_object_mut() {
         o.remove("do");
+        o.retain(|_, v| !(v.is_null() || v.as_array().is_some_and(Vec::is_empty)));
         if !o.is_empty() {
             return format!("{} {v}", p.step.name());
         }
