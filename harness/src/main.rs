@@ -328,8 +328,9 @@ fn run_scenario(path: &std::path::Path, out: Option<PathBuf>) -> Result<lulab::r
         None => new_run_dir(&name)?,
     };
     println!("running {name}: {} (output {})", scenario.description, out.display());
+    // A run that could not be judged can be replayed too, once it got as far as writing its scenario.
     let report = lulab::scenario::run::run(&name, &scenario, &out).map_err(|e| match out.join(lulab::scenario::run::RESOLVED).exists() {
-        true => e.context(format!("replay it step by step: lulab replay {}", out.display())),
+        true => anyhow::anyhow!("{e:#}\nreplay it step by step: lulab replay {}", out.display()),
         false => e,
     })?;
     print_verdict(&name, &report, &out);

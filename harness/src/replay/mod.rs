@@ -60,7 +60,7 @@ break [DO]              stop before the next step of that kind (e.g. `break live
 console                 attach to the host's serial console; Ctrl-] detaches
 qmp NAME [ARGS]         send a QMP command, e.g. `qmp query-status`, `qmp set_link {\"name\": \"nic0\", \"up\": false}`
 qmp {JSON}              the same as a whole QMP message: `qmp {\"execute\": \"query-status\"}`
-agent {JSON}            send the agent a request, e.g. `agent {\"op\": \"dma_status\", \"pci\": \"0000:00:03.0\"}`; `agent ping` for one without fields
+agent {JSON}            send the agent a request, e.g. `agent {\"op\": \"dma_status\", \"pci\": \"0000:00:02.0\"}`; `agent ping` for one without fields
 ledger                  frames sent, delivered and lost so far, and the last few delivered
 timeline                the run's journal so far and each live update's milestones
 quit, q                 shut the host down (no verdict) and keep the run directory

@@ -150,3 +150,12 @@ fn source_is_a_run_directory_or_a_scenario_file() {
     std::fs::write(run.join("report.json"), r#"{"scenario": "short-rx"}"#).unwrap();
     assert_eq!(source(&run).unwrap().0, "short-rx", "named as its report says");
 }
+
+#[test]
+fn the_examples_in_help_parse() {
+    let examples: Vec<&str> = HELP.split('`').skip(1).step_by(2).collect();
+    assert!(examples.len() >= 6, "{examples:?}");
+    for e in examples {
+        assert!(parse(e).is_ok(), "help shows `{e}`, which does not parse: {:?}", parse(e));
+    }
+}
