@@ -56,7 +56,7 @@ pub enum Command {
 pub const HELP: &str = "\
 step, s                 run the step shown
 continue, c             run to the end, or to the next step a breakpoint names
-break [DO]              stop before the next step of that kind (e.g. `break live_update`); alone: list breakpoints
+break [DO]              stop before every later step of that kind (e.g. `break live_update`); alone: list breakpoints
 console                 attach to the host's serial console; Ctrl-] detaches
 qmp NAME [ARGS]         send a QMP command, e.g. `qmp query-status`, `qmp set_link {\"name\": \"nic0\", \"up\": false}`
 qmp {JSON}              the same as a whole QMP message: `qmp {\"execute\": \"query-status\"}`

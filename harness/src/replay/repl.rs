@@ -188,7 +188,11 @@ fn print_ledger(run: &RunView<'_, '_>) -> Result<()> {
 }
 
 fn print_timeline(run: &RunView<'_, '_>) {
-    for e in run.journal() {
+    let journal = run.journal();
+    if journal.is_empty() {
+        println!("nothing in the journal yet");
+    }
+    for e in journal {
         println!("{:>8} ms  {}", e.ms, event_line(&e.event));
     }
     for (i, u) in run.updates().iter().enumerate() {

@@ -70,8 +70,12 @@ fn run_inner(name: &str, scenario: &Scenario, out: &Path, hook: Option<&mut dyn 
     for k in scenario.kernels() {
         sets.insert(k, BootSet::for_choice(k)?);
     }
-    // The wait for a host slot comes before the run's clock starts.
-    let slot = HostSlot::acquire()?;
+    // The wait for a host slot comes before the run's clock starts; a
+    // replay waits in its `boot` step instead, after its first prompt.
+    let slot = match hook {
+        None => Some(HostSlot::acquire()?),
+        Some(_) => None,
+    };
     let mut r = Runner::new(scenario, out, sets, slot)?;
     let aborted = match r.drive(hook) {
         Ok(Some(before)) => {
@@ -153,7 +157,7 @@ struct RxRun {
 }
 
 impl<'a> Runner<'a> {
-    fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>, slot: HostSlot) -> Result<Self> {
+    fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>, slot: Option<HostSlot>) -> Result<Self> {
         let set = sets.get(&sc.host.kernel).cloned().context("no BootSet for [host].kernel")?;
         let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let host_dir = out.join("host");
@@ -227,7 +231,7 @@ impl<'a> Runner<'a> {
             pk: pkernfs::PkRun::default(),
             luo: Vec::new(),
             dma_trace_offset: 0,
-            slot: Some(slot),
+            slot,
             journal,
             faults,
             clock_offset_ns: crate::traffic::clock::realtime_offset_ns(),
