@@ -5,11 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rexpect::session::{Options, PtySession};
 
-use crate::common::{pid_alive, Suite, TestRun, OURS};
+use crate::common::{pid_alive, wait_pidfile, Suite, TestRun, OURS};
 
 /// RX through one live update of our kernel, short: the headline scenario
 /// (`live-update-rx`) without the watcher and with fewer frames.
@@ -86,10 +86,19 @@ fn send(p: &mut PtySession, line: &str) {
     p.send_line(line).unwrap_or_else(|e| panic!("typing {line:?}: {e}"));
 }
 
-/// The QEMU of the run is gone (its PID from `host/qemu.pid`).
-fn assert_no_qemu_left(out: &Path) {
-    let pid: i32 = std::fs::read_to_string(out.join("host/qemu.pid")).expect("host/qemu.pid in the run directory").trim().parse().unwrap();
+/// The PID of the run's QEMU, from `host/qemu.pid` while it runs (QEMU
+/// removes the file when it exits cleanly).
+fn qemu_pid(out: &Path) -> i32 {
+    let pid = wait_pidfile(&out.join("host"), Instant::now() + Duration::from_secs(5));
+    let pid = pid.unwrap_or_else(|| panic!("no host/qemu.pid in {} after boot", out.display()));
+    assert!(pid_alive(pid), "QEMU (pid {pid}) runs after boot");
+    pid
+}
+
+/// The QEMU of the run is gone, and exited cleanly (its pidfile removed).
+fn assert_no_qemu_left(out: &Path, pid: i32) {
     assert!(!pid_alive(pid), "QEMU (pid {pid}) of {} is still running", out.display());
+    assert!(!out.join("host/qemu.pid").exists(), "QEMU (pid {pid}) did not exit cleanly: its pidfile is left");
 }
 
 fn steps_looks_and_continues_to_the_verdict() {
@@ -99,6 +108,7 @@ fn steps_looks_and_continues_to_the_verdict() {
     assert!(shown.contains("next 2/7: start_dma"), "the step and the next are shown: {shown}");
     send(&mut p, "step");
     until_prompt(&mut p, "step 2/7: start_dma");
+    let pid = qemu_pid(&out);
     send(&mut p, "step");
     until_prompt(&mut p, "step 3/7: inject");
     send(&mut p, "step");
@@ -112,7 +122,7 @@ fn steps_looks_and_continues_to_the_verdict() {
     let [sent, delivered, _corrupted, lost] = ledger_counts(&ledger);
     assert!(sent >= 200, "await_sent 200 ran: {ledger}");
     assert!(delivered > 0 && delivered + lost == sent, "{ledger}");
-    assert!(ledger.contains("lost so far") && ledger.contains("µs from send to seen"), "{ledger}");
+    assert!(ledger.contains("lost so far") && ledger.contains("s from send to seen"), "{ledger}");
 
     send(&mut p, "qmp query-status");
     let reply = until_prompt(&mut p, "\"status\":");
@@ -137,16 +147,18 @@ fn steps_looks_and_continues_to_the_verdict() {
     let ran = until_prompt(&mut p, "step 7/7: settle");
     assert!(ran.contains("step 6/7: await_sent"), "continued through the steps before the breakpoint: {ran}");
 
+    // rexpect reads the pty byte by byte as Latin-1: needles stay ASCII.
     send(&mut p, "timeline");
-    let timeline = until_prompt(&mut p, "update 1 → lulab");
+    let timeline = until_prompt(&mut p, "lulab: agent down +");
+    assert!(timeline.contains("update 1 "), "{timeline}");
     assert!(timeline.contains("milestone=kexec") && timeline.contains("milestone=done"), "{timeline}");
 
     send(&mut p, "continue");
     let verdict = p.exp_string("report: ").unwrap();
-    assert!(verdict.contains("short-update: expected intact, outcome intact — as expected"), "{verdict}");
+    assert!(verdict.contains("short-update: expected intact, outcome intact") && !verdict.contains("NOT as expected"), "{verdict}");
     p.exp_eof().unwrap();
     assert!(out.join("report.json").exists() && out.join("journal.jsonl").exists());
-    assert_no_qemu_left(&out);
+    assert_no_qemu_left(&out, pid);
 }
 
 /// The four numbers of `frames sent A, delivered B, corrupted C, lost so far D`.
@@ -169,6 +181,7 @@ fn quit_shuts_the_host_down_and_keeps_the_run_directory() {
         send(&mut p, "s");
         until_prompt(&mut p, next);
     }
+    let pid = qemu_pid(&out);
     // Frames are flowing and the scanner runs: quitting stops both and the host.
     send(&mut p, "quit");
     let said = p.exp_eof().unwrap();
@@ -177,7 +190,7 @@ fn quit_shuts_the_host_down_and_keeps_the_run_directory() {
     assert!(!said.contains("outcome"), "no verdict after a quit half-way: {said}");
     assert!(out.join("scenario.resolved.toml").exists() && out.join("host/console.log").exists());
     assert!(!out.join("report.json").exists());
-    assert_no_qemu_left(&out);
+    assert_no_qemu_left(&out, pid);
 }
 
 pub fn trials(s: &mut Suite) {
