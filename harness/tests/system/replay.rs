@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rexpect::reader::ReadUntil;
 use rexpect::session::{Options, PtySession};
 
 use crate::common::{pid_alive, wait_pidfile, Suite, TestRun, OURS};
@@ -72,9 +73,16 @@ fn spawn(t: &TestRun) -> (PtySession, PathBuf) {
     (rexpect::session::spawn_with_options(cmd, opts).expect("spawning lulab replay"), out)
 }
 
-/// Waits for `needle`, then for the prompt; returns what came before the prompt.
+/// Waits for `needle`, then for the prompt; returns what came before the
+/// prompt. A step that fails ends the wait (its prompt would wait forever).
 fn until_prompt(p: &mut PtySession, needle: &str) -> String {
-    let before = p.exp_string(needle).unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}"));
+    const FAILED: &str = ") failed: ";
+    let any = vec![ReadUntil::String(needle.into()), ReadUntil::String(FAILED.into())];
+    let (before, found) = p.exp_any(any).unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}"));
+    if found == FAILED {
+        let why = p.exp_string("replay> ").unwrap_or_default();
+        panic!("a step failed while waiting for {needle:?}: {before}{FAILED}{why}");
+    }
     let rest = p.exp_string("replay> ").unwrap_or_else(|e| panic!("waiting for the prompt after {needle:?}: {e}"));
     // rustyline asks the terminal where its cursor is right after the
     // prompt; typing into that question would be taken as its answer.
