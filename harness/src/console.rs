@@ -72,6 +72,21 @@ impl Console {
         }
     }
 
+    /// After [`Console::hand_over`]: a new rexpect connection, once QEMU
+    /// has noticed the person's hang-up (it serves one client at a time).
+    pub fn reconnect(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let fresh = loop {
+            match Self::connect(&self.socket, &self.log) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() > deadline => return Err(e.context("taking the console back")),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        *self = fresh;
+        Ok(())
+    }
+
     /// Waits for the first of `needles` to appear on the console. Between polls
     /// `alive` is asked whether waiting still makes sense (QEMU alive, …).
     pub fn expect(

@@ -6,6 +6,7 @@
 //! `KernelArtifacts → ImageSpec → Initramfs → MachineParams → Host → observations → Report`.
 
 pub mod agent;
+pub mod attach;
 pub mod bench;
 pub mod cache;
 pub mod cmd;
@@ -23,6 +24,7 @@ pub mod pkernfs;
 pub mod ktap;
 pub mod qemu;
 pub mod qmp;
+pub mod replay;
 pub mod report;
 pub mod scenario;
 pub mod setup;

@@ -1,6 +1,5 @@
 //! The `lulab` command line.
 
-mod interactive;
 mod table;
 mod test_cmd;
 
@@ -46,6 +45,17 @@ enum Cmd {
         /// memory_mib), and print one verdict per cell.
         #[arg(long, value_name = "KEY=V1,V2")]
         matrix: Vec<lulab::scenario::matrix::Axis>,
+    },
+    /// Re-run a scenario step by step at a prompt: step, continue, break
+    /// before a kind of step, look at the host (console, QMP, agent) and
+    /// the run so far (ledger, timeline); `quit` shuts the host down and
+    /// keeps the run directory. `help` at the prompt lists the commands.
+    Replay {
+        /// A run directory (its scenario.resolved.toml) or a scenario file.
+        path: PathBuf,
+        /// Output directory (default: reports/<timestamp>-<scenario>-replay).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Validate scenario files without running them (exit 1 if any is
     /// invalid; errors name the file, line and field).
@@ -220,6 +230,13 @@ fn main() -> Result<()> {
                 EXIT_ERROR
             }
         }),
+        Cmd::Replay { path, out } => std::process::exit(match replay(&path, out) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                EXIT_ERROR
+            }
+        }),
         Cmd::Kernel { cmd: KernelCmd::Build } => {
             let k = lulab::kernel::build::build(&lulab::kernel::build::KernelSpec::lulab())?;
             println!("bzImage: {}", k.bzimage.display());
@@ -313,8 +330,12 @@ fn boot(out: Option<PathBuf>) -> Result<()> {
     };
     println!("{}", lulab::setup::kvm_note());
     println!("booting {} … (run directory {})", set.kernel.source_version, dir.display());
-    let host = Host::boot(&set.machine(&dir)?, &dir, Deadlines::default())?;
-    interactive::attach(host)
+    let mut host = Host::boot(&set.machine(&dir)?, &dir, Deadlines::default())?;
+    let sock = host.paths.console_sock();
+    let attached = lulab::attach::attach(&mut host.console, &format!("{}; detaching shuts the host down", sock.display()));
+    println!("shutting the host down (logs in {})", host.paths.dir.display());
+    host.shutdown()?;
+    attached
 }
 
 fn run_scenario(path: &std::path::Path, out: Option<PathBuf>) -> Result<lulab::report::Report> {
@@ -326,7 +347,20 @@ fn run_scenario(path: &std::path::Path, out: Option<PathBuf>) -> Result<lulab::r
         None => new_run_dir(&name)?,
     };
     println!("running {name}: {} (output {})", scenario.description, out.display());
-    let report = lulab::scenario::run::run(&name, &scenario, &out)?;
+    // A run that could not be judged can be replayed too, once it got as far as writing its scenario.
+    let report = lulab::scenario::run::run(&name, &scenario, &out).map_err(|e| match out.join(lulab::scenario::run::RESOLVED).exists() {
+        true => anyhow::anyhow!("{e:#}\nreplay it step by step: lulab replay {}", out.display()),
+        false => e,
+    })?;
+    print_verdict(&name, &report, &out);
+    if !report.as_expected {
+        println!("replay it step by step: lulab replay {}", out.display());
+    }
+    Ok(report)
+}
+
+/// The verdict, the findings and where the report is.
+fn print_verdict(name: &str, report: &lulab::report::Report, out: &std::path::Path) {
     println!(
         "{name}: expected {}, outcome {} — {}",
         report.expect,
@@ -338,7 +372,30 @@ fn run_scenario(path: &std::path::Path, out: Option<PathBuf>) -> Result<lulab::r
         println!("  - {}{}: {}", f.reason, if named { "" } else { " (not an expected reason)" }, f.detail);
     }
     println!("report: {}/report.md", out.display());
-    Ok(report)
+}
+
+/// `lulab replay`: the exit status is `lulab run`'s when the steps ran
+/// and were judged, 0 when the person quit.
+fn replay(path: &std::path::Path, out: Option<PathBuf>) -> Result<i32> {
+    lulab::setup::require_qemu()?;
+    let (name, file) = lulab::replay::source(path)?;
+    let scenario = lulab::scenario::Scenario::load(&file)?;
+    let out = match out {
+        Some(d) => d,
+        None => new_run_dir(&format!("{name}-replay"))?,
+    };
+    println!("replaying {name}: {} (from {}, output {})", scenario.description, file.display(), out.display());
+    println!("before each step: `step`, `continue`, `break DO`, `console`, `qmp`, `agent`, `ledger`, `timeline`, `quit`; `help` says more");
+    match lulab::replay::run(&name, &scenario, &out)? {
+        lulab::scenario::run::Ended::Judged(report) => {
+            print_verdict(&name, &report, &out);
+            Ok(exit_status(&report))
+        }
+        lulab::scenario::run::Ended::Quit { before } => {
+            println!("quit before step {}: the host is shut down; run directory kept: {}", before + 1, out.display());
+            Ok(0)
+        }
+    }
 }
 
 /// `lulab run --matrix`: every cell of the scenario, one verdict each.

@@ -30,8 +30,10 @@ use crate::traffic::inject::{InjectConfig, Injector, SentLog};
 use crate::update::{JumpStamps, KexecTarget};
 
 pub use finding::Finding;
+pub use hook::{Control, Ended, LedgerSoFar, Point, RunView, StepHook};
 
 mod finding;
+mod hook;
 mod judge;
 mod non_persistent;
 mod persist;
@@ -49,20 +51,44 @@ pub const RESOLVED: &str = "scenario.resolved.toml";
 /// Runs `scenario` (named `name`) with its files in `out`; writes
 /// `out/report.json` and `out/report.md` and returns the report.
 pub fn run(name: &str, scenario: &Scenario, out: &Path) -> Result<Report> {
+    match run_inner(name, scenario, out, None)? {
+        Ended::Judged(report) => Ok(*report),
+        Ended::Quit { before } => bail!("the run stopped before step {} without a hook to stop it", before + 1),
+    }
+}
+
+/// [`run`] with `hook` asked before each step (`lulab replay`): it may
+/// quit, and then the host is shut down and nothing is judged.
+pub fn run_with(name: &str, scenario: &Scenario, out: &Path, hook: &mut dyn StepHook) -> Result<Ended> {
+    run_inner(name, scenario, out, Some(hook))
+}
+
+fn run_inner(name: &str, scenario: &Scenario, out: &Path, hook: Option<&mut dyn StepHook>) -> Result<Ended> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // Every kernel the steps need, built (or fetched) before the host boots.
     let mut sets = BTreeMap::new();
     for k in scenario.kernels() {
         sets.insert(k, BootSet::for_choice(k)?);
     }
-    // The wait for a host slot comes before the run's clock starts.
-    let slot = HostSlot::acquire()?;
+    // The wait for a host slot comes before the run's clock starts; a
+    // replay waits in its `boot` step instead, after its first prompt.
+    let slot = match hook {
+        None => Some(HostSlot::acquire()?),
+        Some(_) => None,
+    };
     let mut r = Runner::new(scenario, out, sets, slot)?;
-    let steps = r.drive();
-    let report = r.judge(name, steps.err());
+    let aborted = match r.drive(hook) {
+        Ok(Some(before)) => {
+            r.teardown().with_context(|| format!("quitting before step {}; run directory kept: {}", before + 1, out.display()))?;
+            return Ok(Ended::Quit { before });
+        }
+        Ok(None) => None,
+        Err(e) => Some(e),
+    };
+    let report = r.judge(name, aborted);
     let report = report.with_context(|| format!("judging the run; host files kept in {}", r.host_dir().display()))?;
     report.write(out)?;
-    Ok(report)
+    Ok(Ended::Judged(Box::new(report)))
 }
 
 /// State while steps run.
@@ -131,7 +157,7 @@ struct RxRun {
 }
 
 impl<'a> Runner<'a> {
-    fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>, slot: HostSlot) -> Result<Self> {
+    fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>, slot: Option<HostSlot>) -> Result<Self> {
         let set = sets.get(&sc.host.kernel).cloned().context("no BootSet for [host].kernel")?;
         let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         let host_dir = out.join("host");
@@ -208,7 +234,7 @@ impl<'a> Runner<'a> {
             pk: pkernfs::PkRun::default(),
             luo: Vec::new(),
             dma_trace_offset: 0,
-            slot: Some(slot),
+            slot,
             journal,
             faults,
             clock_offset_ns: crate::traffic::clock::realtime_offset_ns(),
@@ -229,20 +255,34 @@ impl<'a> Runner<'a> {
         self.timings.push((name.to_string(), since.elapsed().as_millis() as u64));
     }
 
-    /// Runs the checked plan's steps in order (written to `plan.json` first).
-    fn drive(&mut self) -> Result<()> {
+    /// Runs the checked plan's steps in order (written to `plan.json`
+    /// first), asking `hook` before each; `Some(i)`: it quit before step `i`.
+    fn drive(&mut self, mut hook: Option<&mut dyn StepHook>) -> Result<Option<usize>> {
         let plan = self.sc.plan().map_err(|(entry, m)| anyhow::anyhow!("steps[{entry}].{m}"))?;
         std::fs::write(self.out.join("plan.json"), serde_json::to_string_pretty(&plan)?).context("writing plan.json")?;
         std::fs::write(self.out.join(RESOLVED), self.sc.resolved_toml()?).with_context(|| format!("writing {RESOLVED}"))?;
-        for planned in &plan.steps {
+        for (k, planned) in plan.steps.iter().enumerate() {
             let (i, step) = (planned.index, &planned.step);
+            if let Some(h) = hook.as_deref_mut() {
+                if self.ask(h, Point::Step { step: planned, next: plan.steps.get(k + 1) }) == Control::Quit {
+                    return Ok(Some(i));
+                }
+            }
             let t = Instant::now();
             self.journal.record(Event::Step { index: i, name: step.name().into() });
-            self.step(i, step).with_context(|| format!("step {} ({step:?})", i + 1))?;
+            let done = self.step(i, step).with_context(|| format!("step {} ({step:?})", i + 1));
+            if let (Err(e), Some(h)) = (&done, hook.as_deref_mut()) {
+                // The host is still up: the hook may look before the oracles judge.
+                self.ask(h, Point::Failed { step: planned, error: &format!("{e:#}") });
+            }
+            done?;
             let name = format!("step{}_{}", i + 1, step.name());
             self.mark(&name, t);
         }
-        Ok(())
+        if let Some(h) = hook {
+            self.ask(h, Point::End);
+        }
+        Ok(None)
     }
 
     fn step(&mut self, index: usize, step: &Step) -> Result<()> {

@@ -41,9 +41,12 @@ fn run_exits_0_1_2() {
 
     let (code, text) = run(d, &scenario(d, "boot-intact", BOOT_ONLY), "intact");
     assert_eq!(code, 0, "expected outcome: {text}");
+    assert!(!text.contains("lulab replay"), "a run as expected needs no replay: {text}");
     let (code, text) = run(d, &scenario(d, "boot-broken", &BOOT_ONLY.replace("\"intact\"", "\"broken\"\nexpect_reasons = [\"dma.lost\"]")), "mismatch");
     assert_eq!(code, 1, "intact where broken was expected: {text}");
     assert!(text.contains("expected broken, outcome intact"), "{text}");
+    let replay = format!("replay it step by step: lulab replay {}", d.join("run-mismatch").display());
+    assert!(text.contains(&replay), "a run not as expected says how to replay it: {text}");
 
     let (code, text) = run(d, &scenario(d, "no-iommu", NO_IOMMU), "error");
     assert_eq!(code, 2, "could not be carried out: {text}");
