@@ -93,6 +93,10 @@ impl Host {
     /// [`Host::boot`] in a slot the caller already holds.
     pub fn boot_in(slot: HostSlot, params: &MachineParams, run_dir: &Path, deadlines: Deadlines) -> Result<Self> {
         crate::setup::require_qemu()?;
+        // QEMU's options separate fields with ',': a path holding one is cut.
+        if run_dir.to_string_lossy().contains(',') {
+            anyhow::bail!("{}: a run directory's path may not contain ',' (QEMU's option separator): choose another --out", run_dir.display());
+        }
         let paths = RunPaths::new(run_dir);
         std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let net = match params.nic {

@@ -414,9 +414,10 @@ fn run_matrix(path: &std::path::Path, out: Option<PathBuf>, axes: &[lulab::scena
     let mut rows = Vec::new();
     let mut code = 0;
     for cell in cells {
+        let dir = out.join(cell.dir_name());
         let (verdict, worst) = match cell.scenario {
             Err(why) => (format!("cannot run here: {why}"), EXIT_ERROR),
-            Ok(sc) => match lulab::scenario::run::run(&name, &sc, &out.join(&cell.label)) {
+            Ok(sc) => match lulab::scenario::run::run(&name, &sc, &dir) {
                 Ok(r) => (format!("{} ({})", r.outcome, if r.as_expected { "as expected" } else { "NOT as expected" }), exit_status(&r)),
                 Err(e) => (format!("error: {e:#}"), EXIT_ERROR),
             },

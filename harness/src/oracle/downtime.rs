@@ -57,7 +57,7 @@ pub fn breakdown(journal: &[Entry], index: u32, refill_ms: Option<u64>) -> Optio
     };
     let kexec = at("kexec")?;
     let (down, kernel, init, agent, done) = (at("agent_down"), at("kernel_up"), at("init"), at("agent_up"), at("done"));
-    let span = |a: Option<u64>, b: Option<u64>| Some(b?.checked_sub(a?)?);
+    let span = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
     let refill = refill_ms.filter(|&r| done.is_some_and(|d| r >= d));
     Some(Downtime {
         total_ms: span(Some(kexec), refill.or(done)),

@@ -38,10 +38,18 @@ impl std::str::FromStr for Axis {
 /// One combination of the axes' values.
 #[derive(Debug, Clone)]
 pub struct Cell {
-    /// `cpus=4,caching_mode=true`: also its run directory's name.
+    /// `cpus=4,caching_mode=true`.
     pub label: String,
     /// The scenario with those values, or why it cannot run on that shape.
     pub scenario: Result<Scenario, String>,
+}
+
+impl Cell {
+    /// Its run directory's name: the label with `+` for `,` (QEMU's option
+    /// separator, which no path on its command line may hold).
+    pub fn dir_name(&self) -> String {
+        self.label.replace(',', "+")
+    }
 }
 
 /// Sets `[host].key` of `sc` to `value`.
@@ -103,6 +111,7 @@ mod tests {
         assert_eq!(cells.len(), 8);
         assert_eq!(cells[0].label, "cpus=1,iommu_mode=legacy,caching_mode=false");
         assert_eq!(cells[7].label, "cpus=4,iommu_mode=scalable,caching_mode=true");
+        assert_eq!(cells[7].dir_name(), "cpus=4+iommu_mode=scalable+caching_mode=true", "no ',' on QEMU's command line");
         let c = cells[5].scenario.as_ref().unwrap();
         assert_eq!((c.host.cpus, c.host.iommu_mode, c.host.caching_mode), (4, IommuMode::Legacy, true));
         let refused = cells.iter().filter(|c| c.scenario.is_err()).count();

@@ -108,14 +108,20 @@ fn run_matrix_runs_every_cell_on_its_shape() {
     let d = t.dir();
     let file = scenario(d, "boot", BOOT_ONLY);
     let out = d.join("m");
-    let (code, text) = lulab(&["run", &file, "--out", &out.display().to_string(), "--matrix", "cpus=1,2"]);
+    let (code, text) = lulab(&["run", &file, "--out", &out.display().to_string(), "--matrix", "cpus=1,2", "--matrix", "caching_mode=true"]);
     assert_eq!(code, 0, "{text}");
-    for (cell, cpus) in [("cpus=1", "1"), ("cpus=2", "2")] {
+    for (cell, cpus) in [("cpus=1,caching_mode=true", "1"), ("cpus=2,caching_mode=true", "2")] {
         assert!(text.contains(&format!("| {cell} | intact (as expected) |")), "{text}");
-        let argv = std::fs::read_to_string(out.join(cell).join("host/qemu.argv")).unwrap();
+        // The cell's directory has no ',' (QEMU's option separator).
+        let argv = std::fs::read_to_string(out.join(cell.replace(',', "+")).join("host/qemu.argv")).unwrap();
         let args: Vec<&str> = argv.lines().collect();
         assert!(args.windows(2).any(|w| w == ["-smp", cpus]), "{cell}: {argv}");
+        assert!(args.iter().any(|a| a.starts_with("intel-iommu") && a.contains("caching-mode=on")), "{cell}: {argv}");
     }
+    // A run directory QEMU's options would cut is refused with the reason.
+    let (code, text) = lulab(&["run", &file, "--out", &d.join("a,b").display().to_string()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("may not contain ','"), "{text}");
     // Persistence in scalable mode cannot run yet: said per cell, before any host.
     let persist = "description = \"p\"\nexpect = \"intact\"\n\n[host]\nkernel = \"lulab\"\n\n[pkernfs]\nsize_mib = 64\nbase_mib = 512\n\n\
                    [rx]\nring_size = 256\nrate_fps = 100.0\nframe_size = 128\nframes = 100\npersist = true\n\n[[steps]]\ndo = \"boot\"\n";
