@@ -123,11 +123,6 @@ impl DmaTiming {
             (u.dma_blackout_us, u.dma_blackout_to_end_of_run, u.frame_interval_us) = (Some(b.blackout_us), b.to_end_of_run, Some(self.frame_interval_us));
         }
     }
-
-    /// Each update's first refill (index from 1, ms since the run started).
-    pub fn refills(&self) -> Vec<(u32, Option<u64>)> {
-        self.blackouts.iter().map(|b| (b.index, b.first_refill_ms)).collect()
-    }
 }
 
 /// report.json `dma_timing.nvme`: the NVMe controller's command latency.

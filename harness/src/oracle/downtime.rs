@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{Entry, Event};
+use crate::oracle::dma_timing::DmaTiming;
 use crate::oracle::timeline::UpdateTimeline;
 
 /// `updates[].downtime`, ms; a part is null when a milestone bounding it
@@ -70,11 +71,11 @@ pub fn breakdown(journal: &[Entry], index: u32, refill_ms: Option<u64>) -> Optio
     })
 }
 
-/// Gives every update of `updates` its breakdown; `refills` is the first
-/// refill of each update (by index from 1), when the run had an RX ring.
-pub fn annotate(updates: &mut [UpdateTimeline], journal: &[Entry], refills: &[(u32, Option<u64>)]) {
+/// Gives every update of `updates` its breakdown; `timing` (the run's DMA
+/// timing, when it had an RX ring) has each update's first refill.
+pub fn annotate(updates: &mut [UpdateTimeline], journal: &[Entry], timing: Option<&DmaTiming>) {
     for u in updates {
-        let refill = refills.iter().find(|(i, _)| *i == u.index).and_then(|(_, r)| *r);
+        let refill = timing.and_then(|t| t.blackouts.iter().find(|b| b.index == u.index)).and_then(|b| b.first_refill_ms);
         u.downtime = breakdown(journal, u.index, refill);
     }
 }

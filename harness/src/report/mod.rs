@@ -279,7 +279,7 @@ impl Report {
             t.annotate(&mut report.updates);
             let journal = dir.join(crate::journal::FILE);
             if journal.exists() {
-                crate::oracle::downtime::annotate(&mut report.updates, &crate::journal::read(&journal)?, &t.refills());
+                crate::oracle::downtime::annotate(&mut report.updates, &crate::journal::read(&journal)?, Some(&t));
             }
             report.sections.insert("dma_timing".into(), serde_json::to_value(&t)?);
             write_json(&dir.join(SAMPLES_FILE), &samples)?;

@@ -93,7 +93,7 @@ impl Runner<'_> {
         if let Some(t) = &timing {
             t.annotate(&mut updates);
         }
-        crate::oracle::downtime::annotate(&mut updates, &journal, &timing.map(|t| t.refills()).unwrap_or_default());
+        crate::oracle::downtime::annotate(&mut updates, &journal, timing.as_ref());
         let isolation: Option<IsolationSection> = take(&mut sections, "isolation")?;
         found.extend(self.pk.findings.iter().cloned());
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
