@@ -156,6 +156,24 @@ struct RxRun {
     status: Option<DmaStatus>,
 }
 
+impl RxRun {
+    /// Stops the injector (if it runs) and keeps what it sent.
+    fn stop_injector(&mut self) -> Result<()> {
+        if let Some(inj) = self.injector.take() {
+            self.sent = Some(inj.stop().context("stopping the injector")?);
+        }
+        Ok(())
+    }
+
+    /// Stops the background scanner and waits for its thread.
+    fn stop_scanner(&mut self) {
+        self.stop_scan.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.scan_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl<'a> Runner<'a> {
     fn new(sc: &'a Scenario, out: &Path, sets: BTreeMap<KernelChoice, BootSet>, slot: Option<HostSlot>) -> Result<Self> {
         let set = sets.get(&sc.host.kernel).cloned().context("no BootSet for [host].kernel")?;

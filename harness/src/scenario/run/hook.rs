@@ -4,7 +4,6 @@
 //! the journal). `lulab run` passes no hook.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 
@@ -160,13 +159,8 @@ impl Runner<'_> {
     /// then the process group); the run directory stays.
     pub(super) fn teardown(&mut self) -> Result<()> {
         if let Some(rx) = self.rx.as_mut() {
-            if let Some(inj) = rx.injector.take() {
-                rx.sent = Some(inj.stop().context("stopping the injector")?);
-            }
-            rx.stop_scan.store(true, Ordering::Relaxed);
-            if let Some(t) = rx.scan_thread.take() {
-                let _ = t.join();
-            }
+            rx.stop_injector()?;
+            rx.stop_scanner();
         }
         if let Some(host) = self.host.as_mut() {
             let _ = self.faults.finish(&mut host.parts());

@@ -1,7 +1,6 @@
 //! The end of a run: stop traffic, take the last look from outside, and turn
 //! the oracles' findings into a verdict with reasons.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -148,9 +147,7 @@ impl Runner<'_> {
     /// for in the whole RAM file. None: no frames were injected.
     fn observe_rx(&mut self) -> Result<Option<crate::oracle::registry::RxObservations>> {
         let Some(rx) = self.rx.as_mut() else { return Ok(None) };
-        if let Some(inj) = rx.injector.take() {
-            rx.sent = Some(inj.stop()?);
-        }
+        rx.stop_injector()?;
         // Frames written right before the stop may still be on their way
         // into the ring (a run that ended without a settle: an abort). Give
         // the device a moment while QEMU lives; a settled run returns at once.
@@ -167,10 +164,7 @@ impl Runner<'_> {
                 }
             }
         }
-        rx.stop_scan.store(true, Ordering::Relaxed);
-        if let Some(t) = rx.scan_thread.take() {
-            let _ = t.join();
-        }
+        rx.stop_scanner();
         if let Some(mem) = &self.mem {
             let mut s = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?;
             s.scan(mem).context("final RX ring scan")?;
