@@ -173,6 +173,18 @@ enum BenchCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// VM downtime of one live update against guest RAM size, for the
+    /// pkernfs live update and the copy-based baseline (save the RAM to a
+    /// disk, kexec, restore) side by side; writes bench.json, bench.md and
+    /// report.html (downtime against RAM); exit 1 when a cell failed.
+    Downtime {
+        /// Guest RAM sizes (M or G), e.g. 64M,256M,1G.
+        #[arg(long, default_value = "64M,256M,1G")]
+        ram: String,
+        /// Output directory (default: reports/<timestamp>-bench-downtime).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// The CPU-write watcher's cost: a scenario without and with the TCG
     /// plugin, in pairs of alternating order; prints wall-time ratios.
     Watcher {
@@ -287,6 +299,17 @@ fn main() -> Result<()> {
             print!("{}", bench.markdown());
             println!("\nbench: {}", out.join("bench.json").display());
             Ok(())
+        }
+        Cmd::Bench { cmd: BenchCmd::Downtime { ram, out } } => {
+            let sizes = lulab::bench::downtime::parse_sizes(&ram)?;
+            let out = match out {
+                Some(o) => o,
+                None => new_run_dir("bench-downtime")?,
+            };
+            let bench = lulab::bench::downtime::run(&sizes, &out)?;
+            print!("{}", bench.markdown());
+            println!("\nbench: {} (plot: {})", out.join("bench.json").display(), out.join("report.html").display());
+            std::process::exit(i32::from(!bench.passed()));
         }
         Cmd::Bench { cmd: BenchCmd::Watcher { scenario, pairs, out } } => {
             let out = match out {

@@ -3,6 +3,7 @@
 //! into its output directory.
 
 pub mod dma_latency;
+pub mod downtime;
 pub mod soak;
 pub mod watcher;
 

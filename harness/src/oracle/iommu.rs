@@ -161,11 +161,13 @@ pub fn judge(obs: &Observations) -> (IommuSection, Vec<Finding>) {
         found.push(Finding::new(Reason::IommuFault, format!("{} VT-d faults (QEMU traced {}, guest logged {})", r.faults(), r.qemu_faults, r.guest_faults)));
     }
     // Translation only has to stay on while a device is doing DMA; boot
-    // switches it on, and nothing before `start_dma` switches it off.
-    if r.translation_disabled > 0 && facts.dma_started {
+    // switches it on, nothing before `start_dma` switches it off, and a
+    // kexec while the agent had stopped every engine concerns no device.
+    let quiesced = disabled_within(&obs.host_dir.join("trace.log"), &facts.quiesced);
+    let in_use = r.translation_disabled.saturating_sub(quiesced);
+    if in_use > 0 && facts.dma_started {
         found.push(Finding::new(Reason::IommuTranslationOff, format!(
-            "VT-d translation switched off {} time(s) while the device was in use (vtd_dmar_enable 0)",
-            r.translation_disabled
+            "VT-d translation switched off {in_use} time(s) while the device was in use (vtd_dmar_enable 0)"
         )));
     }
     let roots = &obs.since_dma.dmar_root;
@@ -193,11 +195,30 @@ pub fn judge(obs: &Observations) -> (IommuSection, Vec<Finding>) {
         qemu_faults: r.qemu_faults,
         guest_faults: r.guest_faults,
         translation_disabled: r.translation_disabled,
+        translation_disabled_while_quiesced: quiesced,
         examples,
         root_tables: roots.iter().map(|a| format!("{a:#x}")).collect(),
         root_tables_outside_pkernfs: outside.len() as u64,
     };
     (section, found)
+}
+
+/// `vtd_dmar_enable enable 0` lines of the trace log at `path` inside the
+/// byte ranges `windows` (0 when there are none or the log is unreadable:
+/// every switch-off then counts).
+fn disabled_within(path: &std::path::Path, windows: &[(u64, u64)]) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut n = 0;
+    for &(from, to) in windows {
+        let Ok(mut f) = std::fs::File::open(path) else { return 0 };
+        let mut text = Vec::new();
+        if f.seek(SeekFrom::Start(from)).is_err() || f.take(to.saturating_sub(from)).read_to_end(&mut text).is_err() {
+            return 0;
+        }
+        let t = TraceSummary::from_text(&String::from_utf8_lossy(&text));
+        n += t.dmar_enable.iter().filter(|on| !**on).count() as u64;
+    }
+    n
 }
 
 #[cfg(test)]
@@ -216,6 +237,20 @@ mod tests {
             IommuOracle.judge(&obs).unwrap()
         };
         let carve = Some((0x4000_0000, 64 << 20));
+        // A switch-off while every engine was stopped is no device's concern; any other one is.
+        let lines = "1@1.000001:vtd_dmar_enable enable 1\n1@2.000001:vtd_dmar_enable enable 0\n1@3.000001:vtd_dmar_enable enable 1\n";
+        std::fs::write(dir.path().join("trace.log"), lines).unwrap();
+        let (on, off) = (lines.find("1@2").unwrap() as u64, lines.find("1@3").unwrap() as u64);
+        let t = TraceSummary::from_text(lines);
+        let off_with = |quiesced: Vec<(u64, u64)>| {
+            let facts = RunFacts { dma_started: true, quiesced, ..Default::default() };
+            let obs = Observations { facts: &facts, pages: None, nvme: None, rx: None, updates: &[], isolation: None, host_dir: dir.path(), trace: &t, since_dma: &since, log: &log, journal: &[], watch: None };
+            let j = IommuOracle.judge(&obs).unwrap();
+            (j.findings.iter().filter(|f| f.reason == Reason::IommuTranslationOff).count(), j.section["translation_disabled_while_quiesced"].as_u64())
+        };
+        assert_eq!(off_with(vec![]), (1, Some(0)));
+        assert_eq!(off_with(vec![(on, off)]), (0, Some(1)));
+        assert_eq!(off_with(vec![(off, lines.len() as u64)]), (1, Some(0)), "a window that misses the switch-off excuses nothing");
         let kept = judge_with(RunFacts { dma_started: true, carve_out: carve, persistent: true, live_updates: 3, ..Default::default() });
         let reasons: Vec<Reason> = kept.findings.iter().map(|f| f.reason).collect();
         assert_eq!(reasons, [Reason::IommuRootOutsidePkernfs, Reason::IommuRootNotAdopted], "{:#?}", kept.findings);

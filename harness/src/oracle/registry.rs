@@ -38,6 +38,11 @@ pub struct RunFacts {
     /// run's start and when observing began (QEMU's trace lines carry
     /// realtime stamps).
     pub clock_offset_ns: (i64, i64),
+    /// Byte ranges of QEMU's trace log in which the agent had stopped every
+    /// engine (the copy-based baseline quiesces its devices before the
+    /// kexec and starts them again after it): translation switching off
+    /// there is no device's concern.
+    pub quiesced: Vec<(u64, u64)>,
 }
 
 /// The agent pages the memory oracle compares, hashed by the runner.

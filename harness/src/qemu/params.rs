@@ -179,6 +179,10 @@ pub struct MachineParams {
     /// The CPU-write watcher (ranges in [`RunPaths::watch_ranges`], records
     /// in [`RunPaths::watch_log`]).
     pub watcher: Option<PluginParams>,
+    /// A second NVMe controller at 00:05.0 (serial `lulab-save`) backed by
+    /// this raw file, for the host kernel's own nvme driver: where the
+    /// copy-based baseline saves guest RAM across a kexec.
+    pub save_disk: Option<PathBuf>,
 }
 
 /// The e1000e's qdev id (its NIC net client: QMP `set_link` names it).
@@ -187,6 +191,8 @@ pub const NIC_ID: &str = "nic0";
 pub const NIC_ADDR: &str = "0000:00:02.0";
 /// See [`NIC_ADDR`].
 pub const NVME_ADDR: &str = "0000:00:03.0";
+/// The save disk's serial (see [`MachineParams::save_disk`]).
+pub use crate::scenario::guest_ram::SAVE_DISK_SERIAL;
 
 /// Trace events every host records: VT-d faults and translation state.
 pub const DEFAULT_TRACE_EVENTS: &[&str] =
@@ -213,6 +219,7 @@ impl MachineParams {
             trace_events: DEFAULT_TRACE_EVENTS.iter().map(|s| s.to_string()).collect(),
             start_paused: true,
             watcher: None,
+            save_disk: None,
         }
     }
 
@@ -263,6 +270,10 @@ impl MachineParams {
             }
             push(&["-drive", &drive, "-device", "nvme,serial=lulab0,drive=nvm0,addr=0x3"]);
         }
+        if let Some(disk) = &self.save_disk {
+            let drive = format!("file={},if=none,id=save0,format=raw,cache=writeback", p(disk.clone()));
+            push(&["-drive", &drive, "-device", &format!("nvme,serial={SAVE_DISK_SERIAL},drive=save0,addr=0x5")]);
+        }
         push(&[
             "-chardev",
             &format!("socket,id=con0,path={},server=on,wait=off,logfile={}", p(paths.console_sock()), p(paths.console_log())),
@@ -311,6 +322,14 @@ mod tests {
         m.nvme = Some(NvmeParams { backing: "/run/nvme.img".into(), throttle_iops: Some(100) });
         m.watcher = Some(PluginParams { file: "/w/liblulab_watcher.so".into(), max_records: 1000, ranges: Default::default(), clock_base_ns: 7 });
         insta::assert_snapshot!(m.argv(&RunPaths::new("/run")).join("\n"));
+    }
+
+    #[test]
+    fn the_save_disk_is_a_second_nvme_for_the_host_driver() {
+        let mut m = MachineParams::new(Path::new("/k"), Path::new("/i"));
+        m.save_disk = Some("/r/save.img".into());
+        let a = m.argv(&RunPaths::new("/r")).join(" ");
+        assert!(a.contains("-drive file=/r/save.img,if=none,id=save0,format=raw,cache=writeback -device nvme,serial=lulab-save,drive=save0,addr=0x5"), "{a}");
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub enum Reason {
     /// the steps after it could not run.
     #[serde(rename = "kernel.panic")]
     KernelPanic,
+    /// The VM's guest RAM (`[guest_ram]`) was missing, short or changed
+    /// after a live update (inside, or outside from the RAM file).
+    #[serde(rename = "guest_ram.changed")]
+    GuestRamChanged,
 }
 
 impl Reason {
@@ -122,6 +126,7 @@ impl Reason {
         Reason::LuoNotKept,
         Reason::KernelWarning,
         Reason::KernelPanic,
+        Reason::GuestRamChanged,
     ];
 
     /// The name scenarios and report.json use (`dma.lost`).

@@ -40,17 +40,21 @@ fn figures(report: &Report, samples: Option<&Samples>) -> Result<String> {
 
 /// The page: the title and verdict of report.md, the plots, then the rest of report.md.
 pub fn render(report: &Report, samples: Option<&Samples>) -> Result<String> {
-    let md = report.markdown();
+    Ok(page(&report.scenario, &report.markdown(), &figures(report, samples)?))
+}
+
+/// A self-contained page of `md` with `figures` (inline SVG `<figure>`s)
+/// under a "Plots" heading before its first section.
+pub fn page(title: &str, md: &str, figures: &str) -> String {
     let opts = pulldown_cmark::Options::ENABLE_TABLES;
     let mut body = String::new();
-    pulldown_cmark::html::push_html(&mut body, pulldown_cmark::Parser::new_ext(&md, opts));
-    let figures = figures(report, samples)?;
+    pulldown_cmark::html::push_html(&mut body, pulldown_cmark::Parser::new_ext(md, opts));
     let plots = if figures.is_empty() { String::new() } else { format!("<h2>Plots</h2>\n{figures}") };
     // The plots go before the first section, after the title and verdict.
     let at = body.find("<h2").unwrap_or(body.len());
     body.insert_str(at, &plots);
-    Ok(format!(
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>lulab: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
-        escape(&report.scenario)
-    ))
+        escape(title)
+    )
 }

@@ -94,6 +94,9 @@ pub fn render(r: &Report) -> String {
     if let Some(l) = &r.luo {
         super::luo::render(&mut s, l);
     }
+    if let Some(g) = &r.guest_ram {
+        super::guest_ram::render(&mut s, g);
+    }
     super::timeline::render(&mut s, &r.updates, r.dma.sent > 0);
     let _ = writeln!(s, "## Timings (ms)\n\n| milestone | ms |\n|---|---|");
     for (k, v) in &r.timings_ms {

@@ -4,15 +4,17 @@
 pub mod browser;
 pub mod compare;
 mod finding;
-mod html;
+mod guest_ram;
+pub mod html;
 mod luo;
 mod markdown;
 mod pkernfs;
-mod plots;
+pub mod plots;
 mod timeline;
 
 pub use crate::oracle::timeline::UpdateTimeline;
 pub use finding::{Finding, Reason};
+pub use guest_ram::{GuestRamSection, GuestRamUpdate};
 pub use luo::{LuoSection, LuoUpdate};
 pub use markdown::mount_table;
 pub use pkernfs::{CarveoutHash, PkernfsMount, PkernfsRefusal, PkernfsSection, UntouchedCheck};
@@ -85,6 +87,9 @@ pub struct Report {
     /// Upstream LUO evidence (schema 4; null unless the RX engine's memory
     /// is a LUO-preserved memfd).
     pub luo: Option<LuoSection>,
+    /// The VM's guest RAM through the updates (absent without `[guest_ram]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_ram: Option<GuestRamSection>,
     /// The sections of the oracles behind the `Oracle` trait, each under
     /// its name (schema 6: `kernel_splats`, the kernel-log oracle: every
     /// warning, BUG, oops, sanitizer or lockdep report, RCU stall and hung
@@ -209,6 +214,10 @@ pub struct IommuSection {
     pub guest_faults: u64,
     /// Times translation was switched off (`vtd_dmar_enable 0`).
     pub translation_disabled: u64,
+    /// Of those, while the agent had stopped every engine (the copy-based
+    /// baseline's kexec): no device was in use, so none is a finding.
+    #[serde(default)]
+    pub translation_disabled_while_quiesced: u64,
     /// Example fault lines.
     pub examples: Vec<String>,
     /// Root table addresses the IOMMU latched (SRTP, `vtd_reg_dmar_root`)

@@ -202,6 +202,39 @@ pub fn blackouts(b: &[Blackout], frame_interval_us: u64) -> Result<Option<String
     .map(Some)
 }
 
+/// VM downtime of one live update (s) against guest RAM (MiB), one line
+/// per method (`lulab bench downtime`). None: no point.
+pub fn downtime_vs_ram(series: &[(String, Vec<(u64, u64)>)]) -> Result<Option<String>> {
+    let pts = || series.iter().flat_map(|(_, p)| p.iter());
+    if pts().next().is_none() {
+        return Ok(None);
+    }
+    let x_max = pts().map(|p| p.0).max().unwrap_or(1) as f64 * 1.1;
+    let y_max = pts().map(|p| p.1).max().unwrap_or(1) as f64 / 1000.0 * 1.4;
+    let colors = [FRAME, NVME, UPDATE];
+    svg(|root| {
+        let mut c = ChartBuilder::on(root)
+            .caption("Downtime of one live update against guest RAM", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .map_err(plot_err)?;
+        c.configure_mesh().x_desc("guest RAM (MiB)").y_desc("downtime (s)").x_label_formatter(&number).y_label_formatter(&number).draw().map_err(plot_err)?;
+        for (i, (name, p)) in series.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            let xy: Vec<(f64, f64)> = p.iter().map(|&(x, y)| (x as f64, y as f64 / 1000.0)).collect();
+            c.draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 12, y)], color.stroke_width(2)));
+            c.draw_series(xy.into_iter().map(|xy| Circle::new(xy, 4, color.filled()))).map_err(plot_err)?;
+        }
+        legend(&mut c)
+    })
+    .map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +252,15 @@ mod tests {
         assert!(latency_over_time(&Samples::default()).unwrap().is_none());
         assert!(latency_histogram(&Samples::default()).unwrap().is_none());
         assert!(blackouts(&[], 5000).unwrap().is_none());
+        assert!(downtime_vs_ram(&[("copy".into(), vec![])]).unwrap().is_none());
+    }
+
+    #[test]
+    fn downtime_against_ram_has_a_line_and_points_per_method() {
+        let svg = downtime_vs_ram(&[("pkernfs".into(), vec![(64, 27000), (1024, 27500)]), ("copy".into(), vec![(64, 30000), (1024, 90000)])]).unwrap().unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("pkernfs") && svg.contains("copy") && svg.contains("guest RAM (MiB)"), "{svg:.300}");
+        assert_eq!(svg.matches("<circle").count(), 4);
+        assert!(svg.contains("downtime (s)"), "{svg:.300}");
     }
 
     #[test]

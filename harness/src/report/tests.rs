@@ -57,6 +57,7 @@ pub(crate) fn sample() -> Report {
         kunit: None,
         pkernfs: None,
         luo: None,
+        guest_ram: None,
         sections: [("kernel_splats".to_string(), serde_json::json!([])), ("dma_timing".to_string(), serde_json::to_value(timing()).unwrap())].into_iter().collect(),
         faults: Vec::new(),
         timings_ms: [("boot".to_string(), 9000), ("kexec_to_agent".to_string(), 4000)].into_iter().collect(),

@@ -3,6 +3,7 @@
 //! (`deny_unknown_fields`); errors name the file, line and field.
 
 pub mod catalogue;
+pub mod guest_ram;
 mod locate;
 mod steps;
 mod luo;
@@ -11,6 +12,7 @@ mod pkernfs;
 pub mod plan;
 pub mod run;
 
+pub use guest_ram::{GuestRamKeep, GuestRamSpec};
 pub use luo::LuoSpec;
 pub use pkernfs::{CorruptWhat, PkernfsFile, PkernfsMmap, PkernfsSpec, FILL_DIR};
 
@@ -120,6 +122,9 @@ pub struct Scenario {
     pub watch_persistent_memory: bool,
     /// Upstream's LUO switched on (absent: off).
     pub luo: Option<LuoSpec>,
+    /// The VM's guest RAM and how it survives a live update (absent: none;
+    /// the engines' own memory is theirs).
+    pub guest_ram: Option<GuestRamSpec>,
     /// What happens, in order (an entry written with `repeat = N` is here
     /// N times).
     pub steps: Vec<Step>,
@@ -355,6 +360,10 @@ pub enum Step {
     /// Inject a fault (`kind`, a closed list), here or `at` a moment of the
     /// next `live_update` (see `crate::fault`).
     Fault(crate::fault::FaultStep),
+    /// The agent writes `[guest_ram]` (its pattern); after every live update
+    /// the harness checks it is all there (inside, and for `keep =
+    /// "pkernfs"` also outside, from the RAM file).
+    FillGuestRam,
 }
 
 fn default_quiet_ms() -> u64 {
@@ -536,6 +545,16 @@ impl Scenario {
                 return Err("steps: `pkernfs_mmap` needs a [pkernfs.mmap] table".into());
             }
         }
+        match &self.guest_ram {
+            Some(g) => {
+                g.validate(&self.host, self.pkernfs.as_ref())?;
+                if g.keep == GuestRamKeep::Copy && (self.rx.is_some() || self.nvme.as_ref().is_some_and(|n| n.persist)) {
+                    return Err("guest_ram.keep: \"copy\" is the baseline without persistence: its device is a non-persistent [nvme] (nvme.persist = false), stopped before the kexec and started again after it; no [rx]".into());
+                }
+            }
+            None if self.steps.contains(&Step::FillGuestRam) => return Err("steps: `fill_guest_ram` writes the guest RAM of a [guest_ram] table, and there is none".into()),
+            None => {}
+        }
         for s in &self.steps {
             if let (Step::AwaitSent { frames: Some(n) }, Some(rx)) = (s, &self.rx) {
                 if *n > rx.frames {
@@ -637,6 +656,7 @@ impl Step {
             Step::DmaRemapProbe => "dma_remap_probe",
             Step::PkernfsFill { .. } => "pkernfs_fill",
             Step::Fault(_) => "fault",
+            Step::FillGuestRam => "fill_guest_ram",
         }
     }
 
@@ -653,7 +673,8 @@ impl Step {
             | Step::PkernfsRestore
             | Step::PkernfsUntouched
             | Step::PkernfsExpectBusy
-            | Step::DmaRemapProbe => true,
+            | Step::DmaRemapProbe
+            | Step::FillGuestRam => true,
             Step::AwaitSent { .. }
             | Step::LiveUpdate { .. }
             | Step::Settle { .. }

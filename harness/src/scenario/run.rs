@@ -33,6 +33,7 @@ pub use finding::Finding;
 pub use hook::{Control, Ended, LedgerSoFar, Point, RunView, StepHook};
 
 mod finding;
+mod guest_ram;
 mod hook;
 mod judge;
 mod non_persistent;
@@ -143,6 +144,8 @@ struct Runner<'a> {
     resumed_in: u32,
     /// What the shaping faults so far change in the harness's requests.
     shaping: crate::fault::Shaping,
+    /// The VM's guest RAM (`[guest_ram]`).
+    guest_ram: guest_ram::GuestRamRun,
 }
 
 /// The RX side: layout, the background scanner and the injector.
@@ -194,6 +197,13 @@ impl<'a> Runner<'a> {
         }
         if let Some(luo) = &sc.luo {
             params.cmdline.extend(luo.cmdline());
+        }
+        if let Some(g) = sc.guest_ram.as_ref().filter(|g| g.needs_save_disk()) {
+            std::fs::create_dir_all(&host_dir).with_context(|| format!("creating {}", host_dir.display()))?;
+            let disk = host_dir.join("save-disk.img");
+            let f = std::fs::File::create(&disk).with_context(|| format!("creating the save disk {}", disk.display()))?;
+            f.set_len(g.size()).with_context(|| format!("sizing the save disk {}", disk.display()))?;
+            params.save_disk = Some(disk);
         }
         params.cmdline.extend(sc.host.cmdline.iter().cloned());
         if sc.watch_persistent_memory {
@@ -258,6 +268,7 @@ impl<'a> Runner<'a> {
             clock_offset_ns: crate::traffic::clock::realtime_offset_ns(),
             resumed_in: 0,
             shaping: crate::fault::Shaping::default(),
+            guest_ram: guest_ram::GuestRamRun::default(),
         })
     }
 
@@ -334,6 +345,10 @@ impl<'a> Runner<'a> {
                     self.pk_hash_at_jump()?;
                 }
                 let kexec_at = self.before_jump()?;
+                // The update's clock starts here when the VMM first saves the guest RAM.
+                let saving_from = now_ns();
+                self.guest_ram_before_jump()?;
+                let saved = self.guest_ram.saved_before_jump();
                 let mut t = JumpStamps::default();
                 self.faults.update = self.live_updates;
                 let host = self.host.as_mut().context("no host: the scenario's first step must be `boot`")?;
@@ -343,6 +358,9 @@ impl<'a> Runner<'a> {
                 let ended = self.faults.finish(&mut host.parts());
                 if jumped.is_ok() {
                     jumped = ended;
+                }
+                if saved {
+                    t.kexec_started_ns = saving_from;
                 }
                 let n = self.live_updates + 1;
                 self.journal_jump(n, &t);
@@ -364,6 +382,7 @@ impl<'a> Runner<'a> {
                     self.timings.push((format!("live_update{n}_{k}"), ms(v)));
                 }
                 if *resume {
+                    self.guest_ram_after_jump(n)?;
                     self.dma_resume()?;
                     self.after_update(kexec_at)?;
                 }
@@ -382,6 +401,7 @@ impl<'a> Runner<'a> {
             Step::DmaRemapProbe => self.dma_remap_probe(),
             Step::PkernfsFill { files, file_size, seed } => self.pk_fill(*files, *file_size, *seed),
             Step::Fault(f) => self.fault(index, f),
+            Step::FillGuestRam => self.fill_guest_ram(),
         }
     }
 

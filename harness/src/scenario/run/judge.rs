@@ -95,6 +95,7 @@ impl Runner<'_> {
         crate::oracle::downtime::annotate(&mut updates, &journal, timing.as_ref());
         let isolation: Option<IsolationSection> = take(&mut sections, "isolation")?;
         found.extend(self.pk.findings.iter().cloned());
+        found.extend(self.guest_ram.findings.iter().cloned());
         found.extend(self.luo.iter().flat_map(|u| u.reasons()).map(|r| Finding::new(Reason::LuoNotKept, r)));
         self.pk.write(&self.out)?;
         let agent_reconnects = hangups.iter().map(|(r, ns)| format!("{r} at {} ms", ns.saturating_sub(self.start_ns) / 1_000_000)).collect();
@@ -133,6 +134,7 @@ impl Runner<'_> {
             kunit,
             pkernfs: self.sc.pkernfs.as_ref().map(|_| self.pk.section()),
             luo: self.sc.luo.as_ref().map(|_| LuoSection::new(self.luo.clone())),
+            guest_ram: self.guest_ram_section(),
             sections,
             faults: self.record_fault_hits(crate::fault::from_journal(&journal)),
             timings_ms,
@@ -277,6 +279,7 @@ impl Runner<'_> {
             start_ns: self.start_ns,
             end_ns: crate::traffic::clock::now_ns(),
             clock_offset_ns: (self.clock_offset_ns, crate::traffic::clock::realtime_offset_ns()),
+            quiesced: self.guest_ram.quiesced.clone(),
         }
     }
 
