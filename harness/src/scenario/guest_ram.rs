@@ -134,6 +134,18 @@ mod tests {
     }
 
     #[test]
+    fn the_copy_baseline_takes_only_a_non_persistent_nvme() {
+        let base = |tables: &str| {
+            format!("description = \"t\"\nexpect = \"intact\"\n[host]\nkernel = \"lulab\"\nmemory_mib = 2048\n[pkernfs]\nsize_mib = 128\n[guest_ram]\nsize_mib = 16\nkeep = \"copy\"\n{tables}[[steps]]\ndo = \"boot\"\n")
+        };
+        Scenario::parse(&base("[nvme]\nlba_count = 64\nblocks_per_cmd = 8\nqueue_depth = 4\npersist = false\n"), "t.toml").unwrap();
+        for tables in ["[nvme]\nlba_count = 64\nblocks_per_cmd = 8\nqueue_depth = 4\npersist = true\n", "[rx]\nring_size = 64\nrate_fps = 10.0\nframe_size = 256\nframes = 10\n"] {
+            let e = Scenario::parse(&base(tables), "t.toml").unwrap_err().to_string();
+            assert!(e.contains("guest_ram.keep") && e.contains("non-persistent [nvme]"), "{e}");
+        }
+    }
+
+    #[test]
     fn fill_guest_ram_needs_the_table() {
         let text = "description = \"t\"\nexpect = \"intact\"\n[[steps]]\ndo = \"boot\"\n[[steps]]\ndo = \"fill_guest_ram\"\n";
         let e = Scenario::parse(text, "t.toml").unwrap_err().to_string();

@@ -387,6 +387,9 @@ impl<'a> Runner<'a> {
                     self.after_update(kexec_at)?;
                 }
                 self.journal.record(Event::Update { update: n, milestone: "done".into() });
+                if *resume {
+                    self.guest_ram_check(n)?;
+                }
                 Ok(())
             }
             Step::Settle { quiet_ms } => self.settle(Duration::from_millis(*quiet_ms)),

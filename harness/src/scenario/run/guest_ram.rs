@@ -113,11 +113,12 @@ impl Runner<'_> {
     }
 
     /// After live update `n`'s new agent answered, before the engines are
-    /// taken back: `keep = "copy"` restores the guest RAM; then every kept
-    /// guest RAM is checked.
+    /// taken back: `keep = "copy"` restores the guest RAM.
     pub(super) fn guest_ram_after_jump(&mut self, n: u32) -> Result<()> {
         let Some(g) = self.sc.guest_ram.clone() else { return Ok(()) };
-        let Some(want) = self.guest_ram.written else { return Ok(()) };
+        if self.guest_ram.written.is_none() {
+            return Ok(());
+        }
         let mut u = GuestRamUpdate { live_update: n, save_ms: self.guest_ram.pending_save_ms.take(), ..Default::default() };
         if g.keep == GuestRamKeep::Copy {
             let script = format!("{} && dd if=$d of={} bs=1M count={}", find_save_disk(), g.path(None), g.size_mib);
@@ -125,6 +126,21 @@ impl Runner<'_> {
             self.guest_ram_sh(&script, g.size()).context("restoring the guest RAM from the save disk")?;
             u.restore_ms = Some(start.elapsed().as_millis() as u64);
         }
+        self.guest_ram.updates.push(u);
+        Ok(())
+    }
+
+    /// After live update `n` is done (the engines are back; outside its
+    /// downtime): the guest RAM is checked inside, and a pkernfs-kept one
+    /// outside too.
+    pub(super) fn guest_ram_check(&mut self, n: u32) -> Result<()> {
+        let Some(g) = self.sc.guest_ram.clone() else { return Ok(()) };
+        let Some(want) = self.guest_ram.written else { return Ok(()) };
+        if let Some(from) = self.guest_ram.quiesced_from.take() {
+            let to = self.trace_len();
+            self.guest_ram.quiesced.push((from, to));
+        }
+        let Some(mut u) = self.guest_ram.updates.pop().filter(|u| u.live_update == n) else { return Ok(()) };
         if g.keep == GuestRamKeep::Pkernfs {
             self.guest_ram_mount()?;
         }
@@ -151,10 +167,6 @@ impl Runner<'_> {
             }
         }
         self.guest_ram.updates.push(u);
-        if let Some(from) = self.guest_ram.quiesced_from.take() {
-            let to = self.trace_len();
-            self.guest_ram.quiesced.push((from, to));
-        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! verdict check on the same report and run directory. Only evidence beyond
 //! the verdict belongs here (the verdict is asserted once, in `main.rs`).
 
+mod guest_ram;
 mod kernel;
 mod live_update;
 mod pkernfs;
@@ -42,6 +43,9 @@ const ALL: &[(&str, Check)] = &[
     ("pkernfs-mount-256m", pkernfs::mount_256m),
     ("pkernfs-mount-1g", pkernfs::mount_1g),
     ("plugin-catches-write", watcher::catches_write),
+    ("live-update-guest-ram", guest_ram::kept_in_pkernfs),
+    ("copy-update-guest-ram", guest_ram::copied),
+    ("copy-update-no-save", guest_ram::not_kept),
 ];
 
 /// Stems that have checks.
