@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cmd;
 pub mod fault;
 pub mod console;
+pub mod explore;
 pub mod guest_memory;
 pub mod host;
 pub mod image;

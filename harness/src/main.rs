@@ -57,6 +57,29 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run schedules nobody wrote: drawn from a seed (engines, frames, live
+    /// updates, faults of the catalogue at their moments), each a real run
+    /// judged against what its faults make it expect. The first mismatch is
+    /// shrunk (every candidate a real run) into DIR/shrunk-<seed>.toml,
+    /// which `lulab run` reproduces. Exit 0: every case as expected; 1: a
+    /// mismatch was found (and shrunk).
+    Explore {
+        /// Schedules to run.
+        #[arg(long, default_value_t = 10)]
+        cases: usize,
+        /// Seed: the same seed draws the same schedules.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory (default: reports/<timestamp>-explore).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seconds after which shrinking starts no new run.
+        #[arg(long, default_value_t = 1800)]
+        max_shrink_time: u64,
+        /// Check the explorer itself: break the system under test on purpose.
+        #[arg(long, value_enum)]
+        sabotage: Option<lulab::explore::Sabotage>,
+    },
     /// Validate scenario files without running them (exit 1 if any is
     /// invalid; errors name the file, line and field).
     Check {
@@ -242,6 +265,23 @@ fn main() -> Result<()> {
                 EXIT_ERROR
             }
         }),
+        Cmd::Explore { cases, seed, out, max_shrink_time, sabotage } => {
+            let out = match out {
+                Some(o) => o,
+                None => new_run_dir("explore")?,
+            };
+            let set = lulab::explore::Settings { cases, seed, out: out.clone(), max_shrink: std::time::Duration::from_secs(max_shrink_time), sabotage };
+            let ex = lulab::explore::explore(&set, &mut lulab::explore::HostRunner)?;
+            println!("explore: {} of {} case(s) run, seed {}; {}", ex.cases_run, ex.cases_asked, ex.seed, out.join("explore.json").display());
+            match &ex.shrunk {
+                Some((s, file)) => {
+                    println!("mismatch in case {}, shrunk in {} run(s) to {} steps past the start: {file}
+reproduce: lulab run {file}", ex.failed_case.unwrap_or(0), ex.shrink.len(), s.steps_beyond_start());
+                    std::process::exit(1);
+                }
+                None => Ok(()),
+            }
+        }
         Cmd::Replay { path, out } => std::process::exit(match replay(&path, out) {
             Ok(code) => code,
             Err(e) => {
