@@ -82,3 +82,14 @@ fn shrinking_stops_at_its_time_limit_and_still_writes_the_smallest_so_far() {
     assert_eq!((m.runs, ex.shrink.len()), (1, 0));
     assert_eq!(ex.shrunk.unwrap().0, ex.cases[0].0);
 }
+
+
+/// The system tier's explore tests chose their seeds for what they draw
+/// (`harness/tests/system/explore.rs`): a change of the strategy that
+/// draws something else must choose them again.
+#[test]
+fn the_system_tiers_seeds_draw_what_it_was_chosen_for() {
+    let d = |seed, n| schedules(seed, n).unwrap().iter().map(|s| s.describe(None)).collect::<Vec<_>>();
+    assert_eq!(d(34, 2), ["explored: RX, 200 frames first, update with memory_pressure@agent_up", "explored: RX + NVMe, 200 frames first, update"]);
+    assert_eq!(d(4, 1), ["explored: RX, update with bus_master_off@step, update with canary_write@kexec"]);
+}

@@ -10,6 +10,7 @@ mod common;
 mod boot;
 mod cli;
 mod dma_agent;
+mod explore;
 mod kernel_boot;
 mod kernel_build;
 mod kexec;
@@ -23,6 +24,7 @@ fn main() -> std::process::ExitCode {
     cli::trials(&mut s);
     kexec::trials(&mut s);
     dma_agent::trials(&mut s);
+    explore::trials(&mut s);
     kernel_build::trials(&mut s);
     kernel_boot::trials(&mut s);
     pkernfs::trials(&mut s);
