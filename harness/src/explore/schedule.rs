@@ -48,24 +48,22 @@ impl FaultPick {
 }
 
 /// The faults explored: the catalogue's faults that act on the running
-/// host (shaping faults, which change how engines start, are not drawn).
-const KINDS: &[FaultKind] = &[
-    FaultKind::LinkFlap,
-    FaultKind::VmPause,
-    FaultKind::CanaryWrite,
-    FaultKind::BusMasterOff,
-    FaultKind::KexecBadImage,
-    FaultKind::MemoryPressure,
-    FaultKind::DeviceReset,
-    FaultKind::HandoverCorrupt,
-];
+/// host and leave a run that can be judged (not the shaping faults, which
+/// change how engines start, nor those that make the run an `error`).
+pub fn kinds() -> Vec<FaultKind> {
+    let explorable = |kind: FaultKind| {
+        let f = crate::fault::build(&FaultPick { kind, at: None }.step());
+        f.is_ok_and(|f| f.shapes().is_none() && f.expects() != Expectation::Error)
+    };
+    FaultKind::ALL.iter().copied().filter(|k| explorable(*k)).collect()
+}
 
 /// Every (fault, moment) a schedule may draw: each fault as a step right
 /// before its update, and at the moments it can be aimed at, where an
 /// agent answers if it needs one.
 pub fn picks() -> Vec<FaultPick> {
     let mut out = Vec::new();
-    for &kind in KINDS {
+    for kind in kinds() {
         for at in std::iter::once(None).chain(Moment::ALL.iter().copied().map(Some)) {
             let pick = FaultPick { kind, at };
             let Ok(f) = crate::fault::build(&pick.step()) else { continue };
@@ -197,8 +195,10 @@ mod tests {
         assert!(!p.contains(&FaultPick { kind: FaultKind::KexecBadImage, at: Some(Moment::Kexec) }), "no moment");
         assert!(!p.contains(&FaultPick { kind: FaultKind::MemoryPressure, at: Some(Moment::AgentDown) }), "needs an agent");
         assert!(!p.contains(&FaultPick { kind: FaultKind::HandoverCorrupt, at: Some(Moment::Resume) }), "not one of its moments");
-        for k in KINDS {
-            assert!(p.iter().any(|p| p.kind == *k), "{k} has no moment");
+        use FaultKind::*;
+        assert_eq!(kinds(), [LinkFlap, VmPause, CanaryWrite, BusMasterOff, KexecBadImage, MemoryPressure, DeviceReset, HandoverCorrupt]);
+        for k in kinds() {
+            assert!(p.iter().any(|p| p.kind == k), "{k} has no moment");
         }
     }
 
