@@ -89,6 +89,9 @@ pub struct UpdatePlan {
 pub struct Schedule {
     /// A persistent NVMe read runs beside the e1000e RX.
     pub nvme: bool,
+    /// That NVMe controller is kept persistent through the updates (else the
+    /// next kernel's driver takes it and the new agent starts it again).
+    pub nvme_persistent: bool,
     /// Frames written before the first update (None: the update follows
     /// the start of the stream at once).
     pub lead_frames: Option<u64>,
@@ -113,8 +116,10 @@ pub fn strategy() -> impl Strategy<Value = Schedule> {
     // Lead frames from a short list: it shrinks towards None in a run or
     // two, where a range would cost a real run per halving.
     let lead = proptest::sample::select(vec![None, Some(200u64), Some(500)]);
-    (any::<bool>(), lead, proptest::collection::vec(update, 1..=MAX_UPDATES))
-        .prop_map(|(nvme, lead_frames, updates)| Schedule { nvme, lead_frames, updates })
+    // The NVMe's persistence is drawn last, so that adding it left the
+    // other draws of a seed as they were.
+    ((any::<bool>(), lead, proptest::collection::vec(update, 1..=MAX_UPDATES)), any::<bool>())
+        .prop_map(|((nvme, lead_frames, updates), nvme_persistent)| Schedule { nvme, nvme_persistent: nvme && nvme_persistent, lead_frames, updates })
 }
 
 impl Schedule {
@@ -143,8 +148,10 @@ impl Schedule {
     /// The checked scenario (`origin` names it in errors).
     pub fn scenario(&self, sabotage: Option<Sabotage>, origin: &str) -> anyhow::Result<Scenario> {
         let mut sc = Scenario::parse(BASE, "explore/base.toml")?;
-        if !self.nvme {
-            sc.nvme = None;
+        match sc.nvme.as_mut() {
+            Some(_) if !self.nvme => sc.nvme = None,
+            Some(n) => n.persist = self.nvme_persistent,
+            None => {}
         }
         (sc.expect, sc.expect_reasons) = self.expects();
         sc.steps = self.steps(sabotage);
@@ -167,7 +174,11 @@ impl Schedule {
             .collect();
         format!(
             "explored: RX{}{}, {}{}",
-            if self.nvme { " + NVMe" } else { "" },
+            match (self.nvme, self.nvme_persistent) {
+                (false, _) => "",
+                (true, true) => " + NVMe",
+                (true, false) => " + NVMe (not persistent)",
+            },
             self.lead_frames.map_or(String::new(), |n| format!(", {n} frames first")),
             updates.join(", "),
             if sabotage.is_some() { " (sabotaged: every update into the stock kernel)" } else { "" }
@@ -205,10 +216,10 @@ mod tests {
     #[test]
     fn every_pick_alone_is_a_checked_scenario() {
         for pick in picks() {
-            for nvme in [false, true] {
-                let s = Schedule { nvme, lead_frames: Some(200), updates: vec![UpdatePlan { faults: vec![pick] }] };
+            for (nvme, nvme_persistent) in [(false, false), (true, false), (true, true)] {
+                let s = Schedule { nvme, nvme_persistent, lead_frames: Some(200), updates: vec![UpdatePlan { faults: vec![pick] }] };
                 if let Err(e) = s.scenario(None, "t") {
-                    panic!("{pick:?} (nvme {nvme}): {e:#}");
+                    panic!("{pick:?} (nvme {nvme}, persistent {nvme_persistent}): {e:#}");
                 }
             }
         }
@@ -224,6 +235,7 @@ mod tests {
             prop_assert_eq!(sc.live_updates(), s.updates.len());
             prop_assert_eq!((sc.expect, sc.expect_reasons.clone()), s.expects());
             prop_assert_eq!(sc.nvme.is_some(), s.nvme);
+            prop_assert_eq!(sc.nvme.as_ref().is_some_and(|n| n.persist), s.nvme_persistent);
             let sab = s.scenario(Some(Sabotage::Persistence), "t").unwrap();
             let into_stock = sab.steps.iter().all(|st| !matches!(st, Step::LiveUpdate { kernel, .. } if *kernel != Some(KernelChoice::Stock)));
             prop_assert!(into_stock, "a sabotaged update not into the stock kernel");
@@ -236,7 +248,7 @@ mod tests {
         let mut tree = strategy().new_tree(&mut runner).unwrap();
         while tree.simplify() {}
         let s = tree.current();
-        assert_eq!(s, Schedule { nvme: false, lead_frames: None, updates: vec![UpdatePlan { faults: vec![] }] });
+        assert_eq!(s, Schedule { nvme: false, nvme_persistent: false, lead_frames: None, updates: vec![UpdatePlan { faults: vec![] }] });
         assert_eq!(s.steps_beyond_start(), 3, "inject, live_update, settle");
         assert_eq!(s.expects(), (crate::scenario::Verdict::Intact, vec![]));
     }

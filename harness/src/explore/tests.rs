@@ -28,6 +28,7 @@ fn the_same_seed_draws_the_same_schedules() {
     assert_ne!(a, schedules(8, 12).unwrap());
     assert!(a.iter().any(|s| s.updates.iter().any(|u| !u.faults.is_empty())), "faults are drawn: {a:?}");
     assert!(a.iter().any(|s| s.nvme) && a.iter().any(|s| !s.nvme));
+    assert!(a.iter().any(|s| s.nvme_persistent) && a.iter().any(|s| s.nvme && !s.nvme_persistent), "NVMe persistent or not: {a:?}");
 }
 
 #[test]
@@ -48,7 +49,7 @@ fn sabotaged_persistence_shrinks_to_one_plain_update() {
     let ex = explore(&settings(dir.path(), 11, Some(Sabotage::Persistence)), &mut m).unwrap();
     assert_eq!((ex.cases_run, ex.failed_case), (1, Some(0)), "the first case already mismatches");
     let (s, file) = ex.shrunk.clone().unwrap();
-    assert_eq!(s, Schedule { nvme: false, lead_frames: None, updates: vec![schedule::UpdatePlan { faults: vec![] }] });
+    assert_eq!(s, Schedule { nvme: false, nvme_persistent: false, lead_frames: None, updates: vec![schedule::UpdatePlan { faults: vec![] }] });
     assert!(s.steps_beyond_start() <= 3);
     assert_eq!(m.runs, 1 + ex.shrink.len(), "every candidate run once");
     // The file is a scenario `lulab check` accepts, and it keeps the sabotage.
@@ -90,6 +91,6 @@ fn shrinking_stops_at_its_time_limit_and_still_writes_the_smallest_so_far() {
 #[test]
 fn the_system_tiers_seeds_draw_what_it_was_chosen_for() {
     let d = |seed, n| schedules(seed, n).unwrap().iter().map(|s| s.describe(None)).collect::<Vec<_>>();
-    assert_eq!(d(34, 2), ["explored: RX, 200 frames first, update with memory_pressure@agent_up", "explored: RX + NVMe, 200 frames first, update"]);
+    assert_eq!(d(115, 2), ["explored: RX + NVMe, 200 frames first, update with memory_pressure@agent_up", "explored: RX + NVMe (not persistent), 200 frames first, update with vm_pause@step"]);
     assert_eq!(d(4, 1), ["explored: RX, update with bus_master_off@step, update with canary_write@kexec"]);
 }
