@@ -90,10 +90,7 @@ pub fn scenario(method: GuestRamKeep, ram_mib: u64, largest_mib: u64) -> Result<
     let g = sc.guest_ram.as_mut().with_context(|| format!("{}: the bench needs its [guest_ram]", base.display()))?;
     g.size_mib = ram_mib;
     sc.description = format!("{} MiB of guest RAM kept by {} through one live update (bench downtime)", ram_mib, crate::wire_name(&method));
-    // Checked as a file would be: every table and step again.
-    let origin = format!("{} with {ram_mib} MiB of guest RAM", base.display());
-    let text = sc.resolved_toml().with_context(|| origin.clone())?;
-    Ok(Scenario::parse(&text, &origin)?)
+    sc.rechecked(&format!("{} with {ram_mib} MiB of guest RAM", base.display()))
 }
 
 /// One run: a method at a size.

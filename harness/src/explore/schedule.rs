@@ -157,9 +157,7 @@ impl Schedule {
         sc.steps = self.steps(sabotage);
         sc.step_entries = (0..sc.steps.len()).collect();
         sc.description = self.describe(sabotage);
-        // Checked as a file would be: every table, fault and step again.
-        let text = sc.resolved_toml()?;
-        Ok(Scenario::parse(&text, origin)?)
+        sc.rechecked(origin)
     }
 
     /// One line: engines, lead, updates and faults.

@@ -608,6 +608,14 @@ impl Scenario {
         Ok(format!("# Resolved by lulab {}: defaults filled in, repeats written out.\n{body}", env!("CARGO_PKG_VERSION")))
     }
 
+    /// This scenario checked again as a file would be (every table, fault
+    /// and step), for scenarios built in code from a checked one;
+    /// `origin` names it in errors.
+    pub fn rechecked(&self, origin: &str) -> anyhow::Result<Scenario> {
+        let text = self.resolved_toml().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        Ok(Scenario::parse(&text, origin)?)
+    }
+
     /// Number of live updates the steps perform.
     pub fn live_updates(&self) -> usize {
         self.steps.iter().filter(|s| matches!(s, Step::LiveUpdate { .. })).count()

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lulab_proto::{pattern, FileDigest, Op, Reply};
 
+use super::pkernfs_fill::fill_timeout;
 use super::Runner;
 use crate::pkernfs::format::Image;
 use crate::report::{Finding, GuestRamSection, GuestRamUpdate, Reason};
@@ -30,11 +31,6 @@ pub(super) struct GuestRamRun {
     /// Trace byte ranges with every engine stopped (see `RunFacts::quiesced`).
     pub(super) quiesced: Vec<(u64, u64)>,
     pub(super) findings: Vec<Finding>,
-}
-
-/// The agent writes and copies at a few MiB/s at worst under TCG.
-fn io_timeout(bytes: u64) -> Duration {
-    Duration::from_secs(60) + Duration::from_secs(bytes >> 20)
 }
 
 /// A shell line that puts the save disk's block device in `$d` (the nvme
@@ -66,7 +62,7 @@ impl Runner<'_> {
         }
         let start = Instant::now();
         let op = Op::FillFile { path: g.path(self.sc.pkernfs.as_ref()), size: g.size(), seed: g.seed };
-        let got = match self.host()?.agent.call(op, io_timeout(g.size()))? {
+        let got = match self.host()?.agent.call(op, fill_timeout(g.size()))? {
             Reply::Digest(d) => d,
             other => bail!("unexpected reply to fill_file: {other:?}"),
         };
@@ -140,18 +136,18 @@ impl Runner<'_> {
             let to = self.trace_len();
             self.guest_ram.quiesced.push((from, to));
         }
-        let Some(mut u) = self.guest_ram.updates.pop().filter(|u| u.live_update == n) else { return Ok(()) };
+        let Some(i) = self.guest_ram.updates.iter().rposition(|u| u.live_update == n) else { return Ok(()) };
         if g.keep == GuestRamKeep::Pkernfs {
             self.guest_ram_mount()?;
         }
         let path = g.path(self.sc.pkernfs.as_ref());
-        let inside = match self.host()?.agent.call(Op::HashFile { path: path.clone() }, io_timeout(g.size())) {
+        let inside = match self.host()?.agent.call(Op::HashFile { path: path.clone() }, fill_timeout(g.size())) {
             Ok(Reply::Digest(d)) => Ok(d),
             Ok(other) => bail!("unexpected reply to hash_file: {other:?}"),
             Err(e) => Err(format!("{e:#}")),
         };
-        u.intact_inside = inside.as_ref() == Ok(&want);
-        if !u.intact_inside {
+        let intact_inside = inside.as_ref() == Ok(&want);
+        if !intact_inside {
             let got = inside.map_or_else(|e| e, |d| format!("{d:?}"));
             self.guest_ram.findings.push(Finding::new(Reason::GuestRamChanged, format!("guest RAM after live update {n}, inside: {path}: {got}, written {want:?}")));
         }
@@ -160,19 +156,20 @@ impl Runner<'_> {
                 let img = Image::open(&mut bytes).map_err(|e| anyhow::anyhow!("image refused: {}", e.describe()))?;
                 super::pkernfs::outside_digest(&img, PKERNFS_NAME).map_err(|e| anyhow::anyhow!(e))
             });
-            u.intact_outside = Some(matches!(&outside, Ok(d) if *d == want));
-            if u.intact_outside == Some(false) {
+            let intact_outside = matches!(&outside, Ok(d) if *d == want);
+            if !intact_outside {
                 let got = outside.map_or_else(|e| format!("{e:#}"), |d| format!("{d:?}"));
                 self.guest_ram.findings.push(Finding::new(Reason::GuestRamChanged, format!("guest RAM after live update {n}, outside (the RAM file's carve-out): {PKERNFS_NAME}: {got}, written {want:?}")));
             }
+            self.guest_ram.updates[i].intact_outside = Some(intact_outside);
         }
-        self.guest_ram.updates.push(u);
+        self.guest_ram.updates[i].intact_inside = intact_inside;
         Ok(())
     }
 
     /// `script` by the host's shell; an error with its output when it fails.
     fn guest_ram_sh(&mut self, script: &str, bytes: u64) -> Result<()> {
-        let r = self.host()?.agent.exec(&["sh", "-c", script], io_timeout(bytes))?;
+        let r = self.host()?.agent.exec(&["sh", "-c", script], fill_timeout(bytes))?;
         if r.status != Some(0) {
             bail!("`{script}` exited {:?}{}: {}{}", r.status, if r.timed_out { " (timed out)" } else { "" }, r.stdout.trim(), r.stderr.trim());
         }
@@ -194,6 +191,5 @@ mod tests {
     fn the_save_disk_is_found_by_its_serial() {
         let s = find_save_disk();
         assert!(s.contains("grep -q lulab-save $c/serial") && s.contains("d=/dev/${c##*/}n1") && s.contains("exit 3"), "{s}");
-        assert_eq!(io_timeout(1 << 30), Duration::from_secs(60 + 1024));
     }
 }

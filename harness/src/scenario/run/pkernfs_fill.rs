@@ -34,8 +34,8 @@ impl FillTree {
     }
 }
 
-/// The agent writes at a few MiB/s at worst under TCG.
-fn fill_timeout(bytes: u64) -> Duration {
+/// The agent writes (or copies) at a few MiB/s at worst under TCG.
+pub(super) fn fill_timeout(bytes: u64) -> Duration {
     FILE_OP + Duration::from_secs(bytes >> 21)
 }
 
