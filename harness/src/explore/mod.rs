@@ -112,11 +112,16 @@ pub fn seeded(seed: u64) -> TestRunner {
     TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
+/// The next schedule `rng` draws, as a tree that can shrink.
+fn draw<S: Strategy<Value = Schedule>>(strategy: &S, rng: &mut TestRunner) -> Result<S::Tree> {
+    strategy.new_tree(rng).map_err(|e| anyhow::anyhow!("drawing a schedule: {e}"))
+}
+
 /// The first `n` schedules of `seed`.
 pub fn schedules(seed: u64, n: usize) -> Result<Vec<Schedule>> {
-    let mut runner = seeded(seed);
+    let mut rng = seeded(seed);
     let s = schedule::strategy();
-    (0..n).map(|_| Ok(s.new_tree(&mut runner).map_err(|e| anyhow::anyhow!("drawing a schedule: {e}"))?.current())).collect()
+    (0..n).map(|_| Ok(draw(&s, &mut rng)?.current())).collect()
 }
 
 /// Explores with `runner`: runs cases until one mismatches, shrinks it.
@@ -126,10 +131,10 @@ pub fn explore(set: &Settings, runner: &mut dyn CaseRunner) -> Result<Exploratio
     let mut rng = seeded(set.seed);
     let strategy = schedule::strategy();
     for i in 0..set.cases {
-        let mut tree = strategy.new_tree(&mut rng).map_err(|e| anyhow::anyhow!("drawing a schedule: {e}"))?;
+        let mut tree = draw(&strategy, &mut rng)?;
         let s = tree.current();
         let sc = s.scenario(set.sabotage, &format!("explore seed {} case {i}", set.seed))?;
-        eprintln!("explore: case {}/{} ({} failing so far): {}", i + 1, set.cases, usize::from(ex.failed_case.is_some()), sc.description);
+        eprintln!("explore: case {}/{}: {}", i + 1, set.cases, sc.description);
         let o = runner.run(&format!("explore-{}-case{i}", set.seed), &sc, &set.out.join(format!("case-{i}")));
         eprintln!("explore: case {}: expected {}, outcome {}{}", i + 1, sc.expect, o.outcome, if o.as_expected { "" } else { " — MISMATCH" });
         let failed = !o.as_expected;
