@@ -60,6 +60,11 @@ fn serve(path: &std::path::Path, agent: &mut ops::Agent) -> std::io::Result<()> 
         out.push(b'\n');
         writer.write_all(&out)?;
         writer.flush()?;
+        if after == ops::After::Die {
+            port::kmsg("lulab-agent: crashing on request (SIGKILL)");
+            // SAFETY: kill(2) of this process; nothing runs after it.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
         if after == ops::After::Kexec {
             port::kmsg("lulab-agent: kexec now");
             port::kmsg(&kexec::exec());

@@ -17,6 +17,8 @@ pub enum After {
     Continue,
     /// Jump into the kexec-loaded kernel.
     Kexec,
+    /// Die at once ([`Op::Crash`]).
+    Die,
 }
 
 /// The agent's state across requests.
@@ -51,7 +53,11 @@ impl Agent {
                 let r = self.dma.get(&pci).ok_or_else(|| format!("no DMA engine for {pci}")).and_then(|e| e.reset_device());
                 (r.map(|_| Reply::Done), After::Continue)
             }
+            Op::DmaReattach { pci } => (self.dma_reattach(&pci), After::Continue),
+            Op::Crash => (Ok(Reply::Done), After::Die),
             Op::DmaStop { pci } => {
+                // A stopped engine needs no keeper: its device goes when this agent closes it.
+                dma::keeper::release(&pci);
                 let r = self.dma.get_mut(&pci).map(|e| Reply::DmaStatus(e.stop()));
                 (r.ok_or_else(|| format!("no DMA engine for {pci}")), After::Continue)
             }
@@ -80,6 +86,15 @@ impl Agent {
         Ok(())
     }
 
+    fn dma_reattach(&mut self, pci: &str) -> Result<Reply, String> {
+        if self.dma.contains_key(pci) {
+            return Err(format!("{pci}: this agent already runs an engine for it; re-attaching is for an agent that died"));
+        }
+        let (engine, layout) = dma::Engine::reattach(pci)?;
+        self.dma.insert(pci.to_string(), engine);
+        Ok(Reply::DmaStarted(Box::new(layout)))
+    }
+
     fn dma_start(&mut self, cfg: &lulab_proto::DmaConfig) -> Result<Reply, String> {
         let pci = cfg.pci().to_string();
         if let Some(old) = self.dma.get(&pci) {
@@ -89,6 +104,8 @@ impl Agent {
             // A stopped engine: release its VFIO device before taking it again.
             self.dma.remove(&pci);
         }
+        // So does an engine a dead agent left with a keeper: started afresh, it is not taken back.
+        dma::keeper::release(&pci);
         let (engine, layout) = dma::Engine::start(cfg)?;
         self.dma.insert(pci, engine);
         Ok(Reply::DmaStarted(Box::new(layout)))
@@ -115,7 +132,7 @@ fn handle(op: Op) -> Result<Reply, String> {
         Op::FillTree { dir, files, size, seed } => crate::fs::fill_tree(&dir, files, size, seed),
         Op::StatTree { dir } => crate::fs::stat_tree(&dir),
         Op::MmapWrite { path, size, seed, until_ms } => crate::fs::mmap_write(&path, size, seed, until_ms),
-        Op::HandOver | Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaRemapProbe { .. } | Op::DmaDeviceReset { .. } | Op::DmaStop { .. } => Err("stateful op reached the stateless handler".into()),
+        Op::HandOver | Op::KexecExec | Op::DmaStart(_) | Op::DmaStatus { .. } | Op::DmaRemapProbe { .. } | Op::DmaDeviceReset { .. } | Op::DmaStop { .. } | Op::DmaReattach { .. } | Op::Crash => Err("stateful op reached the stateless handler".into()),
     }
 }
 

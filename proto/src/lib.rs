@@ -98,6 +98,20 @@ pub enum Op {
         /// PCI address the engine was started for.
         pci: String,
     },
+    /// Take back the persistent engine for `pci` that an agent which died
+    /// left running: its VFIO device fd and iommufd, held by the engine's
+    /// fd keeper, its ring and buffers in the same pkernfs file, its
+    /// position read from the ring itself. The device is neither reset nor
+    /// programmed again; answered with [`Reply::DmaStarted`] (the same
+    /// layout as at its start).
+    DmaReattach {
+        /// PCI address the engine was started for.
+        pci: String,
+    },
+    /// The agent dies at once (SIGKILL to itself, right after its reply), as
+    /// a VMM that crashes: its fds close, except those an fd keeper holds.
+    /// `/init` starts a new agent, which holds no engine until asked.
+    Crash,
     /// `mount(2)` (the target directory is created first); answered with
     /// [`Reply::Mounted`] (how long the syscall took).
     Mount {

@@ -235,6 +235,21 @@ impl E1000e {
         compiler_fence(Ordering::SeqCst);
     }
 
+    /// Where polling goes on when no cursor was handed over (the agent
+    /// that ran the ring died): RDT as the device has it, the descriptor
+    /// there held, and every descriptor after it that the device completed
+    /// held too (seen by the dead agent or not, its buffer holds a frame).
+    pub(super) fn cursor_from_ring(&self) -> Cursor {
+        let n = self.ring_size;
+        let tail = self.bar.read32(reg::RDT) % n;
+        let (mut next, mut held) = ((tail + 1) % n, 1);
+        while held < n && self.status_of(next).0 & STATUS_DD != 0 {
+            next = (next + 1) % n;
+            held += 1;
+        }
+        Cursor { next, tail, held }
+    }
+
     fn accumulate(&self) -> Vec<(String, u64)> {
         let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
         for &(name, off) in COUNTERS {

@@ -8,6 +8,7 @@
 
 mod e1000e;
 mod guest_ram;
+pub mod keeper;
 mod luo;
 mod mem;
 mod nvme;
@@ -109,7 +110,7 @@ pub struct Engine {
 impl Engine {
     /// Takes the device and starts DMA.
     pub fn start(cfg: &DmaConfig) -> Result<(Self, DmaLayout), String> {
-        let (driver, mut layout) = match cfg {
+        let (driver, layout) = match cfg {
             DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, persist: Some(spec), .. }
                 if spec.backing == lulab_proto::PersistBacking::LuoMemfd =>
             {
@@ -118,6 +119,7 @@ impl Engine {
             }
             DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, persist: Some(spec), .. } => {
                 let (nic, layout) = rx_persist::start(pci, *ring_size, *buf_size, *refill, spec)?;
+                rx_persist::keep(&nic, cfg)?;
                 (Arc::new(nic) as Arc<dyn Driver>, layout)
             }
             DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu, unmapped_slots, persist: None } => {
@@ -136,6 +138,18 @@ impl Engine {
                 nvme::start(pci, plan, *iommu, buffers_alias.as_deref())?
             }
         };
+        Self::run(driver, layout)
+    }
+
+    /// Takes back the persistent engine for `pci` that an agent which died
+    /// left with its fd keeper (only the e1000e RX engine on pkernfs keeps one).
+    pub fn reattach(pci: &str) -> Result<(Self, DmaLayout), String> {
+        let (nic, layout) = rx_persist::reattach(pci)?;
+        Self::run(Arc::new(nic), layout)
+    }
+
+    /// Starts polling a device taken by [`Engine::start`] or [`Engine::reattach`].
+    fn run(driver: Arc<dyn Driver>, mut layout: DmaLayout) -> Result<(Self, DmaLayout), String> {
         let canary = if layout.persist.is_some() {
             None
         } else {

@@ -18,12 +18,13 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use lulab_proto::{handover_path, DmaLayout, DmaRegion, Handover, IommuApi, PersistLayout, PersistSpec};
+use lulab_proto::{handover_path, DmaConfig, DmaLayout, DmaRegion, Handover, IommuApi, PersistLayout, PersistSpec};
 
 use super::e1000e::{bsize_bits, reg, Cursor, E1000e, RxMem, BUF_IOVA, DESC, RCTL_EN, RING_IOVA};
 use super::guest_ram::{image_path, GuestRam, CANARY, CANARY_LEN};
 use super::mem::PAGE;
 use super::vfio::{Bar, Device, Iommu};
+use super::keeper;
 use super::Progress;
 
 /// File offset of the ring.
@@ -124,8 +125,50 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     if !persistent {
         return Err(format!("e1000e {pci}: the kernel did not keep the device persistent"));
     }
+    let layout = layout(&nic, &fl, spec, resumed)?;
+    Ok((nic, layout))
+}
+
+/// Gives the engine's fds to an fd keeper, so that the device and its
+/// domain outlive this agent (see `keeper`); `cfg` is its start request.
+pub fn keep(nic: &E1000e, cfg: &DmaConfig) -> Result<(), String> {
+    let pci = &nic.dev.pci;
+    let (iommufd, (ioas, devid, hwpt)) = nic.dev.iommufd_parts().ok_or_else(|| format!("e1000e {pci}: a persistent engine goes through iommufd"))?;
+    let generation = nic.persist.as_ref().map_or(0, |(_, g)| *g);
+    let rec = keeper::Record { keeper: 0, device_fd: 0, iommufd: 0, ioas, devid, hwpt, config: cfg.clone(), generation };
+    keeper::keep(&nic.dev.fd, iommufd, rec).map(|_| ())
+}
+
+/// Takes back the engine an agent that died left with its fd keeper: the
+/// same device fd and domain, the same pkernfs file; nothing is reset or
+/// programmed. Polling goes on from where the ring shows the device is
+/// (see `E1000e::cursor_from_ring`).
+pub fn reattach(pci: &str) -> Result<(E1000e, DmaLayout), String> {
+    let (rec, fd, iommufd) = keeper::take(pci)?;
+    let DmaConfig::E1000eRx { ring_size, buf_size, refill, persist: Some(spec), .. } = &rec.config else {
+        return Err(format!("{pci}: the kept engine is not a persistent e1000e RX engine"));
+    };
+    let fl = FileLayout::new(*ring_size, *buf_size);
+    let ram = GuestRam::open(&spec.file, fl.total, false)?;
+    let dev = Device::from_kept(pci, fd, iommufd, (rec.ioas, rec.devid, rec.hwpt))?;
+    let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
+    let any = Cursor::fresh(*ring_size);
+    let nic = on_file((dev, bar), ram, (*ring_size, *buf_size, *refill), Some(any), Some((spec.file.clone(), rec.generation)))?;
+    let c = nic.cursor_from_ring();
+    *nic.cursor.lock().unwrap_or_else(|e| e.into_inner()) = c;
+    crate::port::kmsg(&format!(
+        "lulab-agent: e1000e {pci}: re-attached from fd keeper pid {}: RDT {}, next descriptor {}, {} held",
+        rec.keeper, c.tail, c.next, c.held
+    ));
+    let layout = layout(&nic, &fl, spec, None)?;
+    Ok((nic, layout))
+}
+
+/// The layout of a persistent engine on its file.
+fn layout(nic: &E1000e, fl: &FileLayout, spec: &PersistSpec, resumed: Option<Handover>) -> Result<DmaLayout, String> {
+    let (pci, ring_size, buf_size) = (&nic.dev.pci, nic.ring_size, nic.buf_size);
     let image_path = image_path(&spec.file)?;
-    let layout = DmaLayout {
+    Ok(DmaLayout {
         pci: pci.to_string(),
         iommu: nic.dev.api,
         ring: DmaRegion { iova: RING_IOVA, len: fl.ring_len, phys: Vec::new() },
@@ -141,15 +184,14 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
             buffers_offset: fl.bufs_off,
             canary_offset: fl.canary_off,
             canary_len: CANARY_LEN,
-            persistent,
+            persistent: true,
             resumed_from: resumed,
             mapped: vec![(RING_OFF, fl.bufs_off - RING_OFF), (fl.bufs_off, fl.canary_off - fl.bufs_off)],
             resumed_nvme: None,
             backing: lulab_proto::PersistBacking::Pkernfs,
             luo: None,
         }),
-    };
-    Ok((nic, layout))
+    })
 }
 
 /// A hand-over this agent cannot trust: it takes the device anyway (same

@@ -295,6 +295,24 @@ impl Device {
         Ok(dev)
     }
 
+    /// A device whose fds an fd keeper held (see `keeper`), taken back:
+    /// bound to `iommufd` and attached to `hwpt` in `ioas` as it was.
+    pub fn from_kept(pci: &str, fd: File, iommufd: File, (ioas, devid, hwpt): (u32, u32, u32)) -> Result<Self, String> {
+        let iommu = Iommu::Iommufd { iommufd, ioas, devid, hwpt };
+        let mut dev = Self { pci: pci.to_string(), fd, iommu, api: IommuApi::Iommufd, config_offset: 0 };
+        dev.config_offset = dev.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?.offset;
+        Ok(dev)
+    }
+
+    /// The iommufd and the (IOAS, device, HWPT) ids, for an fd keeper
+    /// (`None` through the type1 container).
+    pub fn iommufd_parts(&self) -> Option<(&File, (u32, u32, u32))> {
+        match &self.iommu {
+            Iommu::Iommufd { iommufd, ioas, devid, hwpt } => Some((iommufd, (*ioas, *devid, *hwpt))),
+            Iommu::Type1 { .. } => None,
+        }
+    }
+
     /// `VFIO_DEVICE_GET_REGION_INFO` for region `index`.
     pub fn region_info(&self, index: u32) -> Result<sys::VfioRegionInfo, String> {
         let mut info =

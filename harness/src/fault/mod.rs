@@ -16,6 +16,7 @@
 //! Adding a fault: a variant here, an implementation in its own file of this
 //! directory (registered in [`build`]), and a scenario file.
 
+mod agent_kill;
 mod bus_master_off;
 mod canary_write;
 mod cross_device_mapping;
@@ -92,6 +93,11 @@ pub enum FaultKind {
     /// (kdump path) instead of adopting them in place (a step before the
     /// `live_update`): the IOMMU oracle must see the root outside pkernfs.
     RootTableCopy,
+    /// The agent dies (SIGKILL) as a crashing VMM and /init starts a new
+    /// one: as a step, the new agent takes the persistent RX engine back
+    /// from its fd keeper after `duration_ms`; at `handed_over`, the update
+    /// goes on from the dead agent's hand-over.
+    AgentKill,
 }
 
 impl FaultKind {
@@ -110,6 +116,7 @@ impl FaultKind {
         FaultKind::ResumeIovaSkew,
         FaultKind::CrossDeviceMapping,
         FaultKind::RootTableCopy,
+        FaultKind::AgentKill,
     ];
 
     /// Its name in scenario files (`link_flap`).
@@ -367,6 +374,15 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
         FaultKind::RootTableCopy => {
             only(&[])?;
             Box::new(root_table_copy::RootTableCopy)
+        }
+        FaultKind::AgentKill => {
+            only(&["duration_ms"])?;
+            let down_for = match (step.at, step.duration_ms) {
+                (Some(_), Some(_)) => return Err("duration_ms: at a moment of an update the update itself starts the next agent; `duration_ms` is for agent_kill as a step".into()),
+                (Some(_), None) => None,
+                (None, _) => Some(duration(60_000)?),
+            };
+            Box::new(agent_kill::AgentKill::new(down_for))
         }
     })
 }

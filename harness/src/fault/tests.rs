@@ -232,3 +232,22 @@ fn a_fault_whose_moment_or_count_never_came_is_listed() {
     faults.arm_after_frames(5, 900, build(&step("canary_write", "engine = \"rx\"")).unwrap());
     assert_eq!(faults.never_fired(), ["step 4 (link_flap at `resume`)", "step 6 (canary_write after 900 frames)"]);
 }
+
+#[test]
+fn agent_kill_lasts_as_a_step_and_not_at_a_moment_and_keeps_no_nvme() {
+    parse("fault = \"agent_kill\"\nduration_ms = 3000", "").unwrap();
+    parse("fault = \"agent_kill\"\nat = \"handed_over\"", UPDATE).unwrap();
+    let e = err("fault = \"agent_kill\"", "");
+    assert!(e.contains("steps[3].duration_ms") && e.contains("needs how long"), "{e}");
+    let e = err("fault = \"agent_kill\"\nduration_ms = 5\nat = \"handed_over\"", UPDATE);
+    assert!(e.contains("steps[3].duration_ms") && e.contains("for agent_kill as a step"), "{e}");
+    let e = err("fault = \"agent_kill\"\nat = \"kexec\"", UPDATE);
+    assert!(e.contains("cannot be aimed at \"kexec\""), "{e}");
+    let e = err("fault = \"agent_kill\"\nduration_ms = 5\nafter_frames = 10", "");
+    assert!(e.contains("needs a running agent"), "{e}");
+    let nvme = "\n[nvme]\nlba_count = 64\nblocks_per_cmd = 8\nqueue_depth = 4\npersist = true\n";
+    let head = HEAD.replacen("\n[[steps]]", &format!("{nvme}\n[[steps]]"), 1);
+    let text = format!("{head}\n[[steps]]\ndo = \"fault\"\nfault = \"agent_kill\"\nduration_ms = 5\n");
+    let e = Scenario::parse(&text, "f.toml").map(|_| ()).unwrap_err().to_string();
+    assert!(e.contains("persistent NVMe engine has no fd keeper"), "{e}");
+}
