@@ -105,7 +105,7 @@ impl Host {
     /// ones end on time while the jump waits on the console.
     pub fn jump_stamped(&mut self, d: Deadlines, s: &mut JumpStamps, mut faults: Option<&mut Faults>) -> Result<()> {
         let jump = Instant::now();
-        let Host { qemu, qmp, console, agent, .. } = self;
+        let Host { qemu, qmp, console, agent, paths, .. } = self;
         fire(&mut faults, Moment::Kexec, HostParts { qmp, qemu, agent: Some(&mut *agent) })?;
         s.kexec_started_ns = now_ns();
         match agent.call_polling(Op::HandOver, Duration::from_secs(30), &mut || poll(&mut faults, qmp, qemu)) {
@@ -128,7 +128,7 @@ impl Host {
         let needles = boot_needles();
         let found = match (console.expect(&needles, deadline, || poll(&mut faults, qmp, qemu)), unanswered) {
             (Ok(found), _) => found,
-            (Err(e), None) => return Err(e).context("kexec: new kernel banner"),
+            (Err(e), None) => return Err(e).context(cpu_dump(qmp, paths, "banner")).context("kexec: new kernel banner"),
             (Err(_), Some(e)) => return Err(e).context("asking the agent to kexec (no reply, and no new kernel on the console)"),
         };
         if found.index > 1 {
@@ -140,7 +140,10 @@ impl Host {
         }
         fire(&mut faults, Moment::KernelUp, HostParts { qmp, qemu, agent: None })?;
         if found.index == 0 {
-            let found = console.expect(&needles[1..], deadline, || poll(&mut faults, qmp, qemu)).context("kexec: /init of the new kernel")?;
+            let found = match console.expect(&needles[1..], deadline, || poll(&mut faults, qmp, qemu)) {
+                Ok(found) => found,
+                Err(e) => return Err(e).context(cpu_dump(qmp, paths, "init")).context("kexec: /init of the new kernel"),
+            };
             if found.index > 0 {
                 return Finding::err(Reason::KernelPanic, format!("the new kernel panicked during boot\n{}", console.tail(20)));
             }
@@ -171,6 +174,32 @@ impl Host {
                 return Ok(());
             }
         }
+    }
+}
+
+/// A kexec'd kernel that missed its deadline: every vCPU's registers and
+/// local APIC as QEMU sees them (HMP `info registers -a`, `info lapic` per
+/// APIC id), into `cpu-state-<what>.txt` in the host's directory, for telling
+/// a CPU stuck in the kernel from one that never got an IPI. Returns the
+/// line that names the file (or why there is none).
+fn cpu_dump(qmp: &mut crate::qmp::Qmp, paths: &crate::qemu::params::RunPaths, what: &str) -> String {
+    let hmp = |qmp: &mut crate::qmp::Qmp, cmd: &str| -> String {
+        match qmp.execute_raw("human-monitor-command", serde_json::json!({ "command-line": cmd }), Duration::from_secs(10)) {
+            Ok(v) => v.as_str().unwrap_or_default().to_string(),
+            Err(e) => format!("({cmd}: {e:#})\n"),
+        }
+    };
+    let mut text = format!("# info registers -a\n{}", hmp(qmp, "info registers -a"));
+    let cpus = hmp(qmp, "info cpus");
+    text.push_str(&format!("# info cpus\n{cpus}"));
+    // APIC ids are the CPU indices on these machines (one socket, no SMT).
+    for i in 0..cpus.lines().filter(|l| l.contains("CPU #")).count() {
+        text.push_str(&format!("# info lapic {i}\n{}", hmp(qmp, &format!("info lapic {i}"))));
+    }
+    let file = paths.dir.join(format!("cpu-state-{what}.txt"));
+    match std::fs::write(&file, text) {
+        Ok(()) => format!("vCPU registers and local APICs at the deadline: {}", file.display()),
+        Err(e) => format!("writing {}: {e}", file.display()),
     }
 }
 

@@ -70,6 +70,10 @@ impl Fault for AgentKill {
             Reply::Done => {}
             other => bail!("unexpected reply to crash: {other:?}"),
         }
+        // Nothing more goes to the port until the new agent answers: what
+        // reaches it before the dead one's fd is closed is discarded.
+        let qemu = &mut *host.qemu;
+        agent.wait_ready(Instant::now() + RESTART, || qemu.check_alive()).context("waiting for the agent /init starts again")?;
         self.nic = t.nic_pci.clone();
         Ok(match self.down_for {
             Some(d) => format!("agent killed (SIGKILL); the new one takes the engine of {} back after {} ms", self.nic, d.as_millis()),
@@ -81,11 +85,9 @@ impl Fault for AgentKill {
         self.down_for
     }
 
-    /// The new agent answers (/init started it), then takes the RX engine back.
+    /// The new agent (up since the kill) takes the RX engine back.
     fn end(&mut self, host: &mut HostParts) -> Result<()> {
         let agent = host.agent.as_deref_mut().context("agent_kill: no agent connection")?;
-        let qemu = &mut *host.qemu;
-        agent.wait_ready(Instant::now() + RESTART, || qemu.check_alive()).context("waiting for the agent /init starts again")?;
         match agent.call(Op::DmaReattach { pci: self.nic.clone() }, Duration::from_secs(60)) {
             Ok(Reply::DmaStarted(_)) => Ok(()),
             Ok(other) => bail!("unexpected reply to dma_reattach: {other:?}"),

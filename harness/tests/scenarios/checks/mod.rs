@@ -2,6 +2,7 @@
 //! verdict check on the same report and run directory. Only evidence beyond
 //! the verdict belongs here (the verdict is asserted once, in `main.rs`).
 
+mod agent_kill;
 mod guest_ram;
 mod kernel;
 mod live_update;
@@ -46,6 +47,9 @@ const ALL: &[(&str, Check)] = &[
     ("live-update-guest-ram", guest_ram::kept_in_pkernfs),
     ("copy-update-guest-ram", guest_ram::copied),
     ("copy-update-no-save", guest_ram::not_kept),
+    ("fault-agent-kill", agent_kill::restarted),
+    ("fault-agent-kill-nonpersistent", agent_kill::not_kept),
+    ("fault-agent-kill-handed-over", agent_kill::after_hand_over),
 ];
 
 /// Stems that have checks.

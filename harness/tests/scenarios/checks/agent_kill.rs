@@ -1,0 +1,44 @@
+//! The agent killed as a crashing VMM: what the kernel log and the report
+//! must show beyond the verdict (the keeper held the fds, the new agent
+//! took the running device back, or could not).
+
+use std::path::Path;
+
+use lulab::console::KernelLog;
+use lulab::report::Report;
+
+fn log_has(dir: &Path, lines: &[&str]) -> KernelLog {
+    let log = KernelLog::of_run(&dir.join("host"));
+    for line in lines {
+        assert!(log.contains(line), "kernel log lacks {line:?}");
+    }
+    log
+}
+
+/// `fault-agent-kill`: killed and started again, the persistent engine taken back.
+pub fn restarted(r: &Report, dir: &Path) {
+    assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
+    assert_eq!(r.dma.bus_master_cleared, 0, "{:?}", r.dma);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
+    assert_eq!(r.live_updates, 0);
+    let log = log_has(dir, &["fd keeper pid", "crashing on request", "lulab-init: agent exited", "re-attached from fd keeper"]);
+    assert_eq!(log.count(" serving on "), 2, "one agent started by /init, one started again");
+}
+
+/// `fault-agent-kill-nonpersistent`: nothing kept, the new agent refuses.
+pub fn not_kept(r: &Report, dir: &Path) {
+    assert!(r.dma.lost > 0, "{:?}", r.dma);
+    log_has(dir, &["crashing on request", "lulab-init: agent exited"]);
+    let refused = r.findings.iter().find(|f| f.reason == lulab::report::Reason::UpdateResumeFailed).expect("update.resume_failed");
+    assert!(refused.detail.contains("no engine kept"), "{}", refused.detail);
+}
+
+/// `fault-agent-kill-handed-over`: the update went on from the dead agent's hand-over.
+pub fn after_hand_over(r: &Report, dir: &Path) {
+    assert_eq!(r.live_updates, 1);
+    assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
+    log_has(dir, &["fd keeper pid", "crashing on request", "adopted as persistent", "switched from frozen domain"]);
+    let p = super::layout(dir, "layout-0000:00:02.0-update1.json").persist.expect("a persistent layout");
+    assert_eq!(p.resumed_from.expect("resumed from the dead agent's hand-over").generation, 1);
+}
