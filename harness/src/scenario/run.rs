@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, IommuApi, Op, PhysRange, Reply};
+use lulab_proto::{DmaConfig, DmaLayout, Op, PhysRange, Reply};
 
 use super::{KernelChoice, NvmeSpec, RxSpec, Scenario, Step};
 use crate::guest_memory::GuestMemory;
@@ -18,34 +16,32 @@ use crate::host::{Deadlines, Host};
 use crate::journal::{Event, Journal};
 use crate::lab::BootSet;
 use crate::oracle::memory::{self, PageHashes};
-use crate::oracle::nvme::{nvme_pattern, NvmeLedger};
-use crate::oracle::rx_scan::{RxRing, RxScanner};
+use crate::oracle::nvme::nvme_pattern;
 use crate::oracle::timeline::UpdateEvents;
-use crate::qemu::params::{NIC_ADDR, NVME_ADDR};
+use crate::qemu::params::NIC_ADDR;
 use crate::qemu::MachineParams;
 use crate::report::Report;
 use crate::slots::HostSlot;
 use crate::traffic::clock::now_ns;
-use crate::traffic::inject::{InjectConfig, Injector, SentLog};
+use crate::traffic::inject::{InjectConfig, Injector};
 use crate::update::{JumpStamps, KexecTarget};
 
 pub use finding::Finding;
 pub use hook::{Control, Ended, LedgerSoFar, Point, RunView, StepHook};
 
+mod engine;
 mod finding;
 mod guest_ram;
 mod hook;
 mod judge;
 mod non_persistent;
+mod nvme;
 mod persist;
 mod pkernfs;
 mod pkernfs_corrupt;
 mod pkernfs_fill;
+mod rx;
 
-/// How often the harness scans the RX ring from the RAM file.
-const SCAN_EVERY: Duration = Duration::from_millis(50);
-/// Bytes per RX buffer.
-const RX_BUF: u32 = 2048;
 /// The scenario as run, in the run directory (see [`Scenario::resolved_toml`]).
 pub const RESOLVED: &str = "scenario.resolved.toml";
 
@@ -106,8 +102,9 @@ struct Runner<'a> {
     params: MachineParams,
     host: Option<Host>,
     mem: Option<Arc<GuestMemory>>,
-    rx: Option<RxRun>,
-    nvme: Option<non_persistent::NvmeRun>,
+    /// The device engines `start_dma` started (see [`engine`]).
+    rx: Option<rx::RxEngine>,
+    nvme: Option<nvme::NvmeEngine>,
     before: Option<PageHashes>,
     /// Memory findings of engines a kexec ended (judged at the jump).
     retired: memory::MemoryDiff,
@@ -146,35 +143,6 @@ struct Runner<'a> {
     shaping: crate::fault::Shaping,
     /// The VM's guest RAM (`[guest_ram]`).
     guest_ram: guest_ram::GuestRamRun,
-}
-
-/// The RX side: layout, the background scanner and the injector.
-struct RxRun {
-    spec: RxSpec,
-    scanner: Arc<Mutex<RxScanner>>,
-    stop_scan: Arc<AtomicBool>,
-    scan_thread: Option<JoinHandle<()>>,
-    injector: Option<Injector>,
-    sent: Option<SentLog>,
-    status: Option<DmaStatus>,
-}
-
-impl RxRun {
-    /// Stops the injector (if it runs) and keeps what it sent.
-    fn stop_injector(&mut self) -> Result<()> {
-        if let Some(inj) = self.injector.take() {
-            self.sent = Some(inj.stop().context("stopping the injector")?);
-        }
-        Ok(())
-    }
-
-    /// Stops the background scanner and waits for its thread.
-    fn stop_scanner(&mut self) {
-        self.stop_scan.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.scan_thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl<'a> Runner<'a> {
@@ -462,30 +430,12 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// `start_dma`: every engine the scenario has a table for, RX first.
     fn start_dma(&mut self) -> Result<()> {
+        use engine::DeviceEngine;
         let mem = self.mem.clone().context("no guest memory")?;
-        if let Some(spec) = self.sc.rx.clone() {
-            let cfg = DmaConfig::E1000eRx {
-                pci: NIC_ADDR.into(),
-                ring_size: spec.ring_size,
-                buf_size: RX_BUF,
-                refill: spec.refill,
-                iommu: IommuApi::Auto,
-                unmapped_slots: self.shaping.unmapped_slots,
-                persist: self.rx_persist_spec(&spec, false),
-            };
-            let layout = self.dma_start(cfg, None)?;
-            let scanner = Arc::new(Mutex::new(RxScanner::new(RxRing::from_layout(&layout)?, self.run_id)));
-            let stop_scan = Arc::new(AtomicBool::new(false));
-            let thread = spawn_scanner(scanner.clone(), mem.clone(), stop_scan.clone());
-            self.rx = Some(RxRun { spec, scanner, stop_scan, scan_thread: Some(thread), injector: None, sent: None, status: None });
-        }
-        if let Some(spec) = self.sc.nvme.clone() {
-            let persist = self.nvme_persist_spec(&spec, false);
-            let layout = self.dma_start(self.nvme_config(&spec, 0, IommuApi::Auto, persist), None)?;
-            let ledger = NvmeLedger::new(NVME_ADDR, &layout.buffers, 0, spec.lba_count, self.run_id)?;
-            self.nvme = Some(non_persistent::NvmeRun::new(layout, ledger));
-        }
+        self.rx = rx::RxEngine::start(self)?;
+        self.nvme = nvme::NvmeEngine::start(self)?;
         self.before = Some(memory::hash_pages(&mem, &self.watched)?);
         self.dma_trace_offset = std::fs::metadata(self.host_dir().join("trace.log")).map(|m| m.len()).unwrap_or(0);
         Ok(())
@@ -566,65 +516,6 @@ impl<'a> Runner<'a> {
     }
 
     fn settle(&mut self, quiet: Duration) -> Result<()> {
-        self.settle_nvme(quiet)?;
-        if self.rx.is_none() {
-            return Ok(());
-        }
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let (mut last, mut since) = (0, Instant::now());
-        loop {
-            self.poll_faults()?;
-            let Some(rx) = &self.rx else { return Ok(()) };
-            let written = rx.injector.as_ref().map(|i| i.written()).unwrap_or(0);
-            let finished = rx.injector.as_ref().is_none_or(|i| i.is_finished());
-            let delivered = rx.scanner.lock().map(|s| s.sightings().delivered.len() as u64).unwrap_or(0);
-            if finished && delivered >= written {
-                return Ok(());
-            }
-            if delivered != last {
-                (last, since) = (delivered, Instant::now());
-            }
-            if since.elapsed() >= quiet || Instant::now() > deadline {
-                return Ok(()); // nothing more is arriving: the oracles will say what is missing
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.each_engine(|e, r| e.settle(r, quiet))
     }
-}
-
-impl Runner<'_> {
-    /// Waits until every NVMe block is in its buffer (read from the RAM
-    /// file) or none arrived for `quiet`; the ledger then says what is missing.
-    fn settle_nvme(&mut self, quiet: Duration) -> Result<()> {
-        let (Some(ledger), Some(mem)) = (self.nvme.as_ref().and_then(|n| n.ledger.as_ref()), &self.mem) else { return Ok(()) };
-        let deadline = Instant::now() + Duration::from_secs(300);
-        let (mut last, mut since) = (u64::MAX, Instant::now());
-        loop {
-            let r = ledger.check(mem)?;
-            if r.blocks_read == r.blocks_expected {
-                return Ok(());
-            }
-            if r.blocks_read != last {
-                (last, since) = (r.blocks_read, Instant::now());
-            }
-            if since.elapsed() >= quiet || Instant::now() > deadline {
-                return Ok(());
-            }
-            if let Some(h) = self.host.as_mut() {
-                h.qemu.check_alive()?;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-fn spawn_scanner(scanner: Arc<Mutex<RxScanner>>, mem: Arc<GuestMemory>, stop: Arc<AtomicBool>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok(mut s) = scanner.lock() {
-                let _ = s.scan(&mem);
-            }
-            std::thread::sleep(SCAN_EVERY);
-        }
-    })
 }

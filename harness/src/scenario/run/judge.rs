@@ -1,10 +1,7 @@
 //! The end of a run: stop traffic, take the last look from outside, and turn
 //! the oracles' findings into a verdict with reasons.
 
-use std::time::{Duration, Instant};
-
 use anyhow::{Context, Result};
-use lulab_proto::{Op, Reply};
 
 use super::Runner;
 use crate::oracle::memory;
@@ -12,7 +9,6 @@ use crate::oracle::registry::Observations;
 use crate::oracle::timeline::UpdateTimeline;
 use crate::oracle::trace::TraceSummary;
 use crate::oracle::isolation::IsolationSection;
-use crate::qemu::params::NIC_ADDR;
 use crate::report::{Finding, Reason, DmaSection, IommuSection, LuoSection, MemorySection, NvmeSection, Report, Versions, SCHEMA};
 use crate::scenario::Verdict;
 
@@ -55,8 +51,9 @@ impl Runner<'_> {
         if self.mem.is_some() {
             found.extend(missing_inputs(&self.host_dir(), &trace, &log));
         }
-        let rx_obs = self.observe_rx()?;
-        let nvme_obs = self.observe_nvme()?;
+        let mut engines = super::engine::EngineObservations::default();
+        self.each_engine(|e, r| e.observe(r, &mut engines))?;
+        let (rx_obs, nvme_obs) = (engines.rx, engines.nvme);
         let pages = self.observe_pages()?;
         let journal = self.journal.entries();
         let facts = self.facts();
@@ -143,63 +140,6 @@ impl Runner<'_> {
         })
     }
 
-    /// Stops the injector and the scanner and takes the RX stream's last
-    /// look from outside: the final ring scan, the agent's counters
-    /// (`rx-status.json`), and the frames not found in the buffers searched
-    /// for in the whole RAM file. None: no frames were injected.
-    fn observe_rx(&mut self) -> Result<Option<crate::oracle::registry::RxObservations>> {
-        let Some(rx) = self.rx.as_mut() else { return Ok(None) };
-        rx.stop_injector()?;
-        // Frames written right before the stop may still be on their way
-        // into the ring (a run that ended without a settle: an abort). Give
-        // the device a moment while QEMU lives; a settled run returns at once.
-        if let (Some(sent), Some(host)) = (&rx.sent, self.host.as_mut()) {
-            let written = sent.written();
-            let delivered = || rx.scanner.lock().map(|s| s.sightings().delivered.len() as u64).unwrap_or(0);
-            let deadline = Instant::now() + Duration::from_secs(3);
-            let (mut last, mut since) = (delivered(), Instant::now());
-            while last < written && since.elapsed() < Duration::from_millis(500) && Instant::now() < deadline && host.qemu.check_alive().is_ok() {
-                std::thread::sleep(Duration::from_millis(20));
-                let now = delivered();
-                if now != last {
-                    (last, since) = (now, Instant::now());
-                }
-            }
-        }
-        rx.stop_scanner();
-        if let Some(mem) = &self.mem {
-            let mut s = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?;
-            s.scan(mem).context("final RX ring scan")?;
-        }
-        // The agent's counters are a hint used only as drop evidence; after a
-        // kexec there may be no engine (or no agent) to ask.
-        rx.status = self.host.as_mut().and_then(|h| match h.agent.call(Op::DmaStatus { pci: NIC_ADDR.into() }, Duration::from_secs(5)) {
-            Ok(Reply::DmaStatus(s)) => Some(s),
-            _ => None,
-        });
-        if let Some(st) = &rx.status {
-            // For people: the agent's counters and where the ring is (RDH,
-            // RDT, the agent's cursor) when the run ends.
-            std::fs::write(self.out.join("rx-status.json"), serde_json::to_string_pretty(st)?)?;
-        }
-        let Some(sent) = rx.sent.clone() else { return Ok(None) };
-        let seen = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?.sightings().clone();
-        let undelivered: std::collections::BTreeSet<u64> = (0..sent.sent()).filter(|s| !seen.delivered.contains_key(s)).collect();
-        let stray = match (&self.mem, undelivered.is_empty()) {
-            (Some(mem), false) => Some(crate::oracle::stray::search(mem, self.run_id, &self.allowed, &undelivered).context("searching guest RAM for the frames not delivered")?),
-            _ => None,
-        };
-        // QEMU's own record of what its netdev took from the socket.
-        let capture = crate::qemu::params::RunPaths::new(self.out.join("host")).net_capture();
-        let taken_by_qemu = match self.params.nic.as_ref().is_some_and(|n| n.capture) {
-            true => Some(crate::traffic::capture::Capture::read(&capture, self.run_id).context("QEMU's capture of the NIC's frames")?.seqs),
-            false => None,
-        };
-        let ring = rx.scanner.lock().map_err(|_| anyhow::anyhow!("scanner poisoned"))?.ring().clone();
-        let frame_interval_us = (1e6 / rx.spec.rate_fps).round() as u64;
-        Ok(Some(crate::oracle::registry::RxObservations { sent, seen, status: rx.status.clone(), stray, taken_by_qemu, ring: Some(ring), frame_interval_us }))
-    }
-
     /// The agent's pages for the memory oracle: hashed now, against the
     /// hashes taken when their engines started (None: no engine started).
     fn observe_pages(&self) -> Result<Option<crate::oracle::registry::PageObservations>> {
@@ -282,17 +222,6 @@ impl Runner<'_> {
             quiesced: self.guest_ram.quiesced.clone(),
         }
     }
-
-    /// The NVMe engine's blocks, read from the RAM file now (None: no `[nvme]`).
-    fn observe_nvme(&self) -> Result<Option<crate::oracle::registry::NvmeObservations>> {
-        let (Some(nv), Some(mem), Some(spec)) = (&self.nvme, &self.mem, &self.sc.nvme) else { return Ok(None) };
-        let blocks = match &nv.ledger {
-            Some(l) => l.check(mem).context("reading the NVMe blocks from the RAM file")?,
-            None => crate::oracle::nvme::NvmeReport::default(),
-        };
-        Ok(Some(crate::oracle::registry::NvmeObservations { blocks, lba_count: spec.lba_count, done_before: nv.done_before, restarts: nv.restarts.clone() }))
-    }
-
 }
 
 /// The typed report field `name` from an oracle's section (its default

@@ -4,14 +4,10 @@
 //! A non-persistent engine's device loses its translation at the kexec (our
 //! kernel's freeze zaps its context entry, the PCI core clears its bus
 //! master) and its memory is the old kernel's. So just before the jump the
-//! harness judges what that engine left — the NVMe blocks in place, the
-//! hashes of its pages — stops watching its memory and ends its span in the
-//! isolation oracle. After the update, when reads remain, the new agent
-//! takes the controller back (from whichever driver the new kernel bound to
-//! it) into a fresh non-persistent domain and reads on from the first block
-//! that was not in place.
-
-use std::time::Instant;
+//! harness ends its span in the isolation oracle and the engine judges what
+//! it left and stops watching its memory ([`Runner::retire_memory`]; the
+//! NVMe engine's `before_jump`); after the update it may start again (its
+//! `after_update`).
 
 use anyhow::{Context, Result};
 use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistSpec, PhysRange};
@@ -19,33 +15,7 @@ use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistSpec, PhysRange};
 use super::{NvmeSpec, Runner};
 use crate::oracle::isolation::Owner;
 use crate::oracle::memory;
-use crate::oracle::nvme::NvmeLedger;
 use crate::qemu::params::NVME_ADDR;
-use crate::report::NvmeRestart;
-
-/// The NVMe side: the running engine's layout and ledger, and what engines
-/// ended by a live update left.
-#[derive(Debug)]
-pub(super) struct NvmeRun {
-    /// The running engine's layout (the last one started).
-    pub layout: DmaLayout,
-    /// Its ledger; `None` once every block was in place at a kexec.
-    pub ledger: Option<NvmeLedger>,
-    /// LBAs `[0, done_before)` were in place before a kexec ended an
-    /// earlier engine (the running one reads from there).
-    pub done_before: u64,
-    /// Engines started again after a live update.
-    pub restarts: Vec<NvmeRestart>,
-    /// Set at the jump for a non-persistent engine: blocks found in place,
-    /// and the first LBA that was not.
-    pending: Option<(u64, u64)>,
-}
-
-impl NvmeRun {
-    pub fn new(layout: DmaLayout, ledger: NvmeLedger) -> Self {
-        Self { layout, ledger: Some(ledger), done_before: 0, restarts: Vec::new(), pending: None }
-    }
-}
 
 impl Runner<'_> {
     /// QEMU's trace log size now: the isolation oracle's clock.
@@ -76,29 +46,22 @@ impl Runner<'_> {
         self.iso.owners.push(owner);
     }
 
-    /// Right before a live update's jump: ends every non-persistent engine
-    /// (isolation span, memory watch, NVMe ledger snapshot). Returns the
-    /// trace offset of the kexec request.
+    /// Right before a live update's jump: ends the isolation span of every
+    /// non-persistent engine, then each engine's own `before_jump`. Returns
+    /// the trace offset of the kexec request.
     pub(super) fn before_jump(&mut self) -> Result<u64> {
         let at = self.trace_len();
         for o in self.iso.owners.iter_mut().filter(|o| !o.persistent && o.until.is_none()) {
             o.until = Some(at);
         }
-        let persistent = self.sc.nvme.as_ref().is_none_or(|n| n.persist);
-        let (Some(nv), Some(mem), false) = (self.nvme.as_mut(), self.mem.clone(), persistent) else { return Ok(at) };
-        // No ledger: every block was in place at an earlier kexec, no engine runs.
-        let Some(ledger) = &nv.ledger else { return Ok(at) };
-        let r = ledger.check(&mem).context("NVMe blocks in place at the kexec")?;
-        nv.pending = Some((r.blocks_read, ledger.lba_start() + r.in_place_prefix));
-        let (dma, canary) = (nv.layout.dma_pages.clone(), nv.layout.canary.clone());
-        self.retire_memory(&dma, &canary)?;
+        self.each_engine(|e, r| e.before_jump(r))?;
         Ok(at)
     }
 
     /// Judges the pages of an engine the kexec ends (its DMA pages may have
     /// changed, the canary not) and stops watching them: after the kexec
     /// they are the next kernel's memory.
-    fn retire_memory(&mut self, dma: &[PhysRange], canary: &[PhysRange]) -> Result<()> {
+    pub(super) fn retire_memory(&mut self, dma: &[PhysRange], canary: &[PhysRange]) -> Result<()> {
         let (Some(mem), true) = (self.mem.clone(), self.before.is_some()) else { return Ok(()) };
         let ranges: Vec<PhysRange> = dma.iter().chain(canary).copied().collect();
         let now = memory::hash_pages(&mem, &ranges).context("hashing a non-persistent engine's pages at the kexec")?;
@@ -109,44 +72,13 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// After a live update's engines resumed: a non-persistent NVMe engine
-    /// with reads left is started again, then the update's window closes.
+    /// After a live update's engines resumed: each engine's `after_update`
+    /// (a non-persistent NVMe engine with reads left starts again), then
+    /// the update's window closes.
     pub(super) fn after_update(&mut self, kexec_at: u64) -> Result<()> {
-        let n = self.live_updates;
-        if let Some((found, next)) = self.nvme.as_mut().and_then(|nv| nv.pending.take()) {
-            self.nvme_restart(n, found, next).with_context(|| format!("taking the non-persistent NVMe back after live update {n}"))?;
-        }
+        self.each_engine(|e, r| e.after_update(r))?;
         let back = self.trace_len();
         self.iso.updates.push((kexec_at, back));
-        Ok(())
-    }
-
-    fn nvme_restart(&mut self, n: u32, found: u64, next: u64) -> Result<()> {
-        let spec = self.sc.nvme.clone().context("an NVMe engine without [nvme]")?;
-        let mem = self.mem.clone().context("no guest memory")?;
-        if let Some(nv) = self.nvme.as_mut() {
-            nv.done_before = next;
-        }
-        if next >= spec.lba_count {
-            if let Some(nv) = self.nvme.as_mut() {
-                nv.ledger = None;
-            }
-            return Ok(());
-        }
-        let t = Instant::now();
-        let cfg = self.nvme_config(&spec, next, IommuApi::Auto, None);
-        let layout = self.dma_start(cfg, Some(n))?;
-        self.mark(&format!("live_update{n}_nvme_restart"), t);
-        let ledger = NvmeLedger::new(NVME_ADDR, &layout.buffers, next, spec.lba_count - next, self.run_id)?;
-        let ranges: Vec<PhysRange> = layout.dma_pages.iter().chain(&layout.canary).copied().collect();
-        let hashes = memory::hash_pages(&mem, &ranges)?;
-        if let Some(b) = self.before.as_mut() {
-            b.pages.extend(hashes.pages);
-        }
-        let nv = self.nvme.as_mut().context("no NVMe engine to restart")?;
-        nv.layout = layout;
-        nv.ledger = Some(ledger);
-        nv.restarts.push(NvmeRestart { live_update: n, verified_at_kexec: found, resumed_at_lba: next });
         Ok(())
     }
 }

@@ -9,11 +9,11 @@
 //! that the adopted layout is the one its scanner and ledgers already watch.
 
 use anyhow::{bail, ensure, Context, Result};
-use lulab_proto::{DmaConfig, DmaLayout, IommuApi, PersistBacking, PersistSpec, PhysRange, Reply};
+use lulab_proto::{DmaConfig, DmaLayout, PersistBacking, PersistSpec, PhysRange, Reply};
 
 use super::finding::check;
 use super::finding::{Finding, Reason};
-use super::{NvmeSpec, RxSpec, Runner, RX_BUF};
+use super::{NvmeSpec, RxSpec, Runner};
 use crate::pkernfs::format::Image;
 use crate::pkernfs::host::{file_ranges, lookup, read_carveout};
 use crate::qemu::params::NIC_ADDR;
@@ -96,8 +96,7 @@ impl Runner<'_> {
 
     /// After a `live_update`: the new agent takes over every persistent engine.
     pub(super) fn dma_resume(&mut self) -> Result<()> {
-        self.rx_resume()?;
-        self.nvme_resume()
+        self.each_engine(|e, r| e.resume(r))
     }
 
     /// Sends a resuming request; while its reply has not come, the faults
@@ -118,19 +117,10 @@ impl Runner<'_> {
         })
     }
 
-    fn nvme_resume(&mut self) -> Result<()> {
-        let Some(spec) = self.sc.nvme.clone() else { return Ok(()) };
-        let Some(persist) = self.nvme_persist_spec(&spec, true) else { return Ok(()) };
-        let cfg = self.nvme_config(&spec, 0, IommuApi::Iommufd, Some(persist));
-        let layout = self.resume_engine(cfg, "nvme_resume")?;
-        check!(layout.persist.is_some_and(|p| p.resumed_nvme.is_some()), Reason::UpdateResumeFailed, "the NVMe engine did not resume from a hand-over");
-        Ok(())
-    }
-
     /// Asks the new agent to take over `cfg`'s engine (timed as
     /// `live_update<N>_<label>`), checks that it kept the memory of the
     /// layout written at `start_dma` and records its layout for this update.
-    fn resume_engine(&mut self, cfg: DmaConfig, label: &str) -> Result<DmaLayout> {
+    pub(super) fn resume_engine(&mut self, cfg: DmaConfig, label: &str) -> Result<DmaLayout> {
         let pci = cfg.pci().to_string();
         let path = self.out.join(format!("layout-{pci}.json"));
         let before = std::fs::read_to_string(&path).with_context(|| format!("{}: the layout written at start_dma", path.display()))?;
@@ -205,24 +195,6 @@ impl Runner<'_> {
         layout.ring.phys = ring;
         layout.buffers.phys = bufs;
         layout.dma_pages = pages;
-        Ok(())
-    }
-
-    /// After a `live_update`: the new agent adopts the persistent RX engine.
-    fn rx_resume(&mut self) -> Result<()> {
-        let Some(spec) = self.rx.as_ref().map(|r| r.spec.clone()) else { return Ok(()) };
-        let Some(persist) = self.rx_persist_spec(&spec, true) else { return Ok(()) };
-        let cfg = DmaConfig::E1000eRx {
-            pci: NIC_ADDR.into(),
-            ring_size: spec.ring_size,
-            buf_size: RX_BUF,
-            refill: spec.refill,
-            iommu: IommuApi::Iommufd,
-            unmapped_slots: 0,
-            persist: Some(persist),
-        };
-        let layout = self.resume_engine(cfg, "agent_resume")?;
-        check!(layout.persist.is_some_and(|p| p.resumed_from.is_some()), Reason::UpdateResumeFailed, "the agent did not resume from a hand-over");
         Ok(())
     }
 }
