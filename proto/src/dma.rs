@@ -108,6 +108,11 @@ pub struct PersistSpec {
     /// frozen ones and the kernel must refuse to switch.
     #[serde(default)]
     pub iova_skew: u64,
+    /// Fault injection (false in real runs): on resume, map the buffers
+    /// readable only by the device, so the rebuilt mappings' permissions
+    /// differ from the frozen ones and the kernel must refuse to switch.
+    #[serde(default)]
+    pub read_only: bool,
     /// What keeps the memory across kexec (default: pkernfs). With
     /// [`PersistBacking::LuoMemfd`], `file` is the memfd's name and the LUO
     /// session's name.

@@ -353,7 +353,7 @@ mod tests {
         let l = r#"{"file":"f","image_path":"/f","ring_offset":0,"buffers_offset":4096,"canary_offset":8192,"canary_len":4096,"persistent":true,"resumed_from":null}"#;
         let l: PersistLayout = serde_json::from_str(l).unwrap();
         assert_eq!((l.backing, l.luo), (PersistBacking::Pkernfs, None));
-        let m = serde_json::to_string(&PersistSpec { file: "lulab-rx".into(), resume: true, iova_skew: 0, backing: PersistBacking::LuoMemfd }).unwrap();
+        let m = serde_json::to_string(&PersistSpec { file: "lulab-rx".into(), resume: true, iova_skew: 0, read_only: false, backing: PersistBacking::LuoMemfd }).unwrap();
         assert!(m.contains(r#""backing":"luo_memfd""#), "{m}");
     }
 

@@ -96,7 +96,7 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     // Checked before the device is taken: nothing but the old device could change them.
     let frames = resumed.as_ref().map(|h| check(&ram, &fl, h, buf_size));
     let driver_before = current_driver(pci);
-    let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram, 0))?;
+    let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram, (0, false)))?;
     let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
     let found = Found {
         driver_before,

@@ -49,13 +49,14 @@ impl FileLayout {
         Self { ring_len, bufs_off, bufs_len, canary_off, total: canary_off + CANARY_LEN }
     }
 
-    /// Maps ring and buffers (page-rounded) at their IOVAs (buffers `skew`
-    /// bytes higher for fault injection).
-    pub fn map(&self, iommu: &Iommu, ram: &GuestRam, skew: u64) -> Result<(), String> {
+    /// Maps ring and buffers (page-rounded) at their IOVAs (for fault
+    /// injection: buffers `skew` bytes higher, or not writable by the device).
+    pub fn map(&self, iommu: &Iommu, ram: &GuestRam, (skew, read_only): (u64, bool)) -> Result<(), String> {
         let ring = self.bufs_off - RING_OFF;
         iommu.map_file(ram.file(), RING_OFF, ring, RING_IOVA).map_err(|e| format!("{}: ring: {e}", ram.path))?;
         let bufs = self.canary_off - self.bufs_off;
-        iommu.map_file(ram.file(), self.bufs_off, bufs, BUF_IOVA + skew).map_err(|e| format!("{}: buffers: {e}", ram.path))
+        let at = (self.bufs_off, bufs);
+        iommu.map_file_as(ram.file(), at, BUF_IOVA + skew, !read_only).map_err(|e| format!("{}: buffers: {e}", ram.path))
     }
 }
 
@@ -116,7 +117,8 @@ pub fn start(pci: &str, ring_size: u32, buf_size: u32, refill: bool, spec: &Pers
     if skew % PAGE != 0 {
         return Err(format!("e1000e {pci}: iova_skew {skew:#x} is not page aligned"));
     }
-    let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram, skew))?;
+    let read_only = spec.resume && spec.read_only;
+    let dev = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, &ram, (skew, read_only)))?;
     let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
     let cursor = resumed.as_ref().map(|h| Cursor { next: h.next, tail: h.tail, held: h.held });
     let generation = resumed.as_ref().map_or(0, |h| h.generation);
@@ -199,7 +201,7 @@ fn layout(nic: &E1000e, fl: &FileLayout, spec: &PersistSpec, resumed: Option<Han
 /// translation stays on) and stops its DMA on purpose, rather than leave
 /// it writing into a ring whose state nobody knows. Returns the refusal.
 fn quiesce_refused(pci: &str, fl: &FileLayout, ram: &GuestRam, why: String) -> String {
-    let quiesced = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, ram, 0)).and_then(|dev| {
+    let quiesced = Device::open_with(pci, IommuApi::Iommufd, &|iommu| fl.map(iommu, ram, (0, false))).and_then(|dev| {
         let bar = Bar::map(&dev, super::sys::VFIO_PCI_BAR0_REGION_INDEX)?;
         bar.write32(reg::RCTL, bar.read32(reg::RCTL) & !RCTL_EN);
         dev.set_bus_master(false)

@@ -179,12 +179,19 @@ impl Iommu {
     /// writable (`IOMMU_IOAS_MAP_FILE`; iommufd only). On our kernel a pkernfs
     /// file is mapped by physical address and pinned (EBUSY on unlink/truncate).
     pub fn map_file(&self, file: &File, start: u64, len: u64, iova: u64) -> Result<(), String> {
+        self.map_file_as(file, (start, len), iova, true)
+    }
+
+    /// [`Iommu::map_file`], writable by the device or not (`writable`
+    /// false: fault injection, a rebuild whose permissions differ).
+    pub fn map_file_as(&self, file: &File, (start, len): (u64, u64), iova: u64, writable: bool) -> Result<(), String> {
         let Iommu::Iommufd { iommufd, ioas, .. } = self else {
             return Err("mapping a file for DMA needs iommufd (IOMMU_IOAS_MAP_FILE)".into());
         };
+        let write = if writable { sys::IOMMU_IOAS_MAP_WRITEABLE } else { 0 };
         let mut m = sys::IommuIoasMapFile {
             size: sys::argsz::<sys::IommuIoasMapFile>(),
-            flags: sys::IOMMU_IOAS_MAP_FIXED_IOVA | sys::IOMMU_IOAS_MAP_READABLE | sys::IOMMU_IOAS_MAP_WRITEABLE,
+            flags: sys::IOMMU_IOAS_MAP_FIXED_IOVA | sys::IOMMU_IOAS_MAP_READABLE | write,
             ioas_id: *ioas,
             fd: file.as_raw_fd(),
             start,

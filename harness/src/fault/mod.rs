@@ -29,6 +29,7 @@ mod memory_pressure;
 mod link_flap;
 mod qemu_kill;
 mod resume_iova_skew;
+mod resume_read_only;
 mod root_table_copy;
 mod shaping;
 mod unmapped_slots;
@@ -85,6 +86,10 @@ pub enum FaultKind {
     /// bytes off the frozen ones (a step before the `live_update`): the
     /// kernel must refuse to switch.
     ResumeIovaSkew,
+    /// Resuming agents rebuild the persistent RX engine's buffers read-only
+    /// for the device where the frozen mappings are read-write (a step
+    /// before the `live_update`): the kernel must refuse to switch.
+    ResumeReadOnly,
     /// The non-persistent NVMe engine's buffer IOVAs map the e1000e's
     /// guest-RAM file (a step before `start_dma`): the isolation oracle
     /// must name the cross-device translations.
@@ -114,6 +119,7 @@ impl FaultKind {
         FaultKind::HandoverCorrupt,
         FaultKind::UnmappedSlots,
         FaultKind::ResumeIovaSkew,
+        FaultKind::ResumeReadOnly,
         FaultKind::CrossDeviceMapping,
         FaultKind::RootTableCopy,
         FaultKind::AgentKill,
@@ -370,6 +376,10 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
         FaultKind::CrossDeviceMapping => {
             only(&[])?;
             Box::new(cross_device_mapping::CrossDeviceMapping)
+        }
+        FaultKind::ResumeReadOnly => {
+            only(&[])?;
+            Box::new(resume_read_only::ResumeReadOnly)
         }
         FaultKind::RootTableCopy => {
             only(&[])?;

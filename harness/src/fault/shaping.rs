@@ -13,6 +13,8 @@ pub enum Shape {
     UnmappedSlots(u32),
     /// Resuming agents rebuild the persistent RX engine's mappings this many bytes off.
     ResumeIovaSkew(u64),
+    /// Resuming agents rebuild the persistent RX engine's buffers read-only.
+    ResumeReadOnly,
     /// The NVMe engine's buffer IOVAs map the e1000e's guest-RAM file.
     CrossDeviceMapping,
     /// Every following live update's kernel gets this parameter.
@@ -24,7 +26,7 @@ impl Shape {
     pub fn shapes(&self) -> Shaped {
         match self {
             Shape::UnmappedSlots(_) | Shape::CrossDeviceMapping => Shaped::EngineStart,
-            Shape::ResumeIovaSkew(_) | Shape::NextKernelParam(_) => Shaped::LiveUpdate,
+            Shape::ResumeIovaSkew(_) | Shape::ResumeReadOnly | Shape::NextKernelParam(_) => Shaped::LiveUpdate,
         }
     }
 }
@@ -45,6 +47,8 @@ pub struct Shaping {
     pub unmapped_slots: u32,
     /// Bytes the resuming agent maps the RX buffers off by.
     pub resume_iova_skew: u64,
+    /// The resuming agent maps the RX buffers read-only for the device.
+    pub resume_read_only: bool,
     /// The NVMe buffers map the e1000e's guest RAM.
     pub cross_device_mapping: bool,
     /// Extra parameters of every following live update's kernel.
@@ -57,6 +61,7 @@ impl Shaping {
         match shape {
             Shape::UnmappedSlots(n) => self.unmapped_slots = *n,
             Shape::ResumeIovaSkew(b) => self.resume_iova_skew = *b,
+            Shape::ResumeReadOnly => self.resume_read_only = true,
             Shape::CrossDeviceMapping => self.cross_device_mapping = true,
             Shape::NextKernelParam(p) => self.kernel_params.push(p.to_string()),
         }

@@ -35,13 +35,14 @@ impl Runner<'_> {
             PersistBacking::LuoMemfd => LUO_SESSION.into(),
         };
         let iova_skew = if resume { self.shaping.resume_iova_skew } else { 0 };
-        spec.persist.then_some(PersistSpec { file, resume, iova_skew, backing: spec.backing })
+        let read_only = resume && self.shaping.resume_read_only;
+        spec.persist.then_some(PersistSpec { file, resume, iova_skew, read_only, backing: spec.backing })
     }
 
     /// The agent's `persist` for the NVMe engine (`None` unless `nvme.persist`).
     pub(super) fn nvme_persist_spec(&self, spec: &NvmeSpec, resume: bool) -> Option<PersistSpec> {
         let pk = self.sc.pkernfs.as_ref()?;
-        spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume, iova_skew: 0, backing: PersistBacking::Pkernfs })
+        spec.persist.then(|| PersistSpec { file: pk.path(NVME_FILE), resume, iova_skew: 0, read_only: false, backing: PersistBacking::Pkernfs })
     }
 
     /// `pkernfs_expect_busy`: unlink and truncate of every persistent

@@ -122,6 +122,19 @@ pub fn remap_mismatch(r: &Report, dir: &Path) {
     assert!(!log.contains("switched from frozen domain"));
 }
 
+/// Negative control of the switch check for permissions: the same pages at
+/// the same IOVAs, rebuilt read-only. `live-update-read-only-rebuild`.
+pub fn read_only_rebuild(r: &Report, dir: &Path) {
+    assert!(r.reasons.iter().any(|s| s.contains("Invalid argument")), "{:#?}", r.reasons);
+    assert_eq!((r.iommu.faults, r.iommu.translation_disabled), (0, 0), "{:?}", r.iommu);
+    assert_eq!(r.dma.corrupted, 0, "{:?}", r.dma);
+    assert!(r.updates[0].dma_while_agent_down.unwrap_or(0) > 0, "still translating through the frozen domain: {:?}", r.updates[0]);
+    let log = KernelLog::of_run(&dir.join("host"));
+    assert!(log.contains("is read-only where the frozen one is read-write: not switching"), "the kernel names the permission it refused");
+    assert!(!log.contains("rebuilt mappings differ from the frozen ones"), "an address difference is another refusal");
+    assert!(!log.contains("switched from frozen domain"));
+}
+
 /// Negative control of the root-table oracle: a new kernel that copies the
 /// VT-d tables out of pkernfs (kdump path, `lulab_vtd_adopt=copy`) keeps the
 /// DMA going, but QEMU sees a root table outside the carve-out.
