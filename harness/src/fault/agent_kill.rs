@@ -9,8 +9,9 @@
 //!   asks the new agent to take the RX engine back (`dma_reattach`: the same
 //!   device fd, domain and file, its position read from the ring). A
 //!   non-persistent engine has nothing kept: its device was reset and
-//!   released when the agent died, the new agent refuses
-//!   (`update.resume_failed`), and what was sent meanwhile is lost.
+//!   released when the agent died (bus master cleared), the new agent
+//!   refuses (`update.resume_failed`), and what was sent after that stays
+//!   queued on the host side, never taken by the device (`dma.stalled`).
 //! - At `handed_over` (no `duration_ms`): the agent dies after writing its
 //!   hand-over, before the kexec is requested. The update goes on: the new
 //!   agent is asked for the kexec, and the next kernel's agent resumes from
