@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The IOMMU side of pkernfs: `include/linux/pkernfs.h`, implemented over
-//! the on-memory format. The IOMMU driver keeps its root/context tables in
-//! `iommu/root-pgtables` (kind `IommuRoot`) and each persistent domain's page
-//! tables in `iommu/dom-<id>` (kind `IommuDomain`). Each is created zeroed on
-//! first use, found again after kexec, physically contiguous (one extent:
-//! the hardware walks it by physical address), and pinned, so the VFS cannot
-//! unlink or shrink it. The VFS shows them as read-only regular files.
+//! the on-memory format. Each IOMMU unit has its own directory,
+//! `iommu/dmar-<unit>/` (`unit`: its register base address in hex, the same
+//! in every kernel), holding its root/context tables in `root-pgtables`
+//! (kind `IommuRoot`) and each persistent domain's page tables in
+//! `dom-<id>` (kind `IommuDomain`; domain IDs are per unit, so two units
+//! never share a file). Each file is created zeroed on first use, found
+//! again after kexec, physically contiguous (one extent: the hardware walks
+//! it by physical address), and pinned, so the VFS cannot unlink or shrink
+//! it. The VFS shows them as read-only regular files.
 //!
 //! The image is opened (formatted when blank) on first use, as by a mount:
 //! the IOMMU comes up at boot, before anything mounts pkernfs.
@@ -20,7 +23,7 @@ use crate::ops;
 
 /// `PKERNFS_IOMMU_ROOT_LEN` of pkernfs.h: a root table and one context table per bus.
 pub(crate) const ROOT_LEN: u64 = (1 + 256) * 4096;
-/// The name of the root tables' file in `iommu/`.
+/// The name of the root tables' file in a unit's directory.
 pub(crate) const ROOT_NAME: &[u8] = b"root-pgtables";
 /// Allocation tried first: whole 2 MiB chunks, which the format keeps contiguous.
 const CHUNK: u64 = 2 << 20;
@@ -74,6 +77,17 @@ impl IommuError {
     }
 }
 
+/// `dmar-<unit in lower-case hex>` into `buf`: a unit's directory in `iommu/`.
+pub(crate) fn unit_dir_name(unit: u64, buf: &mut [u8; 21]) -> &[u8] {
+    buf[..5].copy_from_slice(b"dmar-");
+    let digits = (64 - unit.leading_zeros()).div_ceil(4).max(1) as usize;
+    for i in 0..digits {
+        let nibble = (unit >> (4 * (digits - 1 - i))) & 0xf;
+        buf[5 + i] = b"0123456789abcdef"[nibble as usize];
+    }
+    &buf[..5 + digits]
+}
+
 /// `dom-<id>` into `buf`; returns the name's bytes.
 pub(crate) fn domain_name(id: u32, buf: &mut [u8; 16]) -> &[u8] {
     buf[..4].copy_from_slice(b"dom-");
@@ -116,17 +130,33 @@ fn size_contiguous(img: &mut Image<'_>, ino: Ino, len: u64, now_ns: u64) -> Resu
     extent_of(img, ino, len)?.ok_or(IommuError::Fs(FsError::NoSpace))
 }
 
-/// Create-or-open `iommu/<name>` of `kind` and `len` bytes (`len` 0: open
-/// only). A new file is zeroed, one extent, and pinned; on failure nothing
-/// of it is left in the image.
+/// Create-or-open `iommu/<unit>/<name>` of `kind` and `len` bytes (`len`
+/// 0: open only). A new file is zeroed, one extent, and pinned; the unit's
+/// directory is made with its first file. On failure nothing of either is
+/// left in the image.
 pub(crate) fn open_or_create(
     img: &mut Image<'_>,
+    unit: &[u8],
     name: &[u8],
     kind: Kind,
     len: u64,
     now_ns: u64,
 ) -> Result<Found, IommuError> {
-    let dir = img.lookup(ROOT_INO, IOMMU_DIR)?;
+    let top = img.lookup(ROOT_INO, IOMMU_DIR)?;
+    let (dir, new_dir) = match img.lookup(top, unit) {
+        Ok(dir) => (dir, false),
+        Err(FsError::NotFound) if len != 0 => (img.create(top, unit, Kind::Dir, 0o500, now_ns)?, true),
+        Err(e) => return Err(e.into()),
+    };
+    let found = file_in(img, dir, name, kind, len, now_ns);
+    if found.is_err() && new_dir {
+        let _ = img.rmdir(top, unit);
+    }
+    found
+}
+
+/// [`open_or_create`] in the unit's directory `dir`.
+fn file_in(img: &mut Image<'_>, dir: Ino, name: &[u8], kind: Kind, len: u64, now_ns: u64) -> Result<Found, IommuError> {
     match img.lookup(dir, name) {
         Ok(ino) => {
             let st = img.stat(ino)?;
@@ -155,9 +185,10 @@ pub(crate) fn open_or_create(
     }
 }
 
-/// Unpins and removes `iommu/<name>`, which must be of `kind`.
-pub(crate) fn remove(img: &mut Image<'_>, name: &[u8], kind: Kind) -> Result<(), IommuError> {
-    let dir = img.lookup(ROOT_INO, IOMMU_DIR)?;
+/// Unpins and removes `iommu/<unit>/<name>`, which must be of `kind`.
+pub(crate) fn remove(img: &mut Image<'_>, unit: &[u8], name: &[u8], kind: Kind) -> Result<(), IommuError> {
+    let top = img.lookup(ROOT_INO, IOMMU_DIR)?;
+    let dir = img.lookup(top, unit)?;
     let ino = img.lookup(dir, name)?;
     if img.stat(ino)?.kind != kind {
         return Err(IommuError::Mismatch);
@@ -216,12 +247,14 @@ pub extern "C" fn pkernfs_available() -> bool {
 
 /// `pkernfs_iommu_root()` of pkernfs.h.
 #[no_mangle]
-pub extern "C" fn pkernfs_iommu_root(r: *mut Region) -> c_int {
+pub extern "C" fn pkernfs_iommu_root(unit: u64, r: *mut Region) -> c_int {
     if r.is_null() {
         return EINVAL.to_errno();
     }
+    let mut u = [0u8; 21];
+    let unit = unit_dir_name(unit, &mut u);
     with_open_image(|img, base, phys, now| {
-        let found = open_or_create(img, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, now).map_err(IommuError::errno)?;
+        let found = open_or_create(img, unit, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, now).map_err(IommuError::errno)?;
         // SAFETY: `r` is the caller's non-null `struct pkernfs_region *`.
         unsafe { put_region(r, base, phys, found) };
         Ok(())
@@ -230,14 +263,14 @@ pub extern "C" fn pkernfs_iommu_root(r: *mut Region) -> c_int {
 
 /// `pkernfs_iommu_domain()` of pkernfs.h.
 #[no_mangle]
-pub extern "C" fn pkernfs_iommu_domain(id: u32, len: usize, r: *mut Region) -> c_int {
+pub extern "C" fn pkernfs_iommu_domain(unit: u64, id: u32, len: usize, r: *mut Region) -> c_int {
     if r.is_null() {
         return EINVAL.to_errno();
     }
-    let mut buf = [0u8; 16];
-    let name = domain_name(id, &mut buf);
+    let (mut u, mut buf) = ([0u8; 21], [0u8; 16]);
+    let (unit, name) = (unit_dir_name(unit, &mut u), domain_name(id, &mut buf));
     with_open_image(|img, base, phys, now| {
-        let found = open_or_create(img, name, Kind::IommuDomain, len as u64, now).map_err(IommuError::errno)?;
+        let found = open_or_create(img, unit, name, Kind::IommuDomain, len as u64, now).map_err(IommuError::errno)?;
         // SAFETY: `r` is the caller's non-null `struct pkernfs_region *`.
         unsafe { put_region(r, base, phys, found) };
         Ok(())
@@ -246,16 +279,25 @@ pub extern "C" fn pkernfs_iommu_domain(id: u32, len: usize, r: *mut Region) -> c
 
 /// `pkernfs_iommu_domain_remove()` of pkernfs.h.
 #[no_mangle]
-pub extern "C" fn pkernfs_iommu_domain_remove(id: u32) -> c_int {
-    let mut buf = [0u8; 16];
-    let name = domain_name(id, &mut buf);
-    with_open_image(|img, _, _, _| remove(img, name, Kind::IommuDomain).map_err(IommuError::errno))
+pub extern "C" fn pkernfs_iommu_domain_remove(unit: u64, id: u32) -> c_int {
+    let (mut u, mut buf) = ([0u8; 21], [0u8; 16]);
+    let (unit, name) = (unit_dir_name(unit, &mut u), domain_name(id, &mut buf));
+    with_open_image(|img, _, _, _| remove(img, unit, name, Kind::IommuDomain).map_err(IommuError::errno))
 }
 
 #[cfg(CONFIG_PKERNFS_KUNIT_TEST)]
 #[kunit_tests(pkernfs_iommu)]
 mod tests {
     use super::*;
+
+    /// The directory of the unit most tests use (QEMU's VT-d at 0xfed90000).
+    const U: &[u8] = b"dmar-fed90000";
+
+    /// `iommu/<U>/`.
+    fn unit_dir(img: &Image<'_>) -> Ino {
+        let top = img.lookup(ROOT_INO, IOMMU_DIR).expect("iommu/");
+        img.lookup(top, U).expect("iommu/dmar-fed90000/")
+    }
 
     extern "C" {
         /// `vfs.c`: marks the running KUnit test skipped.
@@ -276,24 +318,65 @@ mod tests {
     }
 
     #[test]
+    fn unit_dir_names() {
+        let mut b = [0u8; 21];
+        assert_eq!(unit_dir_name(0xfed9_0000, &mut b), b"dmar-fed90000");
+        assert_eq!(unit_dir_name(0, &mut b), b"dmar-0");
+        assert_eq!(unit_dir_name(u64::MAX, &mut b), b"dmar-ffffffffffffffff");
+    }
+
+    #[test]
+    fn two_units_never_share_a_file() {
+        let mut v = buffer(16 << 20);
+        let mut img = Image::format(&mut v, 1).expect("format");
+        let (mut n, mut ua, mut ub) = ([0u8; 16], [0u8; 21], [0u8; 21]);
+        let (a, b) = (unit_dir_name(0xfed9_0000, &mut ua), unit_dir_name(0xfed9_1000, &mut ub));
+        let ra = open_or_create(&mut img, a, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 2).expect("root a");
+        let rb = open_or_create(&mut img, b, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 2).expect("root b");
+        assert!(ra.created && rb.created);
+        assert_ne!(ra.ino, rb.ino);
+        assert!(ra.off + ROOT_LEN <= rb.off || rb.off + ROOT_LEN <= ra.off);
+        // The same domain ID on both units: two files.
+        let da = open_or_create(&mut img, a, domain_name(3, &mut n), Kind::IommuDomain, 4096, 3).expect("a/dom-3");
+        let db = open_or_create(&mut img, b, domain_name(3, &mut n), Kind::IommuDomain, 8192, 3).expect("b/dom-3");
+        assert_ne!(da.ino, db.ino);
+        assert_eq!((da.len, db.len), (4096, 8192));
+        // Removing one unit's domain leaves the other's.
+        remove(&mut img, a, domain_name(3, &mut n), Kind::IommuDomain).expect("remove a/dom-3");
+        let again = open_or_create(&mut img, b, domain_name(3, &mut n), Kind::IommuDomain, 0, 4).expect("b/dom-3 kept");
+        assert_eq!(again, Found { created: false, ..db });
+        assert_eq!(
+            open_or_create(&mut img, a, domain_name(3, &mut n), Kind::IommuDomain, 0, 4),
+            Err(IommuError::Fs(FsError::NotFound))
+        );
+        // Open only on a unit never used makes no directory.
+        let mut uc = [0u8; 21];
+        let c = unit_dir_name(0xfed9_2000, &mut uc);
+        assert_eq!(open_or_create(&mut img, c, ROOT_NAME, Kind::IommuRoot, 0, 5), Err(IommuError::Fs(FsError::NotFound)));
+        let top = img.lookup(ROOT_INO, IOMMU_DIR).expect("iommu/");
+        assert_eq!(img.lookup(top, c), Err(FsError::NotFound));
+        assert!(img.check().is_ok());
+    }
+
+    #[test]
     fn root_is_created_once_then_found_contiguous_and_pinned() {
         let mut v = buffer(16 << 20);
         let mut img = Image::format(&mut v, 1).expect("format");
-        let a = open_or_create(&mut img, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 2).expect("create");
+        let a = open_or_create(&mut img, U, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 2).expect("create");
         assert!(a.created);
         assert_eq!(a.len, ROOT_LEN);
         assert_eq!(a.off % 4096, 0);
-        let b = open_or_create(&mut img, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 3).expect("open");
+        let b = open_or_create(&mut img, U, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 3).expect("open");
         assert_eq!(b, Found { created: false, ..a });
         let st = img.stat(a.ino).expect("stat");
         assert_eq!((st.kind, st.size, st.pinned), (Kind::IommuRoot, ROOT_LEN, true));
-        let dir = img.lookup(ROOT_INO, IOMMU_DIR).expect("iommu/");
+        let dir = unit_dir(&img);
         assert_eq!(img.unlink(dir, ROOT_NAME), Err(FsError::Busy));
         assert!(img.check().is_ok());
         // Reopening the image (as after kexec) finds the same extent.
         drop(img);
         let mut img = Image::open(&mut v).expect("reopen");
-        let c = open_or_create(&mut img, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 4).expect("found");
+        let c = open_or_create(&mut img, U, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, 4).expect("found");
         assert_eq!(c, b);
     }
 
@@ -302,34 +385,34 @@ mod tests {
         let mut v = buffer(16 << 20);
         let mut img = Image::format(&mut v, 1).expect("format");
         let mut n = [0u8; 16];
-        let d7 = open_or_create(&mut img, domain_name(7, &mut n), Kind::IommuDomain, 3 << 20, 2).expect("dom-7");
+        let d7 = open_or_create(&mut img, U, domain_name(7, &mut n), Kind::IommuDomain, 3 << 20, 2).expect("dom-7");
         assert!(d7.created);
         // Open only (len 0) finds it with its size.
-        let again = open_or_create(&mut img, domain_name(7, &mut n), Kind::IommuDomain, 0, 3).expect("open");
+        let again = open_or_create(&mut img, U, domain_name(7, &mut n), Kind::IommuDomain, 0, 3).expect("open");
         assert_eq!(again, Found { created: false, ..d7 });
         // Another size or kind under that name is refused.
         assert_eq!(
-            open_or_create(&mut img, domain_name(7, &mut n), Kind::IommuDomain, 4096, 3),
+            open_or_create(&mut img, U, domain_name(7, &mut n), Kind::IommuDomain, 4096, 3),
             Err(IommuError::Mismatch)
         );
         assert_eq!(
-            open_or_create(&mut img, domain_name(7, &mut n), Kind::IommuRoot, 3 << 20, 3),
+            open_or_create(&mut img, U, domain_name(7, &mut n), Kind::IommuRoot, 3 << 20, 3),
             Err(IommuError::Mismatch)
         );
         // Open only of an absent domain.
         assert_eq!(
-            open_or_create(&mut img, domain_name(8, &mut n), Kind::IommuDomain, 0, 3),
+            open_or_create(&mut img, U, domain_name(8, &mut n), Kind::IommuDomain, 0, 3),
             Err(IommuError::Fs(FsError::NotFound))
         );
         // A regular file in the way is not taken for a domain.
-        let dir = img.lookup(ROOT_INO, IOMMU_DIR).expect("iommu/");
+        let dir = unit_dir(&img);
         img.create(dir, b"dom-9", Kind::File, 0o600, 4).expect("file");
         assert_eq!(
-            open_or_create(&mut img, domain_name(9, &mut n), Kind::IommuDomain, 4096, 5),
+            open_or_create(&mut img, U, domain_name(9, &mut n), Kind::IommuDomain, 4096, 5),
             Err(IommuError::Mismatch)
         );
-        assert_eq!(remove(&mut img, b"dom-9", Kind::IommuDomain), Err(IommuError::Mismatch));
-        remove(&mut img, domain_name(7, &mut n), Kind::IommuDomain).expect("remove");
+        assert_eq!(remove(&mut img, U, b"dom-9", Kind::IommuDomain), Err(IommuError::Mismatch));
+        remove(&mut img, U, domain_name(7, &mut n), Kind::IommuDomain).expect("remove");
         assert_eq!(img.lookup(dir, b"dom-7"), Err(FsError::NotFound));
         assert!(img.check().is_ok());
     }
@@ -340,14 +423,20 @@ mod tests {
         let mut img = Image::format(&mut v, 1).expect("format");
         let mut n = [0u8; 16];
         // A first domain made and removed: `iommu/` keeps the block its entry took.
-        open_or_create(&mut img, domain_name(0, &mut n), Kind::IommuDomain, 4096, 2).expect("dom-0");
-        remove(&mut img, domain_name(0, &mut n), Kind::IommuDomain).expect("remove dom-0");
+        open_or_create(&mut img, U, domain_name(0, &mut n), Kind::IommuDomain, 4096, 2).expect("dom-0");
+        remove(&mut img, U, domain_name(0, &mut n), Kind::IommuDomain).expect("remove dom-0");
         let free = img.check().expect("check").free_blocks;
-        let r = open_or_create(&mut img, domain_name(1, &mut n), Kind::IommuDomain, 64 << 20, 2);
+        let r = open_or_create(&mut img, U, domain_name(1, &mut n), Kind::IommuDomain, 64 << 20, 2);
         assert_eq!(r, Err(IommuError::Fs(FsError::NoSpace)));
         assert_eq!(r.map_err(IommuError::errno), Err(ENOSPC.to_errno()));
-        let dir = img.lookup(ROOT_INO, IOMMU_DIR).expect("iommu/");
+        let dir = unit_dir(&img);
         assert_eq!(img.lookup(dir, b"dom-1"), Err(FsError::NotFound));
+        assert_eq!(img.check().expect("check").free_blocks, free);
+        // A unit's first file failing takes its new directory back with it.
+        let r = open_or_create(&mut img, b"dmar-1000", domain_name(1, &mut n), Kind::IommuDomain, 64 << 20, 3);
+        assert_eq!(r, Err(IommuError::Fs(FsError::NoSpace)));
+        let top = img.lookup(ROOT_INO, IOMMU_DIR).expect("iommu/");
+        assert_eq!(img.lookup(top, b"dmar-1000"), Err(FsError::NotFound));
         assert_eq!(img.check().expect("check").free_blocks, free);
     }
 
@@ -359,8 +448,8 @@ mod tests {
             return;
         }
         let mut r = Region { phys: 0, virt: core::ptr::null_mut(), len: 0, created: false };
-        assert_eq!(pkernfs_iommu_root(&mut r), ENODEV.to_errno());
-        assert_eq!(pkernfs_iommu_domain(1, 4096, &mut r), ENODEV.to_errno());
-        assert_eq!(pkernfs_iommu_domain_remove(1), ENODEV.to_errno());
+        assert_eq!(pkernfs_iommu_root(0xfed9_0000, &mut r), ENODEV.to_errno());
+        assert_eq!(pkernfs_iommu_domain(0xfed9_0000, 1, 4096, &mut r), ENODEV.to_errno());
+        assert_eq!(pkernfs_iommu_domain_remove(0xfed9_0000, 1), ENODEV.to_errno());
     }
 }

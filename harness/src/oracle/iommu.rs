@@ -43,12 +43,23 @@ pub struct IommuReport {
 
 /// Root table addresses latched (SRTP) that lie outside `carve_out`
 /// (`(base, len)` in bytes), in order: after a persistent device started
-/// DMA every root table must be `iommu/root-pgtables` in pkernfs, adopted in
+/// DMA every root table must be a unit's `root-pgtables` in pkernfs, adopted in
 /// place by each next kernel; one outside means a kernel put its own tables
 /// under the device.
 pub fn roots_outside(roots: &[u64], carve_out: (u64, u64)) -> Vec<u64> {
     let (base, len) = carve_out;
     roots.iter().copied().filter(|&r| !(r >= base && r - base < len)).collect()
+}
+
+/// For each root table address, the path of the `iommu-root` file of
+/// `files` whose first byte it is ("" for none): the tables the hardware
+/// walks must be a root-pgtables file of the image, not merely lie in the
+/// carve-out.
+pub fn root_files(roots: &[u64], files: &[crate::pkernfs::host::IommuFile]) -> Vec<String> {
+    roots
+        .iter()
+        .map(|&r| files.iter().find(|f| f.kind == "iommu-root" && f.gpa == r).map(|f| f.path.clone()).unwrap_or_default())
+        .collect()
 }
 
 impl IommuReport {
@@ -149,9 +160,10 @@ impl Oracle for IommuOracle {
 
 /// VT-d faults, translation switched off while a device was in use, and,
 /// with a device kept persistent through live updates, the root tables the
-/// IOMMU latched after DMA started: every one must be `iommu/root-pgtables`
-/// in the carve-out (adopted in place by each new kernel), and each new
-/// kernel must have latched one.
+/// IOMMU latched after DMA started: every one must be the first byte of an
+/// `iommu/dmar-<unit>/root-pgtables` file of the image as read when
+/// observing began (when it could not be read: in the carve-out), adopted
+/// in place by each new kernel, and each new kernel must have latched one.
 pub fn judge(obs: &Observations) -> (IommuSection, Vec<Finding>) {
     let facts = obs.facts;
     let console = obs.log.fuller(|c| scan_console(c).faults as usize);
@@ -171,12 +183,17 @@ pub fn judge(obs: &Observations) -> (IommuSection, Vec<Finding>) {
         )));
     }
     let roots = &obs.since_dma.dmar_root;
-    let outside = facts.carve_out.map(|c| roots_outside(roots, c)).unwrap_or_default();
+    let files = facts.iommu_files.as_deref().map(|f| root_files(roots, f));
+    let outside = match (&files, facts.carve_out) {
+        (Some(files), _) => roots.iter().zip(files).filter(|(_, f)| f.is_empty()).map(|(r, _)| *r).collect(),
+        (None, Some(c)) => roots_outside(roots, c),
+        (None, None) => Vec::new(),
+    };
     if facts.carve_out.is_some() && facts.persistent && facts.live_updates > 0 {
         if !outside.is_empty() {
             let list: Vec<String> = outside.iter().map(|a| format!("{a:#x}")).collect();
             found.push(Finding::new(Reason::IommuRootOutsidePkernfs, format!(
-                "VT-d root table set outside pkernfs after DMA started ({}): a kernel put its own tables under the persistent device instead of adopting iommu/root-pgtables in place",
+                "VT-d root table set outside pkernfs after DMA started ({}; not the first byte of any iommu/dmar-<unit>/root-pgtables file): a kernel put its own tables under the persistent device instead of adopting its root-pgtables in place",
                 list.join(", ")
             )));
         }
@@ -199,6 +216,7 @@ pub fn judge(obs: &Observations) -> (IommuSection, Vec<Finding>) {
         examples,
         root_tables: roots.iter().map(|a| format!("{a:#x}")).collect(),
         root_tables_outside_pkernfs: outside.len() as u64,
+        root_table_files: files.unwrap_or_default(),
     };
     (section, found)
 }
@@ -290,6 +308,18 @@ mod tests {
         assert_eq!(r.dmar_enable, vec![true, false, true, false]);
         assert_eq!(r.translation_disabled, 2);
         assert_eq!(r.faults(), 2);
+    }
+
+    #[test]
+    fn roots_are_matched_to_root_pgtables_files() {
+        use crate::pkernfs::host::IommuFile;
+        let file = |path: &str, kind: &str, gpa| IommuFile { path: path.into(), kind: kind.into(), gpa, len: 0x101000 };
+        let files = [
+            file("/iommu/dmar-fed90000/dom-3", "iommu-domain", 0x4100_0000),
+            file("/iommu/dmar-fed90000/root-pgtables", "iommu-root", 0x4080_0000),
+        ];
+        let got = root_files(&[0x4080_0000, 0x4100_0000, 0x4080_1000, 0x0123_4000], &files);
+        assert_eq!(got, ["/iommu/dmar-fed90000/root-pgtables", "", "", ""], "a domain file, a page inside the root file, and RAM are not root tables");
     }
 
     #[test]

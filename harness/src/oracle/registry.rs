@@ -26,6 +26,9 @@ pub struct RunFacts {
     pub carve_out: Option<(u64, u64)>,
     /// Some engine was kept persistent in pkernfs across updates.
     pub persistent: bool,
+    /// The IOMMU driver's files in the pkernfs image when observing began,
+    /// read from the RAM file (`None`: no carve-out, or no readable image).
+    pub iommu_files: Option<Vec<crate::pkernfs::host::IommuFile>>,
     /// Live updates carried out.
     pub live_updates: u32,
     /// Size of QEMU's trace log when `start_dma` finished.

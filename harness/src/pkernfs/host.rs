@@ -232,6 +232,45 @@ pub fn file_ranges(img: &Image<'_>, base: u64, path: &str, off: u64, len: u64) -
     Ok(out)
 }
 
+/// One of the IOMMU driver's files in an image (kind `iommu-root` or
+/// `iommu-domain`): `iommu/dmar-<unit>/root-pgtables` or `…/dom-<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IommuFile {
+    /// Path from the image's root, e.g. `/iommu/dmar-fed90000/root-pgtables`.
+    pub path: String,
+    /// `iommu-root` or `iommu-domain`.
+    pub kind: String,
+    /// Guest-physical address of its first byte.
+    pub gpa: u64,
+    /// Its size in bytes.
+    pub len: u64,
+}
+
+/// Every IOMMU file of the image whose first byte is at guest-physical
+/// `base`, in directory order.
+pub fn iommu_files(img: &Image<'_>, base: u64) -> Result<Vec<IommuFile>, FsError> {
+    let mut out = Vec::new();
+    let mut todo = vec![(ROOT_INO, String::new())];
+    while let Some((dir, prefix)) = todo.pop() {
+        let mut pos = 0;
+        while let Some((next, ino, name, kind)) = img.readdir(dir, pos)? {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(name));
+            match kind {
+                Kind::Dir => todo.push((ino, path)),
+                Kind::IommuRoot | Kind::IommuDomain => {
+                    let len = img.stat(ino)?.size;
+                    if let Some((at, _)) = img.map(ino, 0)? {
+                        out.push(IommuFile { path, kind: kind_name(kind).into(), gpa: base + at, len });
+                    }
+                }
+                Kind::File => {}
+            }
+            pos = next;
+        }
+    }
+    Ok(out)
+}
+
 /// The inode at `path` (from the image's root).
 pub fn lookup(img: &Image<'_>, path: &str) -> anyhow::Result<Ino> {
     let mut ino = ROOT_INO;

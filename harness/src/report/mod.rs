@@ -228,6 +228,12 @@ pub struct IommuSection {
     /// each is a kernel that put its own tables under the device.
     #[serde(default)]
     pub root_tables_outside_pkernfs: u64,
+    /// The pkernfs file each of `root_tables` is, in the same order, as
+    /// read from the image when observing began (`/iommu/dmar-<unit>/
+    /// root-pgtables`; empty for one that is not the first byte of such a
+    /// file, which counts as outside). Empty when the image was not read.
+    #[serde(default)]
+    pub root_table_files: Vec<String>,
 }
 
 /// `memory`.

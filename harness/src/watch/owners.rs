@@ -41,7 +41,7 @@ impl Owner {
         }
     }
 
-    /// The kernel's own VT-d tables (`iommu/root-pgtables`, `iommu/dom-N`).
+    /// The kernel's own VT-d tables (`iommu/dmar-<unit>/root-pgtables`, `…/dom-N`).
     pub fn is_iommu(&self) -> bool {
         matches!(self, Owner::File { file_kind, .. } if file_kind.starts_with("iommu-"))
     }

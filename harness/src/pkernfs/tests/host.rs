@@ -54,3 +54,25 @@ fn file_offsets_map_to_carveout_addresses() {
     assert!(file_ranges(&img, 1 << 30, "/missing", 0, 4096).is_err());
     assert!(file_ranges(&img, 1 << 30, "/guest-ram", 2 << 20, 4096).is_err());
 }
+
+#[test]
+fn iommu_files_are_listed_per_unit_with_their_addresses() {
+    use crate::pkernfs::format::IOMMU_DIR;
+    use crate::pkernfs::host::iommu_files;
+    let mut bytes = vec![0u8; 8 << 20];
+    let mut img = Image::format(&mut bytes, 1).unwrap();
+    let top = img.lookup(ROOT_INO, IOMMU_DIR).unwrap();
+    let unit = img.create(top, b"dmar-fed90000", Kind::Dir, 0o500, 1).unwrap();
+    let root = img.create(unit, b"root-pgtables", Kind::IommuRoot, 0o400, 1).unwrap();
+    img.set_size(root, 257 * 4096, 1).unwrap();
+    let dom = img.create(unit, b"dom-3", Kind::IommuDomain, 0o400, 1).unwrap();
+    img.set_size(dom, 4096, 1).unwrap();
+    let ram = img.create(ROOT_INO, b"guest-ram", Kind::File, 0o600, 1).unwrap();
+    img.set_size(ram, 4096, 1).unwrap();
+    let files = iommu_files(&img, 1 << 30).unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["/iommu/dmar-fed90000/root-pgtables", "/iommu/dmar-fed90000/dom-3"], "regular files are not the IOMMU's");
+    let (at, _) = img.map(root, 0).unwrap().unwrap();
+    assert_eq!((files[0].kind.as_str(), files[0].gpa, files[0].len), ("iommu-root", (1 << 30) + at, 257 * 4096));
+    assert_eq!(files[1].kind, "iommu-domain");
+}

@@ -214,6 +214,7 @@ impl Runner<'_> {
             carve_out: self.sc.pkernfs.as_ref().map(|pk| (pk.base(), pk.size())),
             persistent: self.sc.rx.as_ref().is_some_and(crate::scenario::RxSpec::in_pkernfs)
                 || self.sc.nvme.as_ref().is_some_and(|n| n.persist),
+            iommu_files: self.iommu_files(),
             live_updates: self.live_updates,
             dma_trace_offset: self.dma_trace_offset,
             start_ns: self.start_ns,
@@ -221,6 +222,20 @@ impl Runner<'_> {
             clock_offset_ns: (self.clock_offset_ns, crate::traffic::clock::realtime_offset_ns()),
             quiesced: self.guest_ram.quiesced.clone(),
         }
+    }
+}
+
+impl Runner<'_> {
+    /// The IOMMU driver's files in the pkernfs image in the RAM file (None:
+    /// no carve-out, no RAM file, or an image that does not open: the
+    /// oracle then judges by the carve-out's bounds alone).
+    fn iommu_files(&self) -> Option<Vec<crate::pkernfs::host::IommuFile>> {
+        use crate::pkernfs::host::{iommu_files, read_carveout};
+        let pk = self.sc.pkernfs.as_ref()?;
+        let carve = lulab_proto::PhysRange { gpa: pk.base(), len: pk.size() };
+        let mut bytes = read_carveout(self.mem.as_ref()?, carve).ok()?;
+        let img = crate::pkernfs::format::Image::open(&mut bytes).ok()?;
+        iommu_files(&img, carve.gpa).ok()
     }
 }
 

@@ -49,8 +49,8 @@ fn rx_kept(r: &Report, dir: &Path) {
     // adopted in place, switched atomically, the rebuilt domain sealed again.
     let log = KernelLog::of_run(&dir.join("host"));
     for line in [
-        "context table(s) now in iommu/root-pgtables",
-        "kept in iommu/root-pgtables",
+        "context table(s) now in iommu/dmar-fed90000/root-pgtables",
+        "kept in iommu/dmar-fed90000/root-pgtables",
         "adopting it",
         "in place: 1 persistent context entry kept",
         "adopted as persistent",
@@ -61,9 +61,11 @@ fn rx_kept(r: &Report, dir: &Path) {
     }
     assert_eq!(log.count(" sealed: "), 2, "sealed at the mark, and the rebuilt domain after the switch");
     // QEMU's account: the only root table latched after DMA started (the
-    // new kernel's SRTP) is iommu/root-pgtables in the carve-out.
+    // new kernel's SRTP) is the first byte of the root-pgtables file of
+    // QEMU's one VT-d unit (registers at 0xfed90000), as read from the image.
     assert!(!r.iommu.root_tables.is_empty(), "{:?}", r.iommu);
     assert_eq!(r.iommu.root_tables_outside_pkernfs, 0, "{:?}", r.iommu);
+    assert_eq!(r.iommu.root_table_files, vec!["/iommu/dmar-fed90000/root-pgtables"; r.iommu.root_tables.len()], "{:?}", r.iommu);
 }
 
 /// `live-update-nvme`.
