@@ -16,9 +16,11 @@ pub enum TierArg {
     Fast,
     /// Real QEMU hosts: scenario files of tier `system` and the hand-written host tests.
     System,
-    /// Scenario files of tier `long` (soaks, sweeps).
+    /// Scenario files of tier `long` (soaks, sweeps) and the matrix files.
     Long,
-    /// All three, with JUnit XML (`target/nextest/ci/junit.xml`).
+    /// Tier `nightly`: hours (the soak on every machine shape); not in `all`.
+    Nightly,
+    /// Fast, system and long, with JUnit XML (`target/nextest/ci/junit.xml`).
     All,
 }
 
@@ -28,6 +30,7 @@ impl TierArg {
             TierArg::Fast => "fast",
             TierArg::System => "system",
             TierArg::Long => "long",
+            TierArg::Nightly => "nightly",
             TierArg::All => "ci",
         }
     }

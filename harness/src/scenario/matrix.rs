@@ -2,6 +2,12 @@
 //! Each axis names a `[host]` field; the cells are every combination, each
 //! a copy of the scenario with those values, checked as a file would be (a
 //! shape the scenario cannot run on is a cell that says why, not a run).
+//! `memory_mib` takes `MIB` or `MIB@BASE`: the RAM and, with `@`, the
+//! carve-out moved to `[pkernfs].base_mib = BASE` (`4096@4352`: 4 GiB of
+//! RAM with the carve-out above 4 GiB).
+//!
+//! A matrix file (`scenarios/matrix/*.toml`, [`MatrixFile`]) names a
+//! scenario of the catalogue and its axes; each is a test of the long tier.
 
 use super::{IommuMode, Scenario};
 
@@ -57,7 +63,16 @@ fn set(sc: &mut Scenario, key: &str, value: &str) -> Result<(), String> {
     let bad = |what: &str| format!("{key} = {value}: {what}");
     match key {
         "cpus" => sc.host.cpus = value.parse().map_err(|_| bad("not a number"))?,
-        "memory_mib" => sc.host.memory_mib = value.parse().map_err(|_| bad("not a number"))?,
+        "memory_mib" => {
+            let (mib, base) = match value.split_once('@') {
+                Some((m, b)) => (m, Some(b.parse::<u64>().map_err(|_| bad("the carve-out base after @ is not a number"))?)),
+                None => (value, None),
+            };
+            sc.host.memory_mib = mib.parse().map_err(|_| bad("not a number (MIB or MIB@CARVE_OUT_BASE_MIB)"))?;
+            if let Some(base) = base {
+                sc.pkernfs.as_mut().ok_or_else(|| bad("@ moves the carve-out, but the scenario has no [pkernfs] table"))?.base_mib = base;
+            }
+        }
         "caching_mode" => sc.host.caching_mode = value.parse().map_err(|_| bad("not true or false"))?,
         "iommu_mode" => {
             sc.host.iommu_mode = match value {
@@ -86,6 +101,89 @@ pub fn cells(sc: &Scenario, axes: &[Axis]) -> Vec<Cell> {
             Cell { label, scenario }
         })
         .collect()
+}
+
+/// A matrix file: a scenario of `scenarios/` on every combination of its
+/// axes (an axis left out keeps the scenario's own value).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixFile {
+    /// One line for `lulab list`.
+    pub description: String,
+    /// The scenario's file stem in `scenarios/` (its checks apply to every cell).
+    pub scenario: String,
+    /// Its trial's tier (`long`, the default, or `nightly`).
+    #[serde(default = "long")]
+    pub tier: super::Tier,
+    /// `[host].cpus` values.
+    #[serde(default)]
+    pub cpus: Vec<u32>,
+    /// `[host].iommu_mode` values (`legacy`, `scalable`).
+    #[serde(default)]
+    pub iommu_mode: Vec<String>,
+    /// `[host].caching_mode` values.
+    #[serde(default)]
+    pub caching_mode: Vec<bool>,
+    /// `[host].memory_mib` values: `2048`, or `"4096@4352"` to move the carve-out too.
+    #[serde(default)]
+    pub memory_mib: Vec<MemoryValue>,
+}
+
+/// A `memory_mib` value of a matrix file: a number or `"MIB@BASE"`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum MemoryValue {
+    /// MiB of RAM.
+    Mib(u64),
+    /// `MIB@BASE`.
+    WithBase(String),
+}
+
+fn long() -> super::Tier {
+    super::Tier::Long
+}
+
+impl MatrixFile {
+    /// Reads `path`; an error names the file, line and field.
+    pub fn load(path: &std::path::Path) -> Result<Self, super::ScenarioError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| super::ScenarioError::Read { path: origin.clone(), source })?;
+        let m: Self = toml::from_str(&text).map_err(|e| super::ScenarioError::Parse { path: origin.clone(), message: e.to_string().trim_end().to_string() })?;
+        for axis in m.axes() {
+            if axis.values.is_empty() {
+                continue;
+            }
+            if let Err(message) = axis.to_string().parse::<Axis>() {
+                return Err(super::ScenarioError::Invalid { path: origin, line: super::locate::line_of(&text, &axis.key), message });
+            }
+        }
+        Ok(m)
+    }
+
+    /// Its axes, in the order `cpus`, `iommu_mode`, `caching_mode`, `memory_mib` (empty ones left out).
+    pub fn axes(&self) -> Vec<Axis> {
+        let memory = self.memory_mib.iter().map(|v| match v {
+            MemoryValue::Mib(m) => m.to_string(),
+            MemoryValue::WithBase(s) => s.clone(),
+        });
+        [
+            ("cpus", self.cpus.iter().map(u32::to_string).collect::<Vec<_>>()),
+            ("iommu_mode", self.iommu_mode.clone()),
+            ("caching_mode", self.caching_mode.iter().map(bool::to_string).collect()),
+            ("memory_mib", memory.collect()),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, values)| Axis { key: k.into(), values })
+        .collect()
+    }
+}
+
+impl std::fmt::Display for Axis {
+    /// `KEY=V1,V2`, as `--matrix` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.values.join(","))
+    }
 }
 
 #[cfg(test)]
@@ -117,8 +215,28 @@ mod tests {
         let refused = cells.iter().filter(|c| c.scenario.is_err()).count();
         assert_eq!(refused, 4, "persistence in scalable mode is refused in every scalable cell");
         assert!(cells[2].scenario.as_ref().unwrap_err().contains("legacy-mode tables only"));
+        let mem = super::cells(&sc, &["memory_mib=2048,4096@4352,4096@x".parse().unwrap()]);
+        let m0 = mem[0].scenario.as_ref().unwrap();
+        assert_eq!((m0.host.memory_mib, m0.pkernfs.as_ref().unwrap().base_mib), (2048, 512), "no @: the carve-out stays");
+        let m1 = mem[1].scenario.as_ref().unwrap();
+        assert_eq!((m1.host.memory_mib, m1.pkernfs.as_ref().unwrap().base_mib), (4096, 4352));
+        assert!(mem[2].scenario.as_ref().unwrap_err().contains("base after @ is not a number"));
         let bad = super::cells(&sc, &["cpus=0,x".parse().unwrap()]);
         assert!(bad[0].scenario.as_ref().unwrap_err().contains("host.cpus: 0"));
         assert!(bad[1].scenario.as_ref().unwrap_err().contains("cpus = x: not a number"));
+    }
+
+    #[test]
+    fn matrix_files_give_their_axes_and_bad_ones_name_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("m.toml");
+        std::fs::write(&good, "description = \"d\"\nscenario = \"live-update-rx\"\ncpus = [1, 4]\ncaching_mode = [false, true]\nmemory_mib = [2048, \"4096@4352\"]\n").unwrap();
+        let m = MatrixFile::load(&good).unwrap();
+        let axes: Vec<String> = m.axes().iter().map(Axis::to_string).collect();
+        assert_eq!(axes, ["cpus=1,4", "caching_mode=false,true", "memory_mib=2048,4096@4352"]);
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "description = \"d\"\nscenario = \"x\"\nsmp = [2]\n").unwrap();
+        let e = MatrixFile::load(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("smp") && e.contains("line 3"), "{e}");
     }
 }

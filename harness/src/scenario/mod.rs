@@ -55,6 +55,9 @@ pub enum Tier {
     System,
     /// Soaks and sweeps (many updates or large carve-outs): filterable.
     Long,
+    /// Hours (the soak across the machine matrix): not in the CI profile;
+    /// `lulab test --tier nightly` runs it.
+    Nightly,
 }
 
 impl std::fmt::Display for Tier {
@@ -62,6 +65,7 @@ impl std::fmt::Display for Tier {
         f.write_str(match self {
             Tier::System => "system",
             Tier::Long => "long",
+            Tier::Nightly => "nightly",
         })
     }
 }

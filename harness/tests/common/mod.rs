@@ -83,8 +83,14 @@ pub fn scenario_dir() -> PathBuf {
 pub fn run_scenario_file(path: &Path) -> (lulab::report::Report, TestRun) {
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
     let scenario = lulab::scenario::Scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
-    let t = TestRun::new(&name);
-    let report = lulab::scenario::run::run(&name, &scenario, t.dir()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    run_scenario(&name, &scenario)
+}
+
+/// Runs `scenario` as `name` with its output in a [`TestRun`] (see
+/// [`run_scenario_file`]).
+pub fn run_scenario(name: &str, scenario: &lulab::scenario::Scenario) -> (lulab::report::Report, TestRun) {
+    let t = TestRun::new(name);
+    let report = lulab::scenario::run::run(name, scenario, t.dir()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.dir().join("report.json")).unwrap()).unwrap();
     assert_eq!(json["outcome"], report.outcome.to_string(), "report.json matches");

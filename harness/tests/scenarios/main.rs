@@ -8,6 +8,11 @@
 //! kernel engineer wants pinned — lives in `checks/`, keyed by file stem,
 //! and runs on the same report after the verdict. A file that does not
 //! parse is a failing trial naming the file, line and field.
+//!
+//! A matrix file (`scenarios/matrix/*.toml`) is a trial of the long tier,
+//! `long::matrix::<file stem>`: its scenario on every machine shape of its
+//! axes, each cell judged as the scenario's own trial is (verdict, reasons,
+//! shape, checks); it fails naming every cell that failed.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -18,7 +23,8 @@ use lulab::report::Reason;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use common::{run_scenario_file, scenario_dir, Suite};
+use common::{run_scenario, run_scenario_file, scenario_dir, Suite};
+use lulab::scenario::matrix::MatrixFile;
 use lulab::scenario::{Scenario, Tier};
 
 fn main() -> ExitCode {
@@ -38,7 +44,49 @@ fn main() -> ExitCode {
             }
         }
     }
+    for path in matrix_files() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let m = MatrixFile::load(&path).ok();
+        let tier = m.as_ref().map_or(Tier::Long, |m| m.tier);
+        let needs = m
+            .and_then(|m| Scenario::load(&scenario_dir().join(format!("{}.toml", m.scenario))).ok())
+            .map(|sc| sc.needs())
+            .unwrap_or_default();
+        suite.add(format!("{tier}::matrix::{stem}"), &needs, move || run_matrix(&path));
+    }
     suite.run()
+}
+
+/// A matrix file's trial: every cell run and judged; fails naming each cell
+/// that could not run or failed.
+fn run_matrix(path: &Path) {
+    let m = MatrixFile::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let base = scenario_dir().join(format!("{}.toml", m.scenario));
+    let sc = Scenario::load(&base).unwrap_or_else(|e| panic!("{}: scenario = {:?}: {e}", path.display(), m.scenario));
+    let mut failed = Vec::new();
+    for (i, cell) in lulab::scenario::matrix::cells(&sc, &m.axes()).into_iter().enumerate() {
+        // Short: the run directory holds QEMU's sockets (108 bytes at most).
+        let run_name = format!("{}-cell{i}", m.scenario);
+        let result = match cell.scenario {
+            Err(why) => Err(format!("cannot run on this shape: {why}")),
+            Ok(c) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (r, t) = run_scenario(&run_name, &c);
+                judge_run(&m.scenario, &c, &r, t.dir());
+            }))
+            .map_err(|p| p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()),
+        };
+        println!("cell {i} ({}): {}", cell.label, if result.is_ok() { "as expected" } else { "FAILED" });
+        if let Err(e) = result {
+            failed.push(format!("{}: {e}", cell.label));
+        }
+    }
+    assert!(failed.is_empty(), "{}: {} cell(s) failed:\n{}", path.display(), failed.len(), failed.join("\n"));
+}
+
+/// `scenarios/matrix/*.toml`, sorted (none without the directory).
+fn matrix_files() -> Vec<PathBuf> {
+    let dir = scenario_dir().join("matrix");
+    if dir.is_dir() { scenario_files(&dir) } else { Vec::new() }
 }
 
 /// `dir/*.toml`, sorted.
@@ -47,14 +95,20 @@ fn scenario_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn run_one(path: &Path, stem: &str) {
+    let original = Scenario::load(path).unwrap();
     let (r, t) = run_scenario_file(path);
+    judge_run(stem, &original, &r, t.dir());
+}
+
+/// Everything a scenario's trial asserts of its run of `original` in `dir`.
+fn judge_run(stem: &str, original: &Scenario, r: &lulab::report::Report, dir: &Path) {
     assert!(
         r.as_expected,
         "{stem}: expected {}, outcome {}\nreasons:\n  {}\nrun directory: {}",
         r.expect,
         r.outcome,
         r.findings.iter().map(|f| format!("{} {}", f.reason, f.detail)).collect::<Vec<_>>().join("\n  "),
-        t.dir().display()
+        dir.display()
     );
     // The reasons are part of the verdict: named otherwise, the same run fails.
     if r.expect == lulab::scenario::Verdict::Broken {
@@ -64,14 +118,13 @@ fn run_one(path: &Path, stem: &str) {
             "{stem}: the same findings must fail a scenario expecting only `{other}`"
         );
     }
-    faults_hit_their_moments(stem, &r);
+    faults_hit_their_moments(stem, r);
     // The run directory holds the scenario as run, and it is this one.
-    let resolved = Scenario::load(&t.dir().join(lulab::scenario::run::RESOLVED)).unwrap_or_else(|e| panic!("{stem}: {e}"));
-    let original = Scenario::load(path).unwrap();
+    let resolved = Scenario::load(&dir.join(lulab::scenario::run::RESOLVED)).unwrap_or_else(|e| panic!("{stem}: {e}"));
     assert_eq!((resolved.steps, resolved.rx, resolved.nvme), (original.steps.clone(), original.rx.clone(), original.nvme.clone()), "{stem}: scenario.resolved.toml");
-    machine_shape_as_asked(stem, &original, t.dir());
+    machine_shape_as_asked(stem, original, dir);
     if let Some(check) = checks::for_scenario(stem) {
-        check(&r, t.dir());
+        check(r, dir);
     }
 }
 
@@ -118,6 +171,17 @@ fn registry_trials(suite: &mut Suite) {
             .collect();
         for name in checks::NAMES {
             assert!(stems.iter().any(|s| s == name), "checks/ has checks for {name:?}, but there is no scenarios/{name}.toml");
+        }
+    });
+    suite.add("registry::matrix_files_name_a_scenario_and_every_cell_can_run", &[], || {
+        for path in matrix_files() {
+            let m = MatrixFile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let sc = Scenario::load(&scenario_dir().join(format!("{}.toml", m.scenario)))
+                .unwrap_or_else(|e| panic!("{}: scenario = {:?}: {e}", path.display(), m.scenario));
+            assert!(!m.axes().is_empty(), "{}: no axes", path.display());
+            for cell in lulab::scenario::matrix::cells(&sc, &m.axes()) {
+                assert!(cell.scenario.is_ok(), "{}: cell {}: {}", path.display(), cell.label, cell.scenario.unwrap_err());
+            }
         }
     });
     suite.add("registry::a_new_scenario_file_is_a_new_test", &[], || {
