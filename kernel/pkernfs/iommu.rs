@@ -6,10 +6,12 @@
 //! in every kernel), holding its root/context tables in `root-pgtables`
 //! (kind `IommuRoot`) and each persistent domain's page tables in
 //! `dom-<id>` (kind `IommuDomain`; domain IDs are per unit, so two units
-//! never share a file). Each file is created zeroed on first use, found
-//! again after kexec, physically contiguous (one extent: the hardware walks
-//! it by physical address), and pinned, so the VFS cannot unlink or shrink
-//! it. The VFS shows them as read-only regular files.
+//! never share a file), and in scalable mode each persistent device's PASID
+//! directory and table in `pasid-<sid>` (kind `IommuPasid`). Each file is
+//! created zeroed on first use, found again after kexec, physically
+//! contiguous (one extent: the hardware walks it by physical address), and
+//! pinned, so the VFS cannot unlink or shrink it. The VFS shows them as
+//! read-only regular files.
 //!
 //! The image is opened (formatted when blank) on first use, as by a mount:
 //! the IOMMU comes up at boot, before anything mounts pkernfs.
@@ -21,8 +23,9 @@ use kernel::prelude::*;
 use crate::layout::format::{FsError, Image, Ino, Kind, IOMMU_DIR, ROOT_INO};
 use crate::ops;
 
-/// `PKERNFS_IOMMU_ROOT_LEN` of pkernfs.h: a root table and one context table per bus.
-pub(crate) const ROOT_LEN: u64 = (1 + 256) * 4096;
+/// `PKERNFS_IOMMU_ROOT_LEN` of pkernfs.h: a root table and two context
+/// tables per bus (scalable mode splits a bus's 256 functions in two).
+pub(crate) const ROOT_LEN: u64 = (1 + 2 * 256) * 4096;
 /// The name of the root tables' file in a unit's directory.
 pub(crate) const ROOT_NAME: &[u8] = b"root-pgtables";
 /// Allocation tried first: whole 2 MiB chunks, which the format keeps contiguous.
@@ -277,6 +280,39 @@ pub extern "C" fn pkernfs_iommu_domain(unit: u64, id: u32, len: usize, r: *mut R
     })
 }
 
+/// `pasid-<sid in 4 hex digits>` into `buf`: a device's PASID tables.
+pub(crate) fn pasid_name(sid: u16, buf: &mut [u8; 10]) -> &[u8] {
+    buf[..6].copy_from_slice(b"pasid-");
+    for i in 0..4 {
+        buf[6 + i] = b"0123456789abcdef"[usize::from((sid >> (4 * (3 - i))) & 0xf)];
+    }
+    &buf[..]
+}
+
+/// `pkernfs_iommu_pasid()` of pkernfs.h.
+#[no_mangle]
+pub extern "C" fn pkernfs_iommu_pasid(unit: u64, sid: u16, len: usize, r: *mut Region) -> c_int {
+    if r.is_null() {
+        return EINVAL.to_errno();
+    }
+    let (mut u, mut buf) = ([0u8; 21], [0u8; 10]);
+    let (unit, name) = (unit_dir_name(unit, &mut u), pasid_name(sid, &mut buf));
+    with_open_image(|img, base, phys, now| {
+        let found = open_or_create(img, unit, name, Kind::IommuPasid, len as u64, now).map_err(IommuError::errno)?;
+        // SAFETY: `r` is the caller's non-null `struct pkernfs_region *`.
+        unsafe { put_region(r, base, phys, found) };
+        Ok(())
+    })
+}
+
+/// `pkernfs_iommu_pasid_remove()` of pkernfs.h.
+#[no_mangle]
+pub extern "C" fn pkernfs_iommu_pasid_remove(unit: u64, sid: u16) -> c_int {
+    let (mut u, mut buf) = ([0u8; 21], [0u8; 10]);
+    let (unit, name) = (unit_dir_name(unit, &mut u), pasid_name(sid, &mut buf));
+    with_open_image(|img, _, _, _| remove(img, unit, name, Kind::IommuPasid).map_err(IommuError::errno))
+}
+
 /// `pkernfs_iommu_domain_remove()` of pkernfs.h.
 #[no_mangle]
 pub extern "C" fn pkernfs_iommu_domain_remove(unit: u64, id: u32) -> c_int {
@@ -315,6 +351,13 @@ mod tests {
         assert_eq!(domain_name(0, &mut b), b"dom-0");
         assert_eq!(domain_name(42, &mut b), b"dom-42");
         assert_eq!(domain_name(u32::MAX, &mut b), b"dom-4294967295");
+    }
+
+    #[test]
+    fn pasid_names() {
+        let mut b = [0u8; 10];
+        assert_eq!(pasid_name(0x0010, &mut b), b"pasid-0010");
+        assert_eq!(pasid_name(0xffff, &mut b), b"pasid-ffff");
     }
 
     #[test]

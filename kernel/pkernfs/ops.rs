@@ -34,6 +34,7 @@ fn kind_code(k: Kind) -> u8 {
         Kind::Dir => 1,
         Kind::IommuRoot => 2,
         Kind::IommuDomain => 3,
+        Kind::IommuPasid => 4,
     }
 }
 
@@ -181,7 +182,7 @@ pub(crate) extern "C" fn pkernfs_rs_stat(ino: u32, st: *mut PkStat) -> c_int {
 }
 
 fn kind_from(c: u8) -> Option<Kind> {
-    [Kind::File, Kind::Dir, Kind::IommuRoot, Kind::IommuDomain].into_iter().find(|k| kind_code(*k) == c)
+    [Kind::File, Kind::Dir, Kind::IommuRoot, Kind::IommuDomain, Kind::IommuPasid].into_iter().find(|k| kind_code(*k) == c)
 }
 
 /// Looks `name` up in `dir`.

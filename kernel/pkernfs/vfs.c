@@ -53,7 +53,7 @@ u64 pkernfs_now_ns(void)
  */
 static bool pk_is_iommu(u8 kind)
 {
-	return kind == PKERNFS_IOMMU_ROOT || kind == PKERNFS_IOMMU_DOMAIN;
+	return kind == PKERNFS_IOMMU_ROOT || kind == PKERNFS_IOMMU_DOMAIN || kind == PKERNFS_IOMMU_PASID;
 }
 
 static void pk_apply(struct inode *inode, const struct pkernfs_stat *st)

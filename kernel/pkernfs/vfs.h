@@ -23,6 +23,7 @@ enum pkernfs_kind {
 	PKERNFS_DIR = 1,
 	PKERNFS_IOMMU_ROOT = 2,
 	PKERNFS_IOMMU_DOMAIN = 3,
+	PKERNFS_IOMMU_PASID = 4,
 };
 
 /* Format `Stat` as seen by C; filled by pkernfs_rs_stat(). */

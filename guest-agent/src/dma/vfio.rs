@@ -235,7 +235,7 @@ impl Iommu {
         };
         let what = format!("IOMMU_OPTION PERSISTENT={} on HWPT {hwpt}", u8::from(on));
         ioctl_ptr(iommufd, sys::IOMMU_OPTION, &mut o, &what).map_err(|e| match scalable_mode() {
-            Some(why) => format!("{e}: VT-d runs in scalable mode ({why}); lulab persistence keeps legacy-mode tables only"),
+            Some(why) => format!("{e}: VT-d runs in scalable mode ({why}); lulab persistence keeps second-stage domains of devices without PASIDs beyond PASID table 0 (the kernel log says which was refused)"),
             None => format!("{e} (kernel without lulab persistence?)"),
         })?;
         o.op = sys::IOMMU_OPTION_OP_GET;

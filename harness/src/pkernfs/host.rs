@@ -57,7 +57,7 @@ pub struct FileEntry {
     pub path: String,
     /// Inode number.
     pub ino: Ino,
-    /// `file`, `dir`, `iommu-root` or `iommu-domain`.
+    /// `file`, `dir`, `iommu-root`, `iommu-domain` or `iommu-pasid`.
     pub kind: String,
     /// Size in bytes.
     pub size: u64,
@@ -87,6 +87,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Dir => "dir",
         Kind::IommuRoot => "iommu-root",
         Kind::IommuDomain => "iommu-domain",
+        Kind::IommuPasid => "iommu-pasid",
     }
 }
 
@@ -238,7 +239,7 @@ pub fn file_ranges(img: &Image<'_>, base: u64, path: &str, off: u64, len: u64) -
 pub struct IommuFile {
     /// Path from the image's root, e.g. `/iommu/dmar-fed90000/root-pgtables`.
     pub path: String,
-    /// `iommu-root` or `iommu-domain`.
+    /// `iommu-root`, `iommu-domain` or `iommu-pasid`.
     pub kind: String,
     /// Guest-physical address of its first byte.
     pub gpa: u64,
@@ -257,7 +258,7 @@ pub fn iommu_files(img: &Image<'_>, base: u64) -> Result<Vec<IommuFile>, FsError
             let path = format!("{prefix}/{}", String::from_utf8_lossy(name));
             match kind {
                 Kind::Dir => todo.push((ino, path)),
-                Kind::IommuRoot | Kind::IommuDomain => {
+                Kind::IommuRoot | Kind::IommuDomain | Kind::IommuPasid => {
                     let len = img.stat(ino)?.size;
                     if let Some((at, _)) = img.map(ino, 0)? {
                         out.push(IommuFile { path, kind: kind_name(kind).into(), gpa: base + at, len });

@@ -513,12 +513,6 @@ impl Scenario {
                 return Err("rx.persist: a persistent RX engine keeps its memory in pkernfs: add a [pkernfs] table".into());
             }
         }
-        // Persistence keeps legacy-mode root and context tables; the
-        // scalable-mode PASID tables are not kept yet: refuse here, not at kexec.
-        let persists = self.rx.as_ref().is_some_and(|r| r.persist) || self.nvme.as_ref().is_some_and(|n| n.persist);
-        if persists && self.host.iommu_mode == IommuMode::Scalable {
-            return Err("host.iommu_mode: \"scalable\" with rx.persist / nvme.persist: persistence across kexec keeps VT-d legacy-mode tables only (scalable-mode PASID tables are not kept yet)".into());
-        }
         if let Some(nv) = &self.nvme {
             if nv.persist && self.pkernfs.is_none() {
                 return Err("nvme.persist: a persistent NVMe engine keeps its queues in pkernfs: add a [pkernfs] table".into());

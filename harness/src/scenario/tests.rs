@@ -103,10 +103,10 @@ fn host_machine_shape_is_checked_with_its_line() {
     assert!(e.contains("s.toml") && e.contains("line 7") && e.contains("iommu_mode"), "{e}");
     let e = Scenario::parse(&with("iommu = false\ncaching_mode = true"), "s.toml").unwrap_err().to_string();
     assert!(e.contains("without VT-d"), "{e}");
-    // Persistence in scalable mode is refused when the file is checked, not at the kexec.
+    // Persistence runs in scalable mode too (its PASID tables are kept).
     let persistent = with("iommu_mode = \"scalable\"").replace("frames = 300\n", "frames = 300\npersist = true\n").replace("[rx]", "[pkernfs]\nsize_mib = 64\nbase_mib = 512\n\n[rx]");
-    let e = Scenario::parse(&persistent, "s.toml").unwrap_err().to_string();
-    assert!(e.starts_with("s.toml:7: host.iommu_mode") && e.contains("legacy-mode tables only"), "{e}");
+    let s = Scenario::parse(&persistent, "s.toml").unwrap();
+    assert_eq!(s.host.iommu_mode, IommuMode::Scalable);
 }
 
 #[test]

@@ -103,10 +103,13 @@ pub enum Kind {
     File,
     /// Directory.
     Dir,
-    /// `iommu/root-pgtables`: IOMMU root/context tables (data like a file).
+    /// `iommu/dmar-<unit>/root-pgtables`: IOMMU root/context tables (data like a file).
     IommuRoot,
-    /// `iommu/dom-N`: a persistent IOMMU domain's page tables (data like a file).
+    /// `iommu/dmar-<unit>/dom-N`: a persistent IOMMU domain's page tables (data like a file).
     IommuDomain,
+    /// `iommu/dmar-<unit>/pasid-<sid>`: a persistent device's scalable-mode
+    /// PASID directory and table (data like a file).
+    IommuPasid,
 }
 
 impl Kind {
@@ -117,6 +120,7 @@ impl Kind {
             Kind::Dir => 2,
             Kind::IommuRoot => 3,
             Kind::IommuDomain => 4,
+            Kind::IommuPasid => 5,
         }
     }
 
@@ -127,6 +131,7 @@ impl Kind {
             2 => Some(Kind::Dir),
             3 => Some(Kind::IommuRoot),
             4 => Some(Kind::IommuDomain),
+            5 => Some(Kind::IommuPasid),
             _ => None,
         }
     }

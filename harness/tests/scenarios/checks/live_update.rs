@@ -48,17 +48,7 @@ fn rx_kept(r: &Report, dir: &Path) {
     // The kernel's own account: root tables and the domain in pkernfs,
     // adopted in place, switched atomically, the rebuilt domain sealed again.
     let log = KernelLog::of_run(&dir.join("host"));
-    for line in [
-        "context table(s) now in iommu/dmar-fed90000/root-pgtables",
-        "kept in iommu/dmar-fed90000/root-pgtables",
-        "adopting it",
-        "in place: 1 persistent context entry kept",
-        "adopted as persistent",
-        "switched from frozen domain",
-        "sealed: ",
-    ] {
-        assert!(log.contains(line), "kernel log lacks {line:?}");
-    }
+    adopted_in_place(&log, dir, "00:02.0", "0010");
     assert_eq!(log.count(" sealed: "), 2, "sealed at the mark, and the rebuilt domain after the switch");
     // QEMU's account: the only root table latched after DMA started (the
     // new kernel's SRTP) is the first byte of the root-pgtables file of
@@ -66,6 +56,52 @@ fn rx_kept(r: &Report, dir: &Path) {
     assert!(!r.iommu.root_tables.is_empty(), "{:?}", r.iommu);
     assert_eq!(r.iommu.root_tables_outside_pkernfs, 0, "{:?}", r.iommu);
     assert_eq!(r.iommu.root_table_files, vec!["/iommu/dmar-fed90000/root-pgtables"; r.iommu.root_tables.len()], "{:?}", r.iommu);
+}
+
+/// Whether the run's host ran VT-d in scalable mode (QEMU's command line).
+fn scalable(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("host/qemu.argv")).is_ok_and(|a| a.contains("x-scalable-mode=on"))
+}
+
+/// The kernel's own account of one persistent device (`bdf`, source id
+/// `sid` in hex) through one update: root tables (and in scalable mode its
+/// PASID directory and table) moved into pkernfs, the domain sealed, all
+/// adopted in place by the next kernel in the mode the host ran, switched
+/// atomically to the rebuilt domain.
+fn adopted_in_place(log: &KernelLog, dir: &Path, bdf: &str, sid: &str) {
+    let (mode, pasid_moved, pasid_adopted) = if scalable(dir) {
+        ("scalable", format!("{bdf}: PASID directory and table now in iommu/dmar-fed90000/pasid-{sid}"), "adopted its PASID directory in pkernfs")
+    } else {
+        ("legacy", "context table(s) now in iommu/dmar-fed90000/root-pgtables".to_string(), "adopted as persistent")
+    };
+    let lines = [
+        "context table(s) now in iommu/dmar-fed90000/root-pgtables".to_string(),
+        pasid_moved,
+        "kept in iommu/dmar-fed90000/root-pgtables".into(),
+        "adopting it".into(),
+        format!("in place ({mode} mode): 1 persistent context entry kept"),
+        "adopted as persistent".into(),
+        pasid_adopted.into(),
+        "switched from frozen domain".into(),
+        "sealed: ".into(),
+    ];
+    for line in &lines {
+        assert!(log.contains(line), "kernel log lacks {line:?}");
+    }
+    assert_eq!(log.contains("translation never off (scalable mode)"), mode == "scalable", "the switch was the {mode}-mode one");
+}
+
+/// `live-update-rx-scalable`: the headline in VT-d scalable mode.
+pub fn rx_scalable(r: &Report, dir: &Path) {
+    assert!(scalable(dir), "the host ran in scalable mode");
+    rx(r, dir);
+}
+
+/// `live-update-nvme-scalable`: NVMe reads through an update in scalable mode.
+pub fn nvme_scalable(r: &Report, dir: &Path) {
+    assert!(scalable(dir), "the host ran in scalable mode");
+    nvme(r, dir);
+    adopted_in_place(&KernelLog::of_run(&dir.join("host")), dir, "00:03.0", "0018");
 }
 
 /// `live-update-nvme`.

@@ -29,6 +29,8 @@ const ALL: &[(&str, Check)] = &[
     ("live-update-rx-smp4-caching", live_update::rx_smp4_caching),
     ("live-update-rx-high-carveout", live_update::rx_high_carveout),
     ("live-update-nvme", live_update::nvme),
+    ("live-update-rx-scalable", live_update::rx_scalable),
+    ("live-update-nvme-scalable", live_update::nvme_scalable),
     ("live-update-soak", live_update::soak),
     ("live-update-isolation", live_update::isolation),
     ("live-update-remap-mismatch", live_update::remap_mismatch),
