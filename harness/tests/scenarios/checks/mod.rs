@@ -35,6 +35,7 @@ const ALL: &[(&str, Check)] = &[
     ("live-update-isolation", live_update::isolation),
     ("live-update-remap-mismatch", live_update::remap_mismatch),
     ("live-update-read-only-rebuild", live_update::read_only_rebuild),
+    ("live-update-read-only-rebuild-scalable", live_update::read_only_rebuild),
     ("live-update-root-copied", live_update::root_copied),
     ("live-update-remap", live_update::remap),
     ("live-update-isolation-nonpersistent", live_update::isolation_nonpersistent),
