@@ -251,13 +251,18 @@ pub extern "C" fn pkernfs_available() -> bool {
 /// `pkernfs_iommu_root()` of pkernfs.h.
 #[no_mangle]
 pub extern "C" fn pkernfs_iommu_root(unit: u64, r: *mut Region) -> c_int {
+    let mut u = [0u8; 21];
+    region_of(unit_dir_name(unit, &mut u), ROOT_NAME, Kind::IommuRoot, ROOT_LEN, r)
+}
+
+/// Create-or-open `iommu/<unit>/<name>` into the caller's region `r`
+/// (`-EINVAL` when null); 0 or a negative errno.
+fn region_of(unit: &[u8], name: &[u8], kind: Kind, len: u64, r: *mut Region) -> c_int {
     if r.is_null() {
         return EINVAL.to_errno();
     }
-    let mut u = [0u8; 21];
-    let unit = unit_dir_name(unit, &mut u);
     with_open_image(|img, base, phys, now| {
-        let found = open_or_create(img, unit, ROOT_NAME, Kind::IommuRoot, ROOT_LEN, now).map_err(IommuError::errno)?;
+        let found = open_or_create(img, unit, name, kind, len, now).map_err(IommuError::errno)?;
         // SAFETY: `r` is the caller's non-null `struct pkernfs_region *`.
         unsafe { put_region(r, base, phys, found) };
         Ok(())
@@ -267,17 +272,8 @@ pub extern "C" fn pkernfs_iommu_root(unit: u64, r: *mut Region) -> c_int {
 /// `pkernfs_iommu_domain()` of pkernfs.h.
 #[no_mangle]
 pub extern "C" fn pkernfs_iommu_domain(unit: u64, id: u32, len: usize, r: *mut Region) -> c_int {
-    if r.is_null() {
-        return EINVAL.to_errno();
-    }
     let (mut u, mut buf) = ([0u8; 21], [0u8; 16]);
-    let (unit, name) = (unit_dir_name(unit, &mut u), domain_name(id, &mut buf));
-    with_open_image(|img, base, phys, now| {
-        let found = open_or_create(img, unit, name, Kind::IommuDomain, len as u64, now).map_err(IommuError::errno)?;
-        // SAFETY: `r` is the caller's non-null `struct pkernfs_region *`.
-        unsafe { put_region(r, base, phys, found) };
-        Ok(())
-    })
+    region_of(unit_dir_name(unit, &mut u), domain_name(id, &mut buf), Kind::IommuDomain, len as u64, r)
 }
 
 /// `pasid-<sid in 4 hex digits>` into `buf`: a device's PASID tables.
@@ -292,17 +288,8 @@ pub(crate) fn pasid_name(sid: u16, buf: &mut [u8; 10]) -> &[u8] {
 /// `pkernfs_iommu_pasid()` of pkernfs.h.
 #[no_mangle]
 pub extern "C" fn pkernfs_iommu_pasid(unit: u64, sid: u16, len: usize, r: *mut Region) -> c_int {
-    if r.is_null() {
-        return EINVAL.to_errno();
-    }
     let (mut u, mut buf) = ([0u8; 21], [0u8; 10]);
-    let (unit, name) = (unit_dir_name(unit, &mut u), pasid_name(sid, &mut buf));
-    with_open_image(|img, base, phys, now| {
-        let found = open_or_create(img, unit, name, Kind::IommuPasid, len as u64, now).map_err(IommuError::errno)?;
-        // SAFETY: `r` is the caller's non-null `struct pkernfs_region *`.
-        unsafe { put_region(r, base, phys, found) };
-        Ok(())
-    })
+    region_of(unit_dir_name(unit, &mut u), pasid_name(sid, &mut buf), Kind::IommuPasid, len as u64, r)
 }
 
 /// `pkernfs_iommu_pasid_remove()` of pkernfs.h.

@@ -103,18 +103,10 @@ impl PkernfsSnapshot {
             free_blocks: c.free_blocks,
         };
         let mut files = Vec::new();
-        let mut todo = vec![(ROOT_INO, String::new())];
-        while let Some((dir, prefix)) = todo.pop() {
-            let mut pos = 0;
-            while let Some((next, ino, name, kind)) = img.readdir(dir, pos)? {
-                let path = format!("{prefix}/{}", String::from_utf8_lossy(name));
-                files.push(entry(img, ino, path.clone(), kind)?);
-                if kind == Kind::Dir {
-                    todo.push((ino, path));
-                }
-                pos = next;
-            }
-        }
+        walk(img, |path, ino, kind| {
+            files.push(entry(img, ino, path.to_string(), kind)?);
+            Ok(())
+        })?;
         Ok(Self { image_bytes: img.geometry().image_bytes, check, files })
     }
 
@@ -251,25 +243,34 @@ pub struct IommuFile {
 /// `base`, in directory order.
 pub fn iommu_files(img: &Image<'_>, base: u64) -> Result<Vec<IommuFile>, FsError> {
     let mut out = Vec::new();
+    walk(img, |path, ino, kind| {
+        if matches!(kind, Kind::IommuRoot | Kind::IommuDomain | Kind::IommuPasid) {
+            let len = img.stat(ino)?.size;
+            if let Some((at, _)) = img.map(ino, 0)? {
+                out.push(IommuFile { path: path.to_string(), kind: kind_name(kind).into(), gpa: base + at, len });
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with the path, inode and kind of every inode reachable from
+/// the root, parents before children, in directory order.
+fn walk(img: &Image<'_>, mut f: impl FnMut(&str, Ino, Kind) -> Result<(), FsError>) -> Result<(), FsError> {
     let mut todo = vec![(ROOT_INO, String::new())];
     while let Some((dir, prefix)) = todo.pop() {
         let mut pos = 0;
         while let Some((next, ino, name, kind)) = img.readdir(dir, pos)? {
             let path = format!("{prefix}/{}", String::from_utf8_lossy(name));
-            match kind {
-                Kind::Dir => todo.push((ino, path)),
-                Kind::IommuRoot | Kind::IommuDomain | Kind::IommuPasid => {
-                    let len = img.stat(ino)?.size;
-                    if let Some((at, _)) = img.map(ino, 0)? {
-                        out.push(IommuFile { path, kind: kind_name(kind).into(), gpa: base + at, len });
-                    }
-                }
-                Kind::File => {}
+            f(&path, ino, kind)?;
+            if kind == Kind::Dir {
+                todo.push((ino, path));
             }
             pos = next;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The inode at `path` (from the image's root).
