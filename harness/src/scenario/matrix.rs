@@ -148,16 +148,9 @@ impl MatrixFile {
     pub fn load(path: &std::path::Path) -> Result<Self, super::ScenarioError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| super::ScenarioError::Read { path: origin.clone(), source })?;
-        let m: Self = toml::from_str(&text).map_err(|e| super::ScenarioError::Parse { path: origin.clone(), message: e.to_string().trim_end().to_string() })?;
-        for axis in m.axes() {
-            if axis.values.is_empty() {
-                continue;
-            }
-            if let Err(message) = axis.to_string().parse::<Axis>() {
-                return Err(super::ScenarioError::Invalid { path: origin, line: super::locate::line_of(&text, &axis.key), message });
-            }
-        }
-        Ok(m)
+        // Typed fields: an unknown key or a value of the wrong type is
+        // toml's error (line and field); a bad value is its cell's error.
+        toml::from_str(&text).map_err(|e| super::ScenarioError::Parse { path: origin, message: e.to_string().trim_end().to_string() })
     }
 
     /// Its axes, in the order `cpus`, `iommu_mode`, `caching_mode`, `memory_mib` (empty ones left out).
