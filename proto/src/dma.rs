@@ -40,6 +40,14 @@ pub enum DmaConfig {
         /// kernel, iommufd). `None`: anonymous memory, nothing persists.
         #[serde(default)]
         persist: Option<PersistSpec>,
+        /// How the engine learns of received frames (default: it polls the ring).
+        #[serde(default)]
+        interrupts: RxInterrupts,
+        /// Fault injection (false in real runs): with MSI-X, hand over with
+        /// the RX interrupt still enabled in the device, so interrupts
+        /// raised while no agent runs go to the old kernel's vector.
+        #[serde(default)]
+        irq_left_armed: bool,
     },
     /// NVMe: read each LBA of namespace 1 in `[lba_start, lba_start +
     /// lba_count)` exactly once, `blocks_per_cmd` per Read command, into its
@@ -75,6 +83,22 @@ pub enum DmaConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         buffers_alias: Option<String>,
     },
+}
+
+/// How an RX engine learns that frames arrived.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RxInterrupts {
+    /// Its thread polls the ring's descriptors (the device's interrupts masked).
+    #[default]
+    Poll,
+    /// MSI-X vector 0 through a VFIO eventfd, as a VMM takes a device's
+    /// interrupts: one interrupt per batch, auto-masked by the device when
+    /// sent and enabled again once the engine has read the ring; the ring
+    /// is read only when an interrupt arrived. At a hand-over the interrupt
+    /// is masked in the device (frames arriving set its cause, pending),
+    /// and the resuming engine unmasks it.
+    Msix,
 }
 
 /// The userspace DMA-mapping interface.
@@ -147,6 +171,10 @@ pub struct Handover {
     pub generation: u32,
     /// `CLOCK_REALTIME` ns when polling stopped.
     pub stopped_ns: u64,
+    /// MSI-X interrupts every agent so far received (engines with
+    /// [`RxInterrupts::Msix`]; 0 otherwise).
+    #[serde(default)]
+    pub irq_received: u64,
 }
 
 /// A guest-physical range (an offset into the host's RAM file once mapped

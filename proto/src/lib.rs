@@ -262,7 +262,7 @@ mod dma;
 pub mod pattern;
 pub mod watch;
 
-pub use dma::{DmaConfig, DmaLayout, DmaRegion, DmaStatus, Handover, IommuApi, NvmeHandover, PersistLayout, PersistSpec, PhysRange};
+pub use dma::{DmaConfig, DmaLayout, DmaRegion, DmaStatus, Handover, IommuApi, NvmeHandover, PersistLayout, PersistSpec, PhysRange, RxInterrupts};
 mod persist;
 
 pub use persist::{handover_path, LuoFindings, PersistBacking};

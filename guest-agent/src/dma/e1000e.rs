@@ -1,5 +1,6 @@
 //! e1000e RX through VFIO: legacy descriptors, one buffer per descriptor
-//! (descriptor `i` always points at buffer `i`), polled (no interrupts).
+//! (descriptor `i` always points at buffer `i`), polled, or woken by the
+//! device's MSI-X interrupt through a VFIO eventfd (see `rx_irq`).
 //!
 //! Refill contract (what the harness's ledger relies on): the agent hands a
 //! completed descriptor back to the device only when
@@ -116,6 +117,8 @@ pub struct E1000e {
     pub(super) totals: Mutex<BTreeMap<&'static str, u64>>,
     /// Set for a persistent engine: its pkernfs file and hand-over count.
     pub(super) persist: Option<(String, u32)>,
+    /// Set when the engine takes the device's interrupts (`RxInterrupts::Msix`).
+    pub(super) irq: Option<super::rx_irq::RxIrq>,
 }
 
 impl E1000e {
@@ -152,6 +155,7 @@ impl E1000e {
             live: LiveCursor::default(),
             totals: Mutex::new(BTreeMap::new()),
             persist: None,
+            irq: None,
         };
         for i in 0..ring_size {
             let base = if i >= ring_size - unmapped_slots { UNMAPPED_IOVA } else { BUF_IOVA };
@@ -291,9 +295,15 @@ impl Driver for E1000e {
         // (held since now when taken over from a previous thread or agent).
         let mut held = std::collections::VecDeque::from(vec![Instant::now(); c.held as usize]);
         self.live.set(next, tail, c.held);
+        if let Some(irq) = &self.irq {
+            irq.arm(&self.bar);
+        }
         while !p.stopping() {
+            // With interrupts the ring is read only after one arrived; the
+            // timeout only paces refills and the stop check.
+            let woke = self.irq.as_ref().is_none_or(|irq| irq.wait(Duration::from_millis(20)));
             let mut idle = true;
-            loop {
+            while woke {
                 let (status, errors) = self.status_of(next);
                 if status & STATUS_DD == 0 || held.len() as u32 >= n {
                     break;
@@ -306,6 +316,12 @@ impl Driver for E1000e {
                 next = (next + 1) % n;
                 idle = false;
             }
+            if let (true, Some(irq)) = (woke, &self.irq) {
+                if idle {
+                    irq.count_empty();
+                }
+                irq.arm(&self.bar);
+            }
             while self.refill && held.len() as u32 > n / 2 && held[0].elapsed() >= HOLD {
                 self.release(tail);
                 held.pop_front();
@@ -314,10 +330,10 @@ impl Driver for E1000e {
                 p.refilled.fetch_add(1, Ordering::Relaxed);
                 idle = false;
             }
-            if idle {
-                std::thread::sleep(Duration::from_micros(500));
-            } else {
+            if !idle {
                 self.live.set(next, tail, held.len() as u32);
+            } else if self.irq.is_none() {
+                std::thread::sleep(Duration::from_micros(500));
             }
         }
         *self.cursor.lock().unwrap_or_else(|e| e.into_inner()) = Cursor { next, tail, held: held.len() as u32 };
@@ -343,6 +359,7 @@ impl Driver for E1000e {
     /// stops with frames left inside QEMU).
     fn counters(&self) -> Vec<(String, u64)> {
         let mut v = self.accumulate();
+        v.extend(self.irq.iter().flat_map(|irq| irq.counters()));
         let l = &self.live;
         v.extend([
             ("ring_rdh".to_string(), u64::from(self.bar.read32(reg::RDH))),
@@ -355,6 +372,9 @@ impl Driver for E1000e {
     }
 
     fn quiesce(&self) -> Result<(), String> {
+        if let Some(irq) = &self.irq {
+            irq.finish(&self.bar);
+        }
         self.bar.write32(reg::RCTL, self.bar.read32(reg::RCTL) & !RCTL_EN);
         self.dev.set_bus_master(false)
     }

@@ -1,6 +1,7 @@
 //! The DMA engine: takes a PCI device through VFIO (iommufd or the type1
 //! container), maps agent-owned memory for it and keeps it busy from a
-//! background polling thread (no interrupts).
+//! background thread that polls, or waits for the device's interrupts
+//! (e1000e RX with `RxInterrupts::Msix`).
 //!
 //! Layers: [`sys`] (raw uAPI) → [`vfio`] (binding, IOMMU mapping, device fd,
 //! BAR) and [`mem`] (pinned memory, pagemap) → the device drivers
@@ -8,12 +9,14 @@
 
 mod e1000e;
 mod guest_ram;
+mod irq;
 pub mod keeper;
 mod luo;
 mod mem;
 mod nvme;
 mod nvme_persist;
 mod nvme_queue;
+mod rx_irq;
 mod rx_luo;
 mod rx_persist;
 mod sys;
@@ -23,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use lulab_proto::{DmaConfig, DmaLayout, DmaStatus};
+use lulab_proto::{DmaConfig, DmaLayout, DmaStatus, RxInterrupts};
 
 /// What the engine needs from a device driver.
 pub trait Driver: Send + Sync + std::fmt::Debug {
@@ -60,6 +63,16 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn stop_before_kexec(&self) -> bool {
         false
     }
+}
+
+/// `nic` taking its interrupts when `cfg` asks for them (`base`: what the
+/// agents before it received).
+fn with_interrupts(mut nic: e1000e::E1000e, cfg: &DmaConfig, base: u64) -> Result<e1000e::E1000e, String> {
+    if let DmaConfig::E1000eRx { interrupts: RxInterrupts::Msix, irq_left_armed, .. } = cfg {
+        let generation = nic.persist.as_ref().map_or(0, |(_, g)| *g);
+        nic.irq = Some(rx_irq::RxIrq::take(&nic.dev, &nic.bar, (base, generation), *irq_left_armed)?);
+    }
+    Ok(nic)
 }
 
 /// Counters shared between the polling thread and the request loop.
@@ -111,6 +124,11 @@ impl Engine {
     /// Takes the device and starts DMA.
     pub fn start(cfg: &DmaConfig) -> Result<(Self, DmaLayout), String> {
         let (driver, layout) = match cfg {
+            DmaConfig::E1000eRx { pci, interrupts: RxInterrupts::Msix, persist: Some(spec), .. }
+                if spec.backing == lulab_proto::PersistBacking::LuoMemfd =>
+            {
+                return Err(format!("e1000e {pci}: interrupts = \"msix\" is for engines on pkernfs or anonymous memory (the LUO engine polls)"));
+            }
             DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, persist: Some(spec), .. }
                 if spec.backing == lulab_proto::PersistBacking::LuoMemfd =>
             {
@@ -120,12 +138,13 @@ impl Engine {
             DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, persist: Some(spec), .. } => {
                 let (nic, layout) = rx_persist::start(pci, *ring_size, *buf_size, *refill, spec)?;
                 rx_persist::keep(&nic, cfg)?;
-                (Arc::new(nic) as Arc<dyn Driver>, layout)
+                let base = layout.persist.as_ref().and_then(|p| p.resumed_from.as_ref()).map_or(0, |h| h.irq_received);
+                (Arc::new(with_interrupts(nic, cfg, base)?) as Arc<dyn Driver>, layout)
             }
-            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu, unmapped_slots, persist: None } => {
+            DmaConfig::E1000eRx { pci, ring_size, buf_size, refill, iommu, unmapped_slots, persist: None, .. } => {
                 let (nic, layout) =
                     e1000e::E1000e::start(pci, *ring_size, *buf_size, *refill, *iommu, *unmapped_slots)?;
-                (Arc::new(nic) as Arc<dyn Driver>, layout)
+                (Arc::new(with_interrupts(nic, cfg, 0)?) as Arc<dyn Driver>, layout)
             }
             DmaConfig::NvmeRead { pci, persist: Some(_), buffers_alias: Some(_), .. } => {
                 return Err(format!("nvme {pci}: buffers_alias (fault injection) is for a non-persistent engine only"));

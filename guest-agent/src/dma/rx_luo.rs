@@ -278,6 +278,7 @@ impl LuoRx {
             refilled: p.refilled.load(std::sync::atomic::Ordering::Relaxed),
             generation: self.generation + 1,
             stopped_ns: now_ns(),
+            irq_received: 0,
         };
         let phys = pagemap(ram.at(0) as u64, self.fl.total, &self.name)?;
         let state = LuoHandover { handover: handover.clone(), frames, canary: canary_digest(ram, &self.fl), phys };

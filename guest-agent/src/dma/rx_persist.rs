@@ -87,6 +87,7 @@ pub(super) fn on_file(
         live: Default::default(),
         totals: Mutex::new(BTreeMap::new()),
         persist,
+        irq: None,
     };
     if fresh {
         for i in 0..ring_size {
@@ -250,6 +251,7 @@ pub fn describe(h: &Handover) -> String {
 /// Writes the hand-over of a stopped persistent engine (`None` if not persistent).
 pub fn hand_over(nic: &E1000e, p: &Progress) -> Result<Option<Handover>, String> {
     let Some((file, generation)) = &nic.persist else { return Ok(None) };
+    let irq_received = nic.irq.as_ref().map_or(0, |irq| irq.finish(&nic.bar));
     let c = *nic.cursor.lock().unwrap_or_else(|e| e.into_inner());
     let h = Handover {
         pci: nic.dev.pci.clone(),
@@ -263,6 +265,7 @@ pub fn hand_over(nic: &E1000e, p: &Progress) -> Result<Option<Handover>, String>
         refilled: p.refilled.load(std::sync::atomic::Ordering::Relaxed),
         generation: generation + 1,
         stopped_ns: now_ns(),
+        irq_received,
     };
     if let RxMem::File(ram) = &nic.mem {
         ram.flush();

@@ -33,6 +33,8 @@ pub const VFIO_GROUP_SET_CONTAINER: u64 = io(VFIO_BASE + 4);
 pub const VFIO_GROUP_GET_DEVICE_FD: u64 = io(VFIO_BASE + 6);
 /// `VFIO_DEVICE_GET_REGION_INFO`.
 pub const VFIO_DEVICE_GET_REGION_INFO: u64 = io(VFIO_BASE + 8);
+/// `VFIO_DEVICE_SET_IRQS`.
+pub const VFIO_DEVICE_SET_IRQS: u64 = io(VFIO_BASE + 10);
 /// `VFIO_IOMMU_MAP_DMA` (container fd).
 pub const VFIO_IOMMU_MAP_DMA: u64 = io(VFIO_BASE + 13);
 /// `VFIO_DEVICE_BIND_IOMMUFD` (device cdev fd).
@@ -80,6 +82,25 @@ pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
 pub const VFIO_PCI_BAR0_REGION_INDEX: u32 = 0;
 /// `VFIO_PCI_CONFIG_REGION_INDEX`.
 pub const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
+
+/// `VFIO_PCI_MSIX_IRQ_INDEX`.
+pub const VFIO_PCI_MSIX_IRQ_INDEX: u32 = 2;
+/// `VFIO_IRQ_SET_DATA_EVENTFD`.
+pub const VFIO_IRQ_SET_DATA_EVENTFD: u32 = 1 << 2;
+/// `VFIO_IRQ_SET_ACTION_TRIGGER`.
+pub const VFIO_IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
+
+/// `struct vfio_irq_set` with one `__s32` of data (one eventfd).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct VfioIrqSet1 {
+    pub argsz: u32,
+    pub flags: u32,
+    pub index: u32,
+    pub start: u32,
+    pub count: u32,
+    pub fd: i32,
+}
 
 /// `struct vfio_group_status`.
 #[repr(C)]
@@ -225,6 +246,7 @@ mod tests {
         assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
         assert_eq!(VFIO_DEVICE_GET_REGION_INFO, 0x3b6c);
         assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3b71);
+        assert_eq!(VFIO_DEVICE_SET_IRQS, 0x3b6e);
         assert_eq!(VFIO_DEVICE_BIND_IOMMUFD, 0x3b76);
         assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
         assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
@@ -243,6 +265,7 @@ mod tests {
     fn struct_sizes_match_the_uapi() {
         assert_eq!(argsz::<VfioRegionInfo>(), 32);
         assert_eq!(argsz::<VfioDmaMap>(), 32);
+        assert_eq!(argsz::<VfioIrqSet1>(), 24);
         assert_eq!(argsz::<VfioDeviceBindIommufd>(), 16);
         assert_eq!(argsz::<VfioDeviceAttachIommufdPt>(), 16);
         assert_eq!(argsz::<IommuIoasAlloc>(), 12);

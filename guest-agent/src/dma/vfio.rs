@@ -345,6 +345,23 @@ impl Device {
             .map_err(|e| format!("{}: config write {val:#x} at {reg:#x}: {e}", self.pci))
     }
 
+    /// Routes MSI-X vector `vector` to `eventfd` (`VFIO_DEVICE_SET_IRQS`,
+    /// trigger action): vfio-pci enables MSI-X on the device if needed and
+    /// signals the eventfd from the host interrupt. `None` tears the
+    /// trigger down (and MSI-X with it once no vector has one).
+    pub fn set_msix_trigger(&self, vector: u32, eventfd: Option<RawFd>) -> Result<(), String> {
+        let mut set = sys::VfioIrqSet1 {
+            argsz: sys::argsz::<sys::VfioIrqSet1>(),
+            flags: sys::VFIO_IRQ_SET_ACTION_TRIGGER | sys::VFIO_IRQ_SET_DATA_EVENTFD,
+            index: sys::VFIO_PCI_MSIX_IRQ_INDEX,
+            start: vector,
+            count: 1,
+            fd: eventfd.unwrap_or(-1),
+        };
+        let what = format!("{}: VFIO_DEVICE_SET_IRQS MSI-X vector {vector} {}", self.pci, if eventfd.is_some() { "-> eventfd" } else { "off" });
+        ioctl_ptr(&self.fd, sys::VFIO_DEVICE_SET_IRQS, &mut set, &what).map(|_| ())
+    }
+
     /// Sets or clears bus master (and sets memory space) in PCI COMMAND.
     pub fn set_bus_master(&self, on: bool) -> Result<(), String> {
         const COMMAND: u64 = 0x4;

@@ -50,7 +50,10 @@ impl Fault for AgentKill {
     }
 
     fn requires(&self, sc: &Scenario) -> Result<(), String> {
-        super::needs_rx(sc, self.kind(), "restarts the agent of")?;
+        let rx = super::needs_rx(sc, self.kind(), "restarts the agent of")?;
+        if rx.interrupts == lulab_proto::RxInterrupts::Msix {
+            return Err(format!("fault: \"{}\": an engine taken back from its fd keeper polls; not with rx.interrupts = \"msix\" (the dead agent's eventfd is not handed on)", self.kind()));
+        }
         if sc.nvme.as_ref().is_some_and(|n| n.persist) {
             return Err(format!("fault: \"{}\": a persistent NVMe engine has no fd keeper (only the e1000e RX engine is kept through an agent's death)", self.kind()));
         }

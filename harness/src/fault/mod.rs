@@ -24,6 +24,7 @@ mod device_reset;
 mod driver;
 mod handover_corrupt;
 mod hits;
+mod irq_left_armed;
 mod kexec_bad_image;
 mod memory_pressure;
 mod link_flap;
@@ -98,6 +99,10 @@ pub enum FaultKind {
     /// (kdump path) instead of adopting them in place (a step before the
     /// `live_update`): the IOMMU oracle must see the root outside pkernfs.
     RootTableCopy,
+    /// RX engines with MSI-X interrupts hand over with the RX interrupt
+    /// still enabled in the device (a step before `start_dma`): interrupts
+    /// raised while no agent runs reach no agent.
+    IrqLeftArmed,
     /// The agent dies (SIGKILL) as a crashing VMM and /init starts a new
     /// one: as a step, the new agent takes the persistent RX engine back
     /// from its fd keeper after `duration_ms`; at `handed_over`, the update
@@ -123,6 +128,7 @@ impl FaultKind {
         FaultKind::CrossDeviceMapping,
         FaultKind::RootTableCopy,
         FaultKind::AgentKill,
+        FaultKind::IrqLeftArmed,
     ];
 
     /// Its name in scenario files (`link_flap`).
@@ -384,6 +390,10 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
         FaultKind::RootTableCopy => {
             only(&[])?;
             Box::new(root_table_copy::RootTableCopy)
+        }
+        FaultKind::IrqLeftArmed => {
+            only(&[])?;
+            Box::new(irq_left_armed::IrqLeftArmed)
         }
         FaultKind::AgentKill => {
             only(&["duration_ms"])?;

@@ -19,13 +19,15 @@ pub enum Shape {
     CrossDeviceMapping,
     /// Every following live update's kernel gets this parameter.
     NextKernelParam(&'static str),
+    /// RX engines hand over with their RX interrupt still enabled.
+    IrqLeftArmed,
 }
 
 impl Shape {
     /// What it shapes, which must come after the fault's step.
     pub fn shapes(&self) -> Shaped {
         match self {
-            Shape::UnmappedSlots(_) | Shape::CrossDeviceMapping => Shaped::EngineStart,
+            Shape::UnmappedSlots(_) | Shape::CrossDeviceMapping | Shape::IrqLeftArmed => Shaped::EngineStart,
             Shape::ResumeIovaSkew(_) | Shape::ResumeReadOnly | Shape::NextKernelParam(_) => Shaped::LiveUpdate,
         }
     }
@@ -53,6 +55,8 @@ pub struct Shaping {
     pub cross_device_mapping: bool,
     /// Extra parameters of every following live update's kernel.
     pub kernel_params: Vec<String>,
+    /// RX engines hand over with their RX interrupt still enabled.
+    pub irq_left_armed: bool,
 }
 
 impl Shaping {
@@ -64,6 +68,7 @@ impl Shaping {
             Shape::ResumeReadOnly => self.resume_read_only = true,
             Shape::CrossDeviceMapping => self.cross_device_mapping = true,
             Shape::NextKernelParam(p) => self.kernel_params.push(p.to_string()),
+            Shape::IrqLeftArmed => self.irq_left_armed = true,
         }
     }
 }

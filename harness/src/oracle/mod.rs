@@ -11,6 +11,7 @@
 //! - [`kernel_log`]: warnings, BUGs, sanitizer and lockdep reports in the kernels' log.
 //! - [`stray`]: where lost frames went, searched for in the whole RAM file.
 //!
+//! - [`interrupts`]: an RX engine's MSI-X interrupts, sent, delivered and received (QEMU's trace).
 //! - [`kunit`]: the in-kernel KUnit tests' KTAP on the console.
 //!
 //! Each judges behind the [`registry::Oracle`] trait, from observations the
@@ -20,6 +21,7 @@ pub mod iommu;
 pub mod cpu_writes;
 pub mod dma_timing;
 pub mod downtime;
+pub mod interrupts;
 pub mod isolation;
 pub mod kernel_log;
 pub mod kunit;

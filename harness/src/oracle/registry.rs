@@ -173,6 +173,7 @@ pub fn registered() -> Vec<Box<dyn Oracle>> {
         Box::new(super::isolation::IsolationOracle),
         Box::new(super::cpu_writes::CpuWritesOracle),
         Box::new(super::dma_timing::DmaTimingOracle),
+        Box::new(super::interrupts::InterruptOracle),
     ]
 }
 

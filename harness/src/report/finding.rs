@@ -95,6 +95,11 @@ pub enum Reason {
     /// after a live update (inside, or outside from the RAM file).
     #[serde(rename = "guest_ram.changed")]
     GuestRamChanged,
+    /// The device delivered an interrupt that no agent received: it
+    /// reached a CPU while no agent's eventfd was routed from it, or never
+    /// reached one (QEMU's trace; the interrupt oracle).
+    #[serde(rename = "irq.lost")]
+    IrqLost,
 }
 
 impl Reason {
@@ -127,6 +132,7 @@ impl Reason {
         Reason::KernelWarning,
         Reason::KernelPanic,
         Reason::GuestRamChanged,
+        Reason::IrqLost,
     ];
 
     /// The name scenarios and report.json use (`dma.lost`).

@@ -234,6 +234,11 @@ pub struct RxSpec {
     /// the device is not kept running).
     #[serde(default)]
     pub backing: PersistBacking,
+    /// How the agent learns of frames: `"poll"` (the default: it polls the
+    /// ring) or `"msix"` (the device's MSI-X interrupt through a VFIO
+    /// eventfd, as a VMM takes it; judged by the interrupt oracle).
+    #[serde(default)]
+    pub interrupts: lulab_proto::RxInterrupts,
 }
 
 impl RxSpec {

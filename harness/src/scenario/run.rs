@@ -185,7 +185,13 @@ impl<'a> Runner<'a> {
             // The offenders' PCs are symbolised against System.map: no KASLR.
             params.cmdline.push("nokaslr".into());
         }
-        let extra = if sc.check_isolation { crate::oracle::isolation::ISOLATION_TRACE_EVENTS } else { &[] };
+        let mut extra: Vec<&str> = Vec::new();
+        if sc.check_isolation {
+            extra.extend(crate::oracle::isolation::ISOLATION_TRACE_EVENTS);
+        }
+        if sc.rx.as_ref().is_some_and(|rx| rx.interrupts == lulab_proto::RxInterrupts::Msix) {
+            extra.extend(crate::oracle::interrupts::IRQ_TRACE_EVENTS);
+        }
         // LULAB_QEMU_TRACE=ev1,ev2 adds QEMU trace events to a run (debugging a device model).
         let asked: Vec<String> = std::env::var("LULAB_QEMU_TRACE")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())

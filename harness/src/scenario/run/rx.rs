@@ -70,6 +70,8 @@ impl DeviceEngine for RxEngine {
             iommu: IommuApi::Auto,
             unmapped_slots: r.shaping.unmapped_slots,
             persist: r.rx_persist_spec(&spec, false),
+            interrupts: spec.interrupts,
+            irq_left_armed: r.shaping.irq_left_armed,
         };
         let layout = r.dma_start(cfg, None)?;
         let scanner = Arc::new(Mutex::new(RxScanner::new(RxRing::from_layout(&layout)?, r.run_id)));
@@ -89,6 +91,8 @@ impl DeviceEngine for RxEngine {
             iommu: IommuApi::Iommufd,
             unmapped_slots: 0,
             persist: Some(persist),
+            interrupts: self.spec.interrupts,
+            irq_left_armed: r.shaping.irq_left_armed,
         };
         let layout = r.resume_engine(cfg, "agent_resume")?;
         check!(layout.persist.is_some_and(|p| p.resumed_from.is_some()), Reason::UpdateResumeFailed, "the agent did not resume from a hand-over");

@@ -30,7 +30,7 @@ pub fn rx_high_carveout(r: &Report, dir: &Path) {
 }
 
 /// One live update of RX with the device kept running, judged from every side.
-fn rx_kept(r: &Report, dir: &Path) {
+pub(super) fn rx_kept(r: &Report, dir: &Path) {
     assert_eq!(r.live_updates, 1);
     assert_eq!((r.dma.lost, r.dma.corrupted, r.dma.delivered), (0, 0, r.dma.sent), "{:?}", r.dma);
     assert_eq!(r.dma.bus_master_cleared, 0, "{:?}", r.dma);

@@ -4,6 +4,7 @@
 
 mod agent_kill;
 mod guest_ram;
+mod interrupts;
 mod kernel;
 mod live_update;
 mod pkernfs;
@@ -30,6 +31,8 @@ const ALL: &[(&str, Check)] = &[
     ("live-update-rx-high-carveout", live_update::rx_high_carveout),
     ("live-update-nvme", live_update::nvme),
     ("live-update-rx-scalable", live_update::rx_scalable),
+    ("live-update-rx-irq", interrupts::kept),
+    ("live-update-rx-irq-left-armed", interrupts::left_armed),
     ("live-update-nvme-scalable", live_update::nvme_scalable),
     ("live-update-soak", live_update::soak),
     ("live-update-isolation", live_update::isolation),
