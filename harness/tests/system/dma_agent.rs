@@ -156,7 +156,7 @@ fn e1000e_rx_frames_land_in_agent_buffers_seen_from_the_ram_file() {
     let run = RunDir::new("dma-e1000e");
     let mut host = boot(&run, |_| {});
     let mut net = accept_net(&mut host);
-    let cfg = DmaConfig::E1000eRx { pci: NIC_ADDR.into(), ring_size: RING, buf_size: 2048, refill: true, iommu: IommuApi::Type1, unmapped_slots: 0, persist: None };
+    let cfg = DmaConfig::E1000eRx { pci: NIC_ADDR.into(), ring_size: RING, buf_size: 2048, refill: true, iommu: IommuApi::Type1, unmapped_slots: 0, persist: None, interrupts: Default::default(), irq_left_armed: false };
     let layout = dma_start(&mut host, cfg);
     assert_eq!((layout.iommu, layout.buf_count, layout.buf_size), (IommuApi::Type1, RING, 2048));
     assert_eq!((layout.ring.len, layout.buffers.len), (u64::from(RING) * 16, u64::from(RING) * 2048));
@@ -216,7 +216,7 @@ fn e1000e_rx_without_refill_uses_each_descriptor_once() {
     let run = RunDir::new("dma-e1000e-once");
     let mut host = boot(&run, |_| {});
     let mut net = accept_net(&mut host);
-    let cfg = DmaConfig::E1000eRx { pci: NIC_ADDR.into(), ring_size: RING, buf_size: 2048, refill: false, iommu: IommuApi::Auto, unmapped_slots: 0, persist: None };
+    let cfg = DmaConfig::E1000eRx { pci: NIC_ADDR.into(), ring_size: RING, buf_size: 2048, refill: false, iommu: IommuApi::Auto, unmapped_slots: 0, persist: None, interrupts: Default::default(), irq_left_armed: false };
     let layout = dma_start(&mut host, cfg);
     assert_eq!(layout.iommu, IommuApi::Type1, "the stock kernel has no iommufd: Auto must pick type1");
     for seq in 0..FRAMES {
