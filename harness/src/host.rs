@@ -99,6 +99,7 @@ impl Host {
         }
         let paths = RunPaths::new(run_dir);
         std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        std::fs::create_dir_all(paths.sock_dir()).with_context(|| format!("creating {}", paths.sock_dir().display()))?;
         let net = match params.nic {
             Some(_) => {
                 let _ = std::fs::remove_file(paths.net_sock());
@@ -178,5 +179,8 @@ impl Drop for Host {
     /// SIGKILL to the group if QEMU is still there.
     fn drop(&mut self) {
         let _ = self.quit(Duration::from_secs(3));
+        if self.paths.sock_dir() != self.paths.dir {
+            let _ = std::fs::remove_dir_all(self.paths.sock_dir());
+        }
     }
 }

@@ -36,11 +36,13 @@ pub(super) struct AgentKill {
     down_for: Option<Duration>,
     /// The NIC, known once injected.
     nic: String,
+    /// Where the taken-back engine's layout goes (`layout-<pci>-reattached.json`).
+    out: Option<std::path::PathBuf>,
 }
 
 impl AgentKill {
     pub(super) fn new(down_for: Option<Duration>) -> Self {
-        Self { down_for, nic: String::new() }
+        Self { down_for, nic: String::new(), out: None }
     }
 }
 
@@ -79,6 +81,7 @@ impl Fault for AgentKill {
         let qemu = &mut *host.qemu;
         agent.wait_ready(Instant::now() + RESTART, || qemu.check_alive()).context("waiting for the agent /init starts again")?;
         self.nic = t.nic_pci.clone();
+        self.out = t.out.clone();
         Ok(match self.down_for {
             Some(d) => format!("agent killed (SIGKILL); the new one takes the engine of {} back after {} ms", self.nic, d.as_millis()),
             None => "agent killed (SIGKILL) after its hand-over; the update goes on with the agent /init starts next".into(),
@@ -93,7 +96,13 @@ impl Fault for AgentKill {
     fn end(&mut self, host: &mut HostParts) -> Result<()> {
         let agent = host.agent.as_deref_mut().context("agent_kill: no agent connection")?;
         match agent.call(Op::DmaReattach { pci: self.nic.clone() }, Duration::from_secs(60)) {
-            Ok(Reply::DmaStarted(_)) => Ok(()),
+            Ok(Reply::DmaStarted(layout)) => {
+                if let Some(dir) = &self.out {
+                    let path = dir.join(format!("layout-{}-reattached.json", layout.pci));
+                    std::fs::write(&path, serde_json::to_string_pretty(&layout)?).with_context(|| format!("{}", path.display()))?;
+                }
+                Ok(())
+            }
             Ok(other) => bail!("unexpected reply to dma_reattach: {other:?}"),
             Err(AgentError::Refused { msg, .. }) => {
                 Finding::err(Reason::UpdateResumeFailed, format!("the restarted agent could not take the RX engine back: {msg}"))

@@ -46,6 +46,8 @@ pub struct Targets {
     pub pkernfs: Option<PhysRange>,
     /// Each persistent engine's hand-over file, as a path in the pkernfs image.
     pub handover: Vec<(Engine, String)>,
+    /// The run directory (faults that take an engine back write its layout there).
+    pub out: Option<PathBuf>,
 }
 
 impl Targets {

@@ -17,17 +17,32 @@ impl RunPaths {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }
+    /// Where the host's Unix sockets go: the run directory, or, when its
+    /// path is too long for a socket address (`sun_path`: 108 bytes with
+    /// the NUL), a short directory in the system's temp directory named by
+    /// a hash of it (created by `Host::start`, removed with the host).
+    pub fn sock_dir(&self) -> PathBuf {
+        const SUN_PATH: usize = 108;
+        const LONGEST: &str = "/console.sock";
+        if self.dir.as_os_str().len() + LONGEST.len() < SUN_PATH {
+            return self.dir.clone();
+        }
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.dir.hash(&mut h);
+        std::env::temp_dir().join(format!("lulab-sock-{:016x}", h.finish()))
+    }
     /// Guest RAM backing file (the harness maps it).
     pub fn ram(&self) -> PathBuf {
         self.dir.join("ram")
     }
     /// QMP socket.
     pub fn qmp_sock(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
+        self.sock_dir().join("qmp.sock")
     }
     /// Serial console socket.
     pub fn console_sock(&self) -> PathBuf {
-        self.dir.join("console.sock")
+        self.sock_dir().join("console.sock")
     }
     /// Everything the serial console printed (QEMU's chardev log).
     pub fn console_log(&self) -> PathBuf {
@@ -42,11 +57,11 @@ impl RunPaths {
     }
     /// Agent virtio-serial socket.
     pub fn agent_sock(&self) -> PathBuf {
-        self.dir.join("agent.sock")
+        self.sock_dir().join("agent.sock")
     }
     /// The e1000e's netdev socket (owned by the harness: QEMU connects to it).
     pub fn net_sock(&self) -> PathBuf {
-        self.dir.join("net.sock")
+        self.sock_dir().join("net.sock")
     }
     /// Every frame QEMU's netdev took from the harness's socket (pcap,
     /// `filter-dump` on the netdev's transmit queue).
@@ -322,6 +337,18 @@ mod tests {
         m.nvme = Some(NvmeParams { backing: "/run/nvme.img".into(), throttle_iops: Some(100) });
         m.watcher = Some(PluginParams { file: "/w/liblulab_watcher.so".into(), max_records: 1000, ranges: Default::default(), clock_base_ns: 7 });
         insta::assert_snapshot!(m.argv(&RunPaths::new("/run")).join("\n"));
+    }
+
+    #[test]
+    fn sockets_of_a_deep_run_directory_get_a_short_directory() {
+        let short = RunPaths::new("/work/reports/run-1/host");
+        assert_eq!(short.net_sock(), Path::new("/work/reports/run-1/host/net.sock"));
+        let deep = RunPaths::new(format!("/work/main/reports/20261206-211015-live-update-rx-irq-matrix/{}/host", "cpus=1+iommu_mode=legacy+caching_mode=false+memory_mib=2048"));
+        for sock in [deep.qmp_sock(), deep.console_sock(), deep.agent_sock(), deep.net_sock()] {
+            assert!(sock.as_os_str().len() < 108, "{}", sock.display());
+            assert_eq!(sock.parent(), Some(deep.sock_dir().as_path()));
+        }
+        assert_ne!(deep.sock_dir(), RunPaths::new("/other/deep/enough/path/".repeat(4)).sock_dir());
     }
 
     #[test]

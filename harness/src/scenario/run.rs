@@ -209,6 +209,7 @@ impl<'a> Runner<'a> {
         let journal = Journal::create(Some(out), start_ns).context("creating the run's journal")?;
         let mut faults = Faults::new(journal.clone());
         faults.targets.nic_pci = NIC_ADDR.into();
+        faults.targets.out = Some(out.to_path_buf());
         faults.targets.pkernfs = sc.pkernfs.as_ref().map(|pk| PhysRange { gpa: pk.base(), len: pk.size() });
         Ok(Self {
             sc,

@@ -209,12 +209,15 @@ impl Runner<'_> {
 
     /// What the oracles behind the trait need to know of the run.
     fn facts(&self) -> crate::oracle::registry::RunFacts {
+        let persistent = self.sc.rx.as_ref().is_some_and(crate::scenario::RxSpec::in_pkernfs)
+            || self.sc.nvme.as_ref().is_some_and(|n| n.persist);
         crate::oracle::registry::RunFacts {
             dma_started: self.rx.is_some() || self.nvme.is_some(),
             carve_out: self.sc.pkernfs.as_ref().map(|pk| (pk.base(), pk.size())),
-            persistent: self.sc.rx.as_ref().is_some_and(crate::scenario::RxSpec::in_pkernfs)
-                || self.sc.nvme.as_ref().is_some_and(|n| n.persist),
-            iommu_files: self.iommu_files(),
+            persistent,
+            // Only a persistent device's updates latch root tables that must
+            // be files of the image: no copy of the carve-out otherwise.
+            iommu_files: if persistent && self.live_updates > 0 { self.iommu_files() } else { None },
             live_updates: self.live_updates,
             dma_trace_offset: self.dma_trace_offset,
             start_ns: self.start_ns,
@@ -223,9 +226,7 @@ impl Runner<'_> {
             quiesced: self.guest_ram.quiesced.clone(),
         }
     }
-}
 
-impl Runner<'_> {
     /// The IOMMU driver's files in the pkernfs image in the RAM file (None:
     /// no carve-out, no RAM file, or an image that does not open: the
     /// oracle then judges by the carve-out's bounds alone).

@@ -23,6 +23,11 @@ pub fn restarted(r: &Report, dir: &Path) {
     assert_eq!(r.live_updates, 0);
     let log = log_has(dir, &["fd keeper pid", "crashing on request", "lulab-init: agent exited", "re-attached from fd keeper"]);
     assert_eq!(log.count(" serving on "), 2, "one agent started by /init, one started again");
+    // The taken-back engine is the started one: same file, same ring and buffers.
+    let (first, back) = (super::layout(dir, "layout-0000:00:02.0.json"), super::layout(dir, "layout-0000:00:02.0-reattached.json"));
+    let (p0, p1) = (first.persist.expect("persistent"), back.persist.expect("persistent"));
+    assert_eq!((p0.file, p0.buffers_offset), (p1.file, p1.buffers_offset));
+    assert_eq!((first.ring.iova, first.buffers.iova), (back.ring.iova, back.buffers.iova));
 }
 
 /// `fault-agent-kill-nonpersistent`: nothing kept, the new agent refuses.
