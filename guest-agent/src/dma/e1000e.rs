@@ -40,7 +40,12 @@ pub(super) const DESC: u64 = 16;
 /// Register offsets (QEMU hw/net/e1000x_regs.h).
 pub(super) mod reg {
     pub const CTRL: usize = 0x0000;
+    pub const CTRL_EXT: usize = 0x0018;
+    pub const FCTTV: usize = 0x0170;
+    pub const IMS: usize = 0x00d0;
     pub const IMC: usize = 0x00d8;
+    pub const EIAC: usize = 0x00dc;
+    pub const IVAR: usize = 0x00e4;
     pub const RCTL: usize = 0x0100;
     pub const RDBAL: usize = 0x2800;
     pub const RDBAH: usize = 0x2804;

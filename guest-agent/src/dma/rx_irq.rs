@@ -16,18 +16,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::e1000e::reg;
 use super::irq::MsixEventfd;
 use super::vfio::{Bar, Device};
 
-/// Register offsets (QEMU hw/net/e1000x_regs.h).
-mod reg {
-    pub const CTRL_EXT: usize = 0x0018;
-    pub const FCTTV: usize = 0x0170;
-    pub const IMS: usize = 0x00d0;
-    pub const IMC: usize = 0x00d8;
-    pub const EIAC: usize = 0x00dc;
-    pub const IVAR: usize = 0x00e4;
-}
 /// `ICR.RXQ0`: receive queue 0 (the RX cause in MSI-X mode).
 const RXQ0: u32 = 1 << 20;
 /// `CTRL_EXT.IAME`: set, QEMU would not auto-mask on send.
