@@ -24,8 +24,9 @@ use crate::layout::format::{FsError, Image, Ino, Kind, IOMMU_DIR, ROOT_INO};
 use crate::ops;
 
 /// `PKERNFS_IOMMU_ROOT_LEN` of pkernfs.h: a root table and two context
-/// tables per bus (scalable mode splits a bus's 256 functions in two).
-pub(crate) const ROOT_LEN: u64 = (1 + 2 * 256) * 4096;
+/// tables per bus (scalable mode splits a bus's 256 functions in two), then
+/// the unit's interrupt-remapping table as kept at kexec (65536 × 16 bytes).
+pub(crate) const ROOT_LEN: u64 = (1 + 2 * 256) * 4096 + 65536 * 16;
 /// The name of the root tables' file in a unit's directory.
 pub(crate) const ROOT_NAME: &[u8] = b"root-pgtables";
 /// Allocation tried first: whole 2 MiB chunks, which the format keeps contiguous.

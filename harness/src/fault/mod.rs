@@ -24,6 +24,7 @@ mod device_reset;
 mod driver;
 mod handover_corrupt;
 mod hits;
+mod ir_not_kept;
 mod irq_left_armed;
 mod kexec_bad_image;
 mod memory_pressure;
@@ -103,6 +104,10 @@ pub enum FaultKind {
     /// still enabled in the device (a step before `start_dma`): interrupts
     /// raised while no agent runs reach no agent.
     IrqLeftArmed,
+    /// Following live updates' kernels throw away the interrupt-remapping
+    /// table kept in pkernfs (`lulab_ir_keep=0`, a step before the
+    /// `live_update`): interrupt remapping goes off during the update.
+    IrNotKept,
     /// The agent dies (SIGKILL) as a crashing VMM and /init starts a new
     /// one: as a step, the new agent takes the persistent RX engine back
     /// from its fd keeper after `duration_ms`; at `handed_over`, the update
@@ -129,6 +134,7 @@ impl FaultKind {
         FaultKind::RootTableCopy,
         FaultKind::AgentKill,
         FaultKind::IrqLeftArmed,
+        FaultKind::IrNotKept,
     ];
 
     /// Its name in scenario files (`link_flap`).
@@ -394,6 +400,10 @@ pub fn build(step: &FaultStep) -> Result<Box<dyn Fault>, String> {
         FaultKind::IrqLeftArmed => {
             only(&[])?;
             Box::new(irq_left_armed::IrqLeftArmed)
+        }
+        FaultKind::IrNotKept => {
+            only(&[])?;
+            Box::new(ir_not_kept::IrNotKept)
         }
         FaultKind::AgentKill => {
             only(&["duration_ms"])?;

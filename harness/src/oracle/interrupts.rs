@@ -65,6 +65,8 @@ pub struct AgentSpan {
     pub first_raised_by_pending_cause: bool,
     /// It wrote its closing marker (a hand-over or a stop).
     pub closed: bool,
+    /// The NIC's interrupt-remapping entries its deliveries went through.
+    pub irte_indices: Vec<u64>,
 }
 
 /// What the trace says of the NIC's interrupts.
@@ -87,6 +89,9 @@ pub struct IrqSection {
     pub remapping_faults: u64,
     /// Interrupt remapping switched on/off (`vtd_ir_enable`), in order.
     pub ir_enable: Vec<bool>,
+    /// Times interrupt remapping was switched off after the first engine
+    /// routed the NIC's vector.
+    pub remapping_off_after_routing: u64,
     /// Each engine's span.
     pub agents: Vec<AgentSpan>,
     /// Lines of deliveries outside every engine's span.
@@ -107,7 +112,7 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
     let mut s = IrqSection::default();
     // A send not yet followed by its delivery; the source id of the last IRTE read;
     // whether the last NIC register write was the cause being enabled.
-    let (mut awaiting, mut sid, mut after_ims) = (false, None::<u64>, false);
+    let (mut awaiting, mut sid, mut after_ims) = (false, None::<(u64, u64)>, false);
     let mut live: Option<usize> = None;
     let mut first_pending: Option<bool> = None;
     for line in log.lines() {
@@ -138,11 +143,9 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
                 }
                 after_ims = false;
             }
-            "vtd_ir_irte_get" => sid = field(ev.args, "low").map(|lo| lo & 0xffff),
+            "vtd_ir_irte_get" => sid = field(ev.args, "low").map(|lo| (lo & 0xffff, field(ev.args, "index").unwrap_or(0))),
             "apic_deliver_irq" => {
-                if sid.take() != Some(NIC_SID) {
-                    continue;
-                }
+                let Some((NIC_SID, index)) = sid.take() else { continue };
                 match std::mem::take(&mut awaiting) {
                     true => s.delivered += 1,
                     false => s.released_from_pending += 1,
@@ -154,6 +157,9 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
                             a.first_raised_by_pending_cause = first_pending.unwrap_or(false);
                         }
                         a.delivered += 1;
+                        if !a.irte_indices.contains(&index) && a.irte_indices.len() < EXAMPLES {
+                            a.irte_indices.push(index);
+                        }
                     }
                     None => {
                         s.delivered_outside_agents += 1;
@@ -163,7 +169,11 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
                     }
                 }
             }
-            "vtd_ir_enable" => s.ir_enable.push(field(ev.args, "enable") == Some(1)),
+            "vtd_ir_enable" => {
+                let on = field(ev.args, "enable") == Some(1);
+                s.ir_enable.push(on);
+                s.remapping_off_after_routing += u64::from(!on && !s.agents.is_empty());
+            }
             "vtd_frr_new" => s.remapping_faults += 1,
             _ => {}
         }
@@ -182,9 +192,16 @@ fn scan_file(path: &Path) -> Result<IrqSection> {
     scan(BufReader::new(f)).with_context(|| format!("reading {}", path.display()))
 }
 
-/// Judges a scanned trace with the agents' own count.
-pub fn judge_section(s: &IrqSection) -> Result<Vec<Finding>> {
+/// Judges a scanned trace with the agents' own count; `persistent`: the
+/// engine was kept across updates (its interrupts stay routed through them).
+pub fn judge_section(s: &IrqSection, persistent: bool) -> Result<Vec<Finding>> {
     let mut findings = Vec::new();
+    if persistent && s.remapping_off_after_routing > 0 {
+        findings.push(Finding::new(Reason::IrqRemappingOff, format!(
+            "interrupts: interrupt remapping switched off {} time(s) after an engine routed the NIC's vector (vtd_ir_enable {:?}): the persistent device's interrupt handles pointed at no entry meanwhile",
+            s.remapping_off_after_routing, s.ir_enable
+        )));
+    }
     let live_deliveries: u64 = s.agents.iter().map(|a| a.delivered).sum();
     if let Some(r) = s.received_by_agents {
         if r > live_deliveries {
@@ -233,7 +250,7 @@ impl Oracle for InterruptOracle {
             .rx
             .and_then(|rx| rx.status.as_ref())
             .and_then(|st| st.device_counters.iter().find(|(k, _)| k == "irq_received").map(|(_, v)| *v));
-        let findings = judge_section(&s)?;
+        let findings = judge_section(&s, obs.facts.persistent)?;
         Ok(Judged { section: serde_json::to_value(&s)?, findings, files: Vec::new() })
     }
 
@@ -288,7 +305,6 @@ mod tests {
         t += &write(0x2818, 5);
         t += &(write(IMS, 1 << 20) + &send() + &deliver(NIC_SID));
         t += &(write(0xd8, 1 << 20) + &write(MARK_REG, 0xd000));
-        t += "1@2.0:vtd_ir_enable enable 0\n1@2.1:vtd_ir_enable enable 1\n";
         t += &(write(MARK_REG, 0xa001) + &write(0xe4, 8) + &write(IMS, 1 << 20) + &send() + &deliver(NIC_SID));
         t += &deliver(0x18); // another device's interrupt: not the NIC's
         t
@@ -303,9 +319,10 @@ mod tests {
         assert!(s.agents[0].first_raised_by_pending_cause, "the first send followed the first IMS write");
         assert_eq!((s.agents[1].generation, s.agents[1].delivered, s.agents[1].closed), (1, 1, false));
         assert!(s.agents[1].first_raised_by_pending_cause);
-        assert_eq!(s.ir_enable, vec![false, true]);
+        assert_eq!((s.ir_enable.len(), s.remapping_off_after_routing), (0, 0));
+        assert_eq!((s.agents[0].irte_indices.clone(), s.agents[1].irte_indices.clone()), (vec![3], vec![3]));
         s.received_by_agents = Some(3); // two of them coalesced at the local APIC
-        assert!(judge_section(&s).unwrap().is_empty());
+        assert!(judge_section(&s, true).unwrap().is_empty());
     }
 
     #[test]
@@ -317,7 +334,7 @@ mod tests {
         assert_eq!(s.delivered_outside_agents, 1);
         assert!(s.agents[1].first_raised_by_pending_cause);
         s.received_by_agents = Some(2);
-        let f = judge_section(&s).unwrap();
+        let f = judge_section(&s, true).unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].reason, Reason::IrqLost);
         assert!(f[0].detail.contains("1 of the NIC's MSI-X messages were delivered while no agent"), "{}", f[0].detail);
@@ -328,21 +345,35 @@ mod tests {
         let t = write(MARK_REG, 0xa000) + &send() + &send() + &deliver(NIC_SID);
         let s = scan_str(&t);
         assert_eq!((s.sent, s.delivered, s.never_delivered), (2, 1, 1));
-        assert_eq!(judge_section(&s).unwrap()[0].reason, Reason::IrqLost);
+        assert_eq!(judge_section(&s, true).unwrap()[0].reason, Reason::IrqLost);
         // The held one delivered later, on unmask, with no send line of its own.
         let s = scan_str(&(t + &deliver(NIC_SID)));
         assert_eq!((s.released_from_pending, s.never_delivered), (1, 0));
-        assert!(judge_section(&s).unwrap().is_empty());
+        assert!(judge_section(&s, true).unwrap().is_empty());
     }
 
     #[test]
     fn agents_counting_more_than_was_delivered_cannot_be_judged() {
         let mut s = scan_str(&kept());
         s.received_by_agents = Some(5);
-        let e = judge_section(&s).unwrap_err().to_string();
+        let e = judge_section(&s, true).unwrap_err().to_string();
         assert!(e.contains("received 5 interrupts, more than the 4"), "{e}");
         s.received_by_agents = Some(0);
-        assert_eq!(judge_section(&s).unwrap()[0].reason, Reason::IrqLost);
+        assert_eq!(judge_section(&s, true).unwrap()[0].reason, Reason::IrqLost);
+    }
+
+    #[test]
+    fn remapping_switched_off_under_a_persistent_engine_is_a_finding() {
+        let boot = "1@0.5:vtd_ir_enable enable 1\n";
+        let mut t = kept();
+        t.insert_str(0, boot);
+        let at = t.find(&write(MARK_REG, 0xa001)).unwrap();
+        t.insert_str(at, "1@2.0:vtd_ir_enable enable 0\n1@2.1:vtd_ir_enable enable 1\n");
+        let s = scan_str(&t);
+        assert_eq!((s.ir_enable.clone(), s.remapping_off_after_routing), (vec![true, false, true], 1));
+        let f = judge_section(&s, true).unwrap();
+        assert_eq!(f.iter().map(|f| f.reason).collect::<Vec<_>>(), vec![Reason::IrqRemappingOff]);
+        assert!(judge_section(&s, false).unwrap().is_empty(), "a non-persistent engine's interrupts end with its kernel");
     }
 
     #[test]

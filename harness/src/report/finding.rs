@@ -100,6 +100,11 @@ pub enum Reason {
     /// reached one (QEMU's trace; the interrupt oracle).
     #[serde(rename = "irq.lost")]
     IrqLost,
+    /// Interrupt remapping was switched off while a persistent device's
+    /// interrupts were routed through it (`vtd_ir_enable 0` after an engine
+    /// took them): its handles pointed at nothing meanwhile.
+    #[serde(rename = "irq.remapping_off")]
+    IrqRemappingOff,
 }
 
 impl Reason {
@@ -133,6 +138,7 @@ impl Reason {
         Reason::KernelPanic,
         Reason::GuestRamChanged,
         Reason::IrqLost,
+        Reason::IrqRemappingOff,
     ];
 
     /// The name scenarios and report.json use (`dma.lost`).

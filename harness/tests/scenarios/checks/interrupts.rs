@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use lulab::console::KernelLog;
 use lulab::report::Report;
 
 fn section(r: &Report) -> &serde_json::Value {
@@ -31,6 +32,24 @@ pub fn kept(r: &Report, dir: &Path) {
     assert_eq!(agents[1]["first_raised_by_pending_cause"], true, "the window's frames left the cause pending: {s}");
     let received = n(s, "received_by_agents");
     assert!(received > 0 && received <= n(s, "delivered") + n(s, "released_from_pending"), "{s}");
+    // Interrupt remapping stayed on through the update (switched on once,
+    // at the first boot): the old kernel kept the NIC's entry in pkernfs
+    // and the new one copied the table out instead of starting its own.
+    assert_eq!(s["ir_enable"], serde_json::json!([true]), "{s}");
+    assert_eq!(n(s, "remapping_off_after_routing"), 0, "{s}");
+    let log = KernelLog::of_run(&dir.join("host"));
+    assert!(log.contains("1 interrupt-remapping entry of persistent devices kept in iommu/dmar-fed90000/root-pgtables"), "the freeze kept the NIC's entry");
+    assert!(log.contains("Copied IR table for dmar0 from pkernfs (lulab live update)"), "the new kernel copied the kept table");
+}
+
+/// `live-update-rx-irq-ir-not-kept`: the new kernel threw the kept table
+/// away (lulab_ir_keep=0) and switched remapping off; nothing else differs.
+pub fn ir_not_kept(r: &Report, dir: &Path) {
+    let s = section(r);
+    assert!(n(s, "remapping_off_after_routing") >= 1, "{s}");
+    assert_eq!((r.dma.lost, r.dma.corrupted), (0, 0), "{:?}", r.dma);
+    let log = KernelLog::of_run(&dir.join("host"));
+    assert!(log.contains("lulab_ir_keep=0: not kept, interrupt remapping goes off"), "the new kernel said why");
 }
 
 /// `live-update-rx-irq-left-armed`: messages delivered while no engine was

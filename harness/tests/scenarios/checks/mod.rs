@@ -33,6 +33,7 @@ const ALL: &[(&str, Check)] = &[
     ("live-update-rx-scalable", live_update::rx_scalable),
     ("live-update-rx-irq", interrupts::kept),
     ("live-update-rx-irq-left-armed", interrupts::left_armed),
+    ("live-update-rx-irq-ir-not-kept", interrupts::ir_not_kept),
     ("live-update-nvme-scalable", live_update::nvme_scalable),
     ("live-update-soak", live_update::soak),
     ("live-update-isolation", live_update::isolation),
