@@ -20,7 +20,7 @@
 //! own count (`irq_received`) may be lower than the deliveries; it may
 //! never be higher, and a run where it is cannot be judged (error).
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -187,8 +187,7 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
 }
 
 fn scan_file(path: &Path) -> Result<IrqSection> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
-    f.seek(SeekFrom::Start(0))?;
+    let f = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
     scan(BufReader::new(f)).with_context(|| format!("reading {}", path.display()))
 }
 
