@@ -308,18 +308,20 @@ impl Driver for E1000e {
             // timeout only paces refills and the stop check.
             let woke = self.irq.as_ref().is_none_or(|irq| irq.wait(Duration::from_millis(20)));
             let mut idle = true;
-            while woke {
-                let (status, errors) = self.status_of(next);
-                if status & STATUS_DD == 0 || held.len() as u32 >= n {
-                    break;
+            if woke {
+                loop {
+                    let (status, errors) = self.status_of(next);
+                    if status & STATUS_DD == 0 || held.len() as u32 >= n {
+                        break;
+                    }
+                    if errors != 0 {
+                        p.count_error();
+                    }
+                    held.push_back(Instant::now());
+                    p.completed.fetch_add(1, Ordering::Relaxed);
+                    next = (next + 1) % n;
+                    idle = false;
                 }
-                if errors != 0 {
-                    p.count_error();
-                }
-                held.push_back(Instant::now());
-                p.completed.fetch_add(1, Ordering::Relaxed);
-                next = (next + 1) % n;
-                idle = false;
             }
             if let (true, Some(irq)) = (woke, &self.irq) {
                 if idle {
