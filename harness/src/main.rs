@@ -42,7 +42,7 @@ enum Cmd {
         /// Run the scenario on every combination of these `[host]` values,
         /// one run directory per cell (e.g. `--matrix cpus=1,4 --matrix
         /// caching_mode=false,true`; keys: cpus, iommu_mode, caching_mode,
-        /// memory_mib), and print one verdict per cell.
+        /// memory_mib, tcg_threads), and print one verdict per cell.
         #[arg(long, value_name = "KEY=V1,V2")]
         matrix: Vec<lulab::scenario::matrix::Axis>,
     },

@@ -3,5 +3,5 @@
 pub mod params;
 pub mod process;
 
-pub use params::{IommuParams, MachineParams, NetdevKind, NicParams, NvmeParams, RunPaths};
+pub use params::{tcg_race_abort, IommuParams, MachineParams, NetdevKind, NicParams, NvmeParams, RunPaths, TcgThreads};
 pub use process::QemuProcess;

@@ -119,6 +119,42 @@ impl Default for IommuParams {
     }
 }
 
+/// How TCG runs the vCPUs (`-accel tcg,thread=…`).
+///
+/// `multi` (QEMU's default) gives each vCPU a host thread, so the guest's
+/// CPUs really run at once. `single` runs them in turn on one thread: the
+/// guest still has that many CPUs (IPIs, per-CPU state, kexec's stop of
+/// the others), without parallel execution. QEMU 10.0.2 (bookworm-
+/// backports) can abort under `multi` with several vCPUs when the memory
+/// map changes ("iotlb_to_section: Assertion `section_index <
+/// d->map.sections_nb' failed", upstream QEMU issue 3040, fixed after
+/// 10.0): a vCPU fills a TLB entry from the new map and looks it up in its
+/// stale copy. `single` does not race there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcgThreads {
+    /// A host thread per vCPU.
+    #[default]
+    Multi,
+    /// All vCPUs on one host thread, in turn.
+    Single,
+}
+
+impl TcgThreads {
+    /// The `-accel` value.
+    pub fn accel(self) -> &'static str {
+        match self {
+            Self::Multi => "tcg,thread=multi",
+            Self::Single => "tcg,thread=single",
+        }
+    }
+}
+
+/// QEMU's stderr when it hit the multi-threaded TCG race of [`TcgThreads`].
+pub fn tcg_race_abort(stderr: &str) -> bool {
+    stderr.contains("iotlb_to_section: Assertion")
+}
+
 /// How frames reach the e1000e from the harness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetdevKind {
@@ -181,6 +217,8 @@ pub struct MachineParams {
     pub memory_mib: u64,
     /// vCPUs.
     pub cpus: u32,
+    /// How TCG runs them.
+    pub tcg_threads: TcgThreads,
     /// VT-d.
     pub iommu: IommuParams,
     /// e1000e at 00:02.0.
@@ -228,6 +266,7 @@ impl MachineParams {
                 .to_vec(),
             memory_mib: 1024,
             cpus: 1,
+            tcg_threads: TcgThreads::Multi,
             iommu: IommuParams::default(),
             nic: Some(NicParams::default()),
             nvme: None,
@@ -244,7 +283,7 @@ impl MachineParams {
         let mut a: Vec<String> = Vec::new();
         let mut push = |args: &[&str]| a.extend(args.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot"]);
-        push(&["-accel", "tcg", "-cpu", "max", "-smp", &self.cpus.to_string()]);
+        push(&["-accel", self.tcg_threads.accel(), "-cpu", "max", "-smp", &self.cpus.to_string()]);
         let mem = format!("{}M", self.memory_mib);
         push(&["-machine", "q35,kernel-irqchip=split,memory-backend=ram0", "-m", &mem]);
         push(&["-object", &format!("memory-backend-file,id=ram0,size={mem},mem-path={},share=on", p(paths.ram()))]);
@@ -357,6 +396,23 @@ mod tests {
         m.save_disk = Some("/r/save.img".into());
         let a = m.argv(&RunPaths::new("/r")).join(" ");
         assert!(a.contains("-drive file=/r/save.img,if=none,id=save0,format=raw,cache=writeback -device nvme,serial=lulab-save,drive=save0,addr=0x5"), "{a}");
+    }
+
+    #[test]
+    fn single_threaded_tcg_is_asked_on_the_command_line() {
+        let mut m = MachineParams::new(Path::new("/k"), Path::new("/i"));
+        m.cpus = 4;
+        m.tcg_threads = TcgThreads::Single;
+        let argv = m.argv(&RunPaths::new("/run"));
+        assert!(argv.windows(2).any(|w| w == ["-accel", "tcg,thread=single"]), "{argv:?}");
+        assert!(argv.windows(2).any(|w| w == ["-smp", "4"]), "the guest still has 4 CPUs");
+    }
+
+    #[test]
+    fn qemus_multi_threaded_tcg_abort_is_recognised() {
+        let stderr = "qemu-system-x86_64: system/physmem.c:2678: iotlb_to_section: Assertion `section_index < d->map.sections_nb' failed.";
+        assert!(tcg_race_abort(stderr));
+        assert!(!tcg_race_abort("qemu-system-x86_64: terminating on signal 15"));
     }
 
     #[test]

@@ -79,12 +79,13 @@ impl QemuProcess {
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.try_wait()? {
             let err = std::fs::read(self.paths.stderr()).unwrap_or_default();
-            bail!(
-                "QEMU (pid {}) exited with {status}; stderr:\n{}\nrun directory: {}",
-                self.pid(),
-                cmd::tail(&err, 20),
-                self.paths.dir.display()
-            );
+            let tail = cmd::tail(&err, 20);
+            let hint = if super::tcg_race_abort(&tail) {
+                "\n(QEMU's own multi-threaded TCG race, upstream QEMU issue 3040: `[host] tcg_threads = \"single\"` avoids it)"
+            } else {
+                ""
+            };
+            bail!("QEMU (pid {}) exited with {status}; stderr:\n{tail}{hint}\nrun directory: {}", self.pid(), self.paths.dir.display());
         }
         Ok(())
     }

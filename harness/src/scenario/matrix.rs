@@ -9,10 +9,10 @@
 //! A matrix file (`scenarios/matrix/*.toml`, [`MatrixFile`]) names a
 //! scenario of the catalogue and its axes; each is a test of the long tier.
 
-use super::{IommuMode, Scenario};
+use super::{IommuMode, Scenario, TcgThreads};
 
 /// The `[host]` fields an axis may vary.
-pub const KEYS: &[&str] = &["cpus", "iommu_mode", "caching_mode", "memory_mib"];
+pub const KEYS: &[&str] = &["cpus", "iommu_mode", "caching_mode", "memory_mib", "tcg_threads"];
 
 /// One axis: a `[host]` field and its values, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +81,13 @@ fn set(sc: &mut Scenario, key: &str, value: &str) -> Result<(), String> {
                 _ => return Err(bad("not legacy or scalable")),
             }
         }
+        "tcg_threads" => {
+            sc.host.tcg_threads = match value {
+                "multi" => TcgThreads::Multi,
+                "single" => TcgThreads::Single,
+                _ => return Err(bad("not multi or single")),
+            }
+        }
         _ => return Err(bad("not a matrix key")),
     }
     Ok(())
@@ -127,6 +134,9 @@ pub struct MatrixFile {
     /// `[host].memory_mib` values: `2048`, or `"4096@4352"` to move the carve-out too.
     #[serde(default)]
     pub memory_mib: Vec<MemoryValue>,
+    /// `[host].tcg_threads` values (`multi`, `single`).
+    #[serde(default)]
+    pub tcg_threads: Vec<String>,
 }
 
 /// A `memory_mib` value of a matrix file: a number or `"MIB@BASE"`.
@@ -153,7 +163,8 @@ impl MatrixFile {
         toml::from_str(&text).map_err(|e| super::ScenarioError::Parse { path: origin, message: e.to_string().trim_end().to_string() })
     }
 
-    /// Its axes, in the order `cpus`, `iommu_mode`, `caching_mode`, `memory_mib` (empty ones left out).
+    /// Its axes, in the order `cpus`, `iommu_mode`, `caching_mode`,
+    /// `memory_mib`, `tcg_threads` (empty ones left out).
     pub fn axes(&self) -> Vec<Axis> {
         let memory = self.memory_mib.iter().map(|v| match v {
             MemoryValue::Mib(m) => m.to_string(),
@@ -164,6 +175,7 @@ impl MatrixFile {
             ("iommu_mode", self.iommu_mode.clone()),
             ("caching_mode", self.caching_mode.iter().map(bool::to_string).collect()),
             ("memory_mib", memory.collect()),
+            ("tcg_threads", self.tcg_threads.clone()),
         ]
         .into_iter()
         .filter(|(_, v)| !v.is_empty())
@@ -212,6 +224,9 @@ mod tests {
         let m1 = mem[1].scenario.as_ref().unwrap();
         assert_eq!((m1.host.memory_mib, m1.pkernfs.as_ref().unwrap().base_mib), (4096, 4352));
         assert!(mem[2].scenario.as_ref().unwrap_err().contains("base after @ is not a number"));
+        let threads = super::cells(&sc, &["tcg_threads=single,many".parse().unwrap()]);
+        assert_eq!(threads[0].scenario.as_ref().unwrap().host.tcg_threads, TcgThreads::Single);
+        assert!(threads[1].scenario.as_ref().unwrap_err().contains("tcg_threads = many: not multi or single"));
         let bad = super::cells(&sc, &["cpus=0,x".parse().unwrap()]);
         assert!(bad[0].scenario.as_ref().unwrap_err().contains("host.cpus: 0"));
         assert!(bad[1].scenario.as_ref().unwrap_err().contains("cpus = x: not a number"));

@@ -157,6 +157,9 @@ pub struct HostSpec {
     /// VT-d caching mode (`caching-mode=on`: the IOMMU may cache
     /// not-present entries, so the kernel flushes the IOTLB on every map).
     pub caching_mode: bool,
+    /// How TCG runs the vCPUs: a thread each (`multi`, QEMU's default) or
+    /// all in turn on one (`single`).
+    pub tcg_threads: TcgThreads,
 }
 
 /// Most vCPUs a host may have (TCG runs one thread per vCPU on few cores).
@@ -173,9 +176,20 @@ pub enum IommuMode {
     Scalable,
 }
 
+pub use crate::qemu::TcgThreads;
+
 impl Default for HostSpec {
     fn default() -> Self {
-        Self { kernel: KernelChoice::Stock, memory_mib: 1024, iommu: true, cmdline: Vec::new(), cpus: 1, iommu_mode: IommuMode::Legacy, caching_mode: false }
+        Self {
+            kernel: KernelChoice::Stock,
+            memory_mib: 1024,
+            iommu: true,
+            cmdline: Vec::new(),
+            cpus: 1,
+            iommu_mode: IommuMode::Legacy,
+            caching_mode: false,
+            tcg_threads: TcgThreads::Multi,
+        }
     }
 }
 

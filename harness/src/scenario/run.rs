@@ -156,6 +156,7 @@ impl<'a> Runner<'a> {
         params.iommu.scalable_mode = sc.host.iommu_mode == crate::scenario::IommuMode::Scalable;
         params.iommu.caching_mode = sc.host.caching_mode;
         params.cpus = sc.host.cpus;
+        params.tcg_threads = sc.host.tcg_threads;
         if let (Some(n), Some(nv)) = (&sc.nvme, params.nvme.as_mut()) {
             nv.throttle_iops = n.throttle_iops;
         }

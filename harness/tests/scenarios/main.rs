@@ -138,6 +138,8 @@ fn machine_shape_as_asked(stem: &str, sc: &Scenario, dir: &Path) {
     let args: Vec<&str> = argv.lines().collect();
     let smp = args.windows(2).find(|w| w[0] == "-smp").map(|w| w[1]);
     assert_eq!(smp, Some(sc.host.cpus.to_string().as_str()), "{stem}: -smp in qemu.argv");
+    let accel = args.windows(2).find(|w| w[0] == "-accel").map(|w| w[1]);
+    assert_eq!(accel, Some(sc.host.tcg_threads.accel()), "{stem}: -accel in qemu.argv");
     if sc.host.iommu {
         let onoff = |b: bool| if b { "on" } else { "off" };
         let vtd = args.iter().find(|a| a.starts_with("intel-iommu")).unwrap_or_else(|| panic!("{stem}: no intel-iommu in qemu.argv"));
