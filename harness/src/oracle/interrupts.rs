@@ -98,15 +98,6 @@ pub struct IrqSection {
     pub examples_outside: Vec<String>,
 }
 
-fn field(args: &str, key: &str) -> Option<u64> {
-    let rest = &args[args.find(key)? + key.len()..];
-    let tok = rest.trim_start().split(|c: char| c == ',' || c.is_whitespace()).next()?;
-    match tok.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => tok.parse().ok(),
-    }
-}
-
 /// Reads the trace from `log` (QEMU's `-D` log, lines in order).
 pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
     let mut s = IrqSection::default();
@@ -120,7 +111,7 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
         let Some(ev) = parse_line(&line) else { continue };
         match ev.name {
             "e1000e_core_write" => {
-                let (Some(reg), Some(val)) = (field(ev.args, "register"), field(ev.args, "value:")) else { continue };
+                let (Some(reg), Some(val)) = (ev.field("register"), ev.field("value:")) else { continue };
                 after_ims = reg == IMS;
                 if reg == MARK_REG && val >> 12 == MARK_LIVE {
                     s.agents.push(AgentSpan { generation: val & 0xfff, ..Default::default() });
@@ -143,7 +134,7 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
                 }
                 after_ims = false;
             }
-            "vtd_ir_irte_get" => sid = field(ev.args, "low").map(|lo| (lo & 0xffff, field(ev.args, "index").unwrap_or(0))),
+            "vtd_ir_irte_get" => sid = ev.field("low").map(|lo| (lo & 0xffff, ev.field("index").unwrap_or(0))),
             "apic_deliver_irq" => {
                 let Some((NIC_SID, index)) = sid.take() else { continue };
                 match std::mem::take(&mut awaiting) {
@@ -170,7 +161,7 @@ pub fn scan<R: BufRead>(log: R) -> std::io::Result<IrqSection> {
                 }
             }
             "vtd_ir_enable" => {
-                let on = field(ev.args, "enable") == Some(1);
+                let on = ev.field("enable") == Some(1);
                 s.ir_enable.push(on);
                 s.remapping_off_after_routing += u64::from(!on && !s.agents.is_empty());
             }

@@ -21,6 +21,19 @@ pub struct TraceLine<'a> {
     pub args: &'a str,
 }
 
+impl TraceLine<'_> {
+    /// The number after `key` in the arguments (`vec 3`, `index 0x15`,
+    /// `value: 0x1`): decimal, or hex with `0x`; `None` when absent.
+    pub fn field(&self, key: &str) -> Option<u64> {
+        let rest = &self.args[self.args.find(key)? + key.len()..];
+        let tok = rest.trim_start().split(|c: char| c == ',' || c.is_whitespace()).next()?;
+        match tok.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => tok.parse().ok(),
+        }
+    }
+}
+
 fn is_event_name(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.contains('_')
@@ -162,6 +175,14 @@ impl TraceSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_are_read_as_decimal_or_hex() {
+        let l = parse_line("vtd_ir_irte_get index 21 low 0x10010 high 0x0002, value: 0x1f").unwrap();
+        assert_eq!((l.field("index"), l.field("low"), l.field("value:")), (Some(21), Some(0x10010), Some(0x1f)));
+        assert_eq!(l.field("high"), Some(2), "a trailing comma ends the number");
+        assert_eq!(l.field("vector"), None);
+    }
 
     #[test]
     fn parses_every_prefix_style() {
