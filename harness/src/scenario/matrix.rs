@@ -9,7 +9,7 @@
 //! A matrix file (`scenarios/matrix/*.toml`, [`MatrixFile`]) names a
 //! scenario of the catalogue and its axes; each is a test of the long tier.
 
-use super::{IommuMode, Scenario, TcgThreads};
+use super::Scenario;
 
 /// The `[host]` fields an axis may vary.
 pub const KEYS: &[&str] = &["cpus", "iommu_mode", "caching_mode", "memory_mib", "tcg_threads"];
@@ -74,23 +74,17 @@ fn set(sc: &mut Scenario, key: &str, value: &str) -> Result<(), String> {
             }
         }
         "caching_mode" => sc.host.caching_mode = value.parse().map_err(|_| bad("not true or false"))?,
-        "iommu_mode" => {
-            sc.host.iommu_mode = match value {
-                "legacy" => IommuMode::Legacy,
-                "scalable" => IommuMode::Scalable,
-                _ => return Err(bad("not legacy or scalable")),
-            }
-        }
-        "tcg_threads" => {
-            sc.host.tcg_threads = match value {
-                "multi" => TcgThreads::Multi,
-                "single" => TcgThreads::Single,
-                _ => return Err(bad("not multi or single")),
-            }
-        }
+        "iommu_mode" => sc.host.iommu_mode = named(value).ok_or_else(|| bad("not legacy or scalable"))?,
+        "tcg_threads" => sc.host.tcg_threads = named(value).ok_or_else(|| bad("not multi or single"))?,
         _ => return Err(bad("not a matrix key")),
     }
     Ok(())
+}
+
+/// A `[host]` enum value by the name a scenario file gives it.
+fn named<T: serde::de::DeserializeOwned>(value: &str) -> Option<T> {
+    use serde::de::{value::Error, IntoDeserializer};
+    T::deserialize(IntoDeserializer::<Error>::into_deserializer(value)).ok()
 }
 
 /// Every combination of `axes` over `sc`, the first axis varying slowest.
@@ -194,6 +188,7 @@ impl std::fmt::Display for Axis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::{IommuMode, TcgThreads};
 
     const SC: &str = "description = \"m\"\nexpect = \"intact\"\n\n[host]\nkernel = \"lulab\"\n\n[pkernfs]\nsize_mib = 64\nbase_mib = 512\n\n\
 [rx]\nring_size = 256\nrate_fps = 100.0\nframe_size = 128\nframes = 100\npersist = true\n\n[[steps]]\ndo = \"boot\"\n\n[[steps]]\ndo = \"start_dma\"\n";
@@ -227,6 +222,9 @@ mod tests {
         let threads = super::cells(&sc, &["tcg_threads=single,many".parse().unwrap()]);
         assert_eq!(threads[0].scenario.as_ref().unwrap().host.tcg_threads, TcgThreads::Single);
         assert!(threads[1].scenario.as_ref().unwrap_err().contains("tcg_threads = many: not multi or single"));
+        let modes = super::cells(&sc, &["iommu_mode=scalable,Scalable".parse().unwrap()]);
+        assert_eq!(modes[0].scenario.as_ref().unwrap().host.iommu_mode, IommuMode::Scalable);
+        assert!(modes[1].scenario.as_ref().unwrap_err().contains("iommu_mode = Scalable: not legacy or scalable"), "the names of scenario files only");
         let bad = super::cells(&sc, &["cpus=0,x".parse().unwrap()]);
         assert!(bad[0].scenario.as_ref().unwrap_err().contains("host.cpus: 0"));
         assert!(bad[1].scenario.as_ref().unwrap_err().contains("cpus = x: not a number"));
