@@ -26,7 +26,7 @@ use std::path::Path;
 use lulab_proto::PhysRange;
 use serde::{Deserialize, Serialize};
 
-use super::trace::parse_line;
+use super::trace::{parse_line, TraceLine};
 
 /// The trace events this oracle reads (enabled only when a scenario asks:
 /// every DMA produces one).
@@ -148,12 +148,8 @@ impl Phases {
 }
 
 /// One IOTLB trace line: (sid, iova, physical address translated to).
-pub fn parse_translation(args: &str) -> Option<(u16, u64, u64)> {
-    let field = |name: &str| {
-        let mut w = args.split_whitespace();
-        w.position(|t| t == name).and_then(|_| w.next()).map(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16))
-    };
-    let (sid, iova, slpte) = (field("sid")?.ok()?, field("iova")?.ok()?, field("slpte")?.ok()?);
+pub fn parse_translation(ev: &TraceLine) -> Option<(u16, u64, u64)> {
+    let (sid, iova, slpte) = (ev.field("sid")?, ev.field("iova")?, ev.field("slpte")?);
     const ADDR: u64 = 0x000f_ffff_ffff_f000;
     const PS: u64 = 1 << 7;
     // A large-page PTE (2 MiB: our mappings never reach 1 GiB) maps the page
@@ -235,7 +231,7 @@ pub fn check<R: BufRead>(log: R, base: u64, watch: &Watch) -> std::io::Result<Is
         if !ISOLATION_TRACE_EVENTS.contains(&ev.name) {
             continue;
         }
-        let Some((sid, iova, phys)) = parse_translation(ev.args) else { continue };
+        let Some((sid, iova, phys)) = parse_translation(&ev) else { continue };
         let Some(&pci) = pci_of.get(&sid) else { continue };
         *s.translations.entry(pci.to_string()).or_default() += 1;
         let d = s.devices.entry(pci.to_string()).or_default();
@@ -353,9 +349,10 @@ mod tests {
 
     #[test]
     fn large_pages_translate_at_the_iova_offset() {
-        assert_eq!(parse_translation("sid 0x10 iova 0x20003000 slpte 0x40000003 domain 0x3"), Some((0x10, 0x2000_3000, 0x4000_0000)));
-        assert_eq!(parse_translation("sid 0x10 iova 0x20003000 slpte 0x40000083 domain 0x3"), Some((0x10, 0x2000_3000, 0x4000_3000)));
-        assert_eq!(parse_translation("sid 0x10 iova zz"), None);
+        let tr = |args: &str| parse_translation(&parse_line(&format!("vtd_iotlb_page_update update an IOTLB entry {args}")).unwrap());
+        assert_eq!(tr("sid 0x10 iova 0x20003000 slpte 0x40000003 domain 0x3"), Some((0x10, 0x2000_3000, 0x4000_0000)));
+        assert_eq!(tr("sid 0x10 iova 0x20003000 slpte 0x40000083 domain 0x3"), Some((0x10, 0x2000_3000, 0x4000_3000)));
+        assert_eq!(tr("sid 0x10 iova zz"), None);
     }
 
     #[test]

@@ -22,11 +22,12 @@ pub struct TraceLine<'a> {
 }
 
 impl TraceLine<'_> {
-    /// The number after `key` in the arguments (`vec 3`, `index 0x15`,
-    /// `value: 0x1`): decimal, or hex with `0x`; `None` when absent.
+    /// The number after the word `key` in the arguments (`vec 3`, `index
+    /// 0x15`, `value: 0x1`): decimal, or hex with `0x`; `None` when absent.
     pub fn field(&self, key: &str) -> Option<u64> {
-        let rest = &self.args[self.args.find(key)? + key.len()..];
-        let tok = rest.trim_start().split(|c: char| c == ',' || c.is_whitespace()).next()?;
+        let mut words = self.args.split_whitespace();
+        words.position(|w| w == key)?;
+        let tok = words.next()?.trim_end_matches(',');
         match tok.strip_prefix("0x") {
             Some(h) => u64::from_str_radix(h, 16).ok(),
             None => tok.parse().ok(),
@@ -114,11 +115,8 @@ impl TraceSummary {
             }
             "vtd_reg_dmar_root" => {
                 // `addr 0x40800000 scalable 0`
-                let mut w = ev.args.split_whitespace();
-                if let (Some("addr"), Some(a)) = (w.next(), w.next()) {
-                    if let Ok(v) = u64::from_str_radix(a.trim_start_matches("0x"), 16) {
-                        self.dmar_root.push(v);
-                    }
+                if let Some(v) = ev.field("addr") {
+                    self.dmar_root.push(v);
                 }
             }
             "pci_cfg_write" => self.add_cfg_write(ev.args),
@@ -182,6 +180,7 @@ mod tests {
         assert_eq!((l.field("index"), l.field("low"), l.field("value:")), (Some(21), Some(0x10010), Some(0x1f)));
         assert_eq!(l.field("high"), Some(2), "a trailing comma ends the number");
         assert_eq!(l.field("vector"), None);
+        assert_eq!(l.field("ind"), None, "whole words only");
     }
 
     #[test]
